@@ -1,0 +1,251 @@
+"""make_model -> gguf_file round trips for every generator option, and every loader error."""
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import gguf
+import numpy as np
+import pytest
+from gguf import GGMLQuantizationType as QT
+
+from make_model import ModelSpec, build_tokenizer, build_weights, make_model, sidecar_path
+from wgmtp import errors, quants
+from wgmtp.gguf_file import GGUFModel
+
+
+def _dequant(gm: GGUFModel, name: str) -> np.ndarray:
+    info = gm.tensors[name]
+    return quants.dequantize(gm.raw(name), info.qtype, info.np_shape)
+
+
+@pytest.mark.parametrize("kw", [
+    dict(),
+    dict(mtp=False),
+    dict(tied=True),
+    dict(layer_pattern="GA", n_layer=4),
+    dict(n_layer=5, recurrent_layers_key=False),
+    dict(ssm_n_group=4, ssm_dt_rank=4, n_head=2, n_head_kv=1, head_dim=32, n_rot=8),
+    dict(n_embd=256, n_ff=256, wtype="Q4_K_M"),
+    dict(wtype="Q8_0", types={"attn_gate": "F16", "ffn_down": "Q5_1"}),
+])
+def test_roundtrip_config_and_tensors(tmp_path, kw):
+    spec = ModelSpec(**kw)
+    p = make_model(tmp_path / "m.gguf", spec)
+    gm = GGUFModel(p)
+    c = gm.config
+    assert (c.n_embd, c.n_layer, c.n_head, c.n_head_kv, c.head_dim, c.n_rot, c.n_ff) == \
+        (spec.n_embd, spec.n_layer, spec.n_head, spec.n_head_kv, spec.head_dim, spec.rot, spec.n_ff)
+    assert (c.ssm_n_group, c.ssm_dt_rank, c.head_k_dim, c.head_v_dim, c.conv_kernel) == \
+        (spec.ssm_n_group, spec.ssm_dt_rank, spec.ssm_d_state, spec.ssm_d_state, spec.conv_kernel)
+    assert list(c.is_gdn[: c.n_layer]) == spec.is_gdn()
+    assert gm.has_mtp == spec.mtp and c.n_mtp == (1 if spec.mtp else 0)
+    assert c.tied_embeddings == spec.tied and ("output.weight" in gm.tensors) != spec.tied
+    assert abs(c.eps - 1e-6) < 1e-12 and c.rope_base == pytest.approx(1e7)
+    # every weight reads back as written (within its type's quantization)
+    tok = build_tokenizer(spec.tokenizer_vocab, n_vocab=spec.n_vocab)
+    W = build_weights(spec, len(tok.tokens))
+    assert set(W) == set(gm.tensors)
+    for name, w in W.items():
+        got = _dequant(gm, name).reshape(w.shape)
+        tol = 0.0 if gm.tensors[name].qtype == QT.F32 else 0.15 * float(np.abs(w).max()) + 1e-6
+        assert np.max(np.abs(got - w)) <= tol, name
+
+
+def test_converter_conventions(tmp_path):
+    p = make_model(tmp_path / "m.gguf", ModelSpec(wtype="F16", head_dim=32))
+    gm = GGUFModel(p)
+    t = gm.tensors
+    # F32-forced tensors and 1-D tensors stay F32 in a F16 file
+    assert t["blk.0.ssm_conv1d.weight"].qtype == QT.F32 and t["blk.0.ssm_a"].qtype == QT.F32
+    assert t["blk.0.attn_qkv.weight"].qtype == QT.F16
+    # ssm_a negative (= -exp(A_log)); norms carry the +1; GGUF shapes as llama.cpp writes them
+    assert np.all(_dequant(gm, "blk.0.ssm_a") < 0)
+    assert abs(float(np.mean(_dequant(gm, "blk.0.attn_norm.weight"))) - 1.0) < 0.1
+    c = gm.config
+    assert t["blk.0.ssm_conv1d.weight"].shape == (4, c.conv_dim)
+    assert t["blk.3.attn_q.weight"].shape == (c.n_embd, 2 * c.n_head * c.head_dim)
+    assert t[f"blk.{c.n_layer}.nextn.eh_proj.weight"].shape == (2 * c.n_embd, c.n_embd)
+    assert gm.meta("qwen35.rope.dimension_sections") == [2, 1, 1, 0]   # as the converter dump (R=4 pairs)
+    assert gm.meta("tokenizer.ggml.pre") == "qwen35"
+
+
+def test_q4_k_m_mix_follows_llama_quantize(tmp_path):
+    """The dump of a real Q4_K_M tiny file: rows of 128 fall back to Q5_0/Q8_0; ffn_down of 256 stays K."""
+    spec = ModelSpec(n_embd=128, n_ff=256, head_dim=32, n_head=4, n_head_kv=2, ssm_d_state=32,
+                     wtype="Q4_K_M", n_vocab=1024)
+    gm = GGUFModel(make_model(tmp_path / "m.gguf", spec))
+    ty = {n: i.qtype for n, i in gm.tensors.items()}
+    assert ty["token_embd.weight"] == QT.Q5_0 and ty["output.weight"] == QT.Q8_0
+    assert ty["blk.0.attn_qkv.weight"] == QT.Q5_0 and ty["blk.2.attn_qkv.weight"] == QT.Q8_0
+    assert ty["blk.3.attn_v.weight"] == QT.Q5_0 and ty["blk.4.attn_v.weight"] == QT.Q8_0
+    assert ty["blk.0.ffn_down.weight"] == QT.Q4_K and ty["blk.2.ffn_down.weight"] == QT.Q6_K
+    assert ty["blk.4.ffn_down.weight"] == QT.Q6_K and ty["blk.4.nextn.eh_proj.weight"] == QT.Q4_K
+
+
+def test_sidecar_layout_and_attach(tmp_path):
+    p = make_model(tmp_path / "m.gguf", ModelSpec(sidecar=True))
+    side = sidecar_path(p)
+    assert side.name == "mtp-m.gguf" and side.exists()
+    trunk = GGUFModel(p)
+    assert not trunk.has_mtp and trunk.config.n_mtp == 0 and trunk.config.block_count == 4
+    r = gguf.GGUFReader(str(side))
+    names = {t.name for t in r.tensors}
+    assert {"token_embd.weight", "output_norm.weight", "output.weight"} <= names
+    assert all(n.startswith("blk.4.") or n in ("token_embd.weight", "output_norm.weight", "output.weight") for n in names)
+    both = GGUFModel(p, side)
+    assert both.has_mtp and both.config.n_mtp == 1 and both.config.is_gdn[4] is False
+    assert both.tensors["blk.4.nextn.eh_proj.weight"].path == str(side)
+    assert both.weight_bytes(mtp=True) > both.weight_bytes(mtp=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# errors
+
+def _rewrite(src: Path, dst: Path, *, drop: set[str] = frozenset(), kv: dict | None = None,
+             reshape: dict | None = None) -> Path:
+    """Copy a GGUF with some keys changed or tensors removed/reshaped (to provoke errors)."""
+    r = gguf.GGUFReader(str(src))
+    arch = r.fields["general.architecture"].contents()
+    w = gguf.GGUFWriter(str(dst), arch=(kv or {}).get("general.architecture", (arch,))[0])
+    for key, f in r.fields.items():
+        if key.startswith("GGUF.") or key == "general.architecture":
+            continue
+        if kv and key in kv:
+            continue
+        vt = f.types[0]
+        if vt == gguf.GGUFValueType.ARRAY:
+            w.add_key_value(key, f.contents(), vt, sub_type=f.types[-1])
+        else:
+            w.add_key_value(key, f.contents(), vt)
+    for key, (val, vt) in (kv or {}).items():
+        if key == "general.architecture":
+            continue
+        if vt == gguf.GGUFValueType.ARRAY:
+            w.add_key_value(key, val, vt, sub_type=gguf.GGUFValueType.UINT32)
+        else:
+            w.add_key_value(key, val, vt)
+    for t in r.tensors:
+        if t.name in drop:
+            continue
+        data = np.array(t.data)
+        if reshape and t.name in reshape:
+            data = np.zeros(reshape[t.name], np.float32)
+        w.add_tensor(t.name, data, raw_dtype=t.tensor_type)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return dst
+
+
+@pytest.fixture(scope="module")
+def base_model(tmp_path_factory):
+    return make_model(tmp_path_factory.mktemp("err") / "base.gguf", ModelSpec())
+
+
+U32 = gguf.GGUFValueType.UINT32
+
+
+def _err(path, exc, *words):
+    with pytest.raises(exc) as ei:
+        GGUFModel(path)
+    msg = str(ei.value)
+    assert "\n" not in msg and msg.startswith(str(path)), msg
+    for wd in words:
+        assert wd in msg, msg
+    return msg
+
+
+def test_error_not_gguf(tmp_path):
+    p = tmp_path / "x.gguf"
+    p.write_bytes(b"PK\x03\x04" + b"\0" * 100)
+    _err(p, errors.NotGGUFError, "not a GGUF")
+
+
+def test_error_missing_and_directory(tmp_path):
+    _err(tmp_path / "nope.gguf", errors.GGUFError, "no such file")
+    _err(tmp_path, errors.GGUFError, "directory")
+
+
+def test_error_truncated(tmp_path, base_model):
+    data = base_model.read_bytes()
+    for cut in (12, 200, len(data) - 100):
+        p = tmp_path / f"t{cut}.gguf"
+        p.write_bytes(data[:cut])
+        _err(p, errors.TruncatedGGUFError, "truncated")
+
+
+def test_error_unsupported_arch(tmp_path, base_model):
+    p = _rewrite(base_model, tmp_path / "moe.gguf", kv={"general.architecture": ("qwen35moe", None)})
+    _err(p, errors.UnsupportedArchError, "qwen35moe", "not supported yet")
+    p = _rewrite(base_model, tmp_path / "llama.gguf", kv={"general.architecture": ("llama", None)})
+    _err(p, errors.UnsupportedArchError, "llama")
+
+
+def test_error_missing_tensor(tmp_path, base_model):
+    p = _rewrite(base_model, tmp_path / "miss.gguf", drop={"blk.1.ssm_out.weight"})
+    _err(p, errors.MissingTensorError, "blk.1.ssm_out.weight")
+
+
+def test_error_shape_mismatch(tmp_path, base_model):
+    p = _rewrite(base_model, tmp_path / "shape.gguf", reshape={"blk.3.attn_k.weight": (16, 64)})
+    _err(p, errors.ShapeMismatchError, "blk.3.attn_k.weight", "[64, 16]", "[64, 32]")
+
+
+def test_error_unsupported_tensor_type(tmp_path):
+    """A tensor in a ggml type wgmtp has no kernel for (IQ2_XXS here) is named with its type."""
+    src = make_model(tmp_path / "src.gguf", ModelSpec(n_embd=256, n_ff=256))
+    r = gguf.GGUFReader(str(src))
+    dst = tmp_path / "iq.gguf"
+    w = gguf.GGUFWriter(str(dst), arch="qwen35")
+    for key, f in r.fields.items():
+        if key.startswith("GGUF.") or key == "general.architecture":
+            continue
+        vt = f.types[0]
+        w.add_key_value(key, f.contents(), vt, sub_type=f.types[-1] if vt == gguf.GGUFValueType.ARRAY else None)
+    blk, nb = gguf.GGML_QUANT_SIZES[QT.IQ2_XXS]
+    for t in r.tensors:
+        if t.name == "blk.0.attn_gate.weight":
+            cols = int(t.shape[0]); rows = int(t.shape[1])
+            w.add_tensor(t.name, np.zeros((rows, cols // blk * nb), np.uint8), raw_dtype=QT.IQ2_XXS)
+        else:
+            w.add_tensor(t.name, np.array(t.data), raw_dtype=t.tensor_type)
+    w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+    _err(dst, errors.UnsupportedTensorTypeError, "blk.0.attn_gate.weight", "IQ2_XXS")
+
+
+@pytest.mark.parametrize("key,val,words", [
+    ("qwen35.attention.head_count", 0, ["head_count", "at least one"]),
+    ("qwen35.attention.head_count_kv", 3, ["not a multiple"]),
+    ("qwen35.block_count", 3_000_000, ["block_count", "absurd"]),
+    ("qwen35.embedding_length", 0, ["embedding_length"]),
+    ("qwen35.ssm.time_step_rank", 3, ["not a multiple"]),
+    ("qwen35.nextn_predict_layers", 2, ["nextn_predict_layers"]),
+])
+def test_error_bad_metadata(tmp_path, base_model, key, val, words):
+    p = _rewrite(base_model, tmp_path / "bad.gguf", kv={key: (val, U32)})
+    _err(p, errors.BadMetadataError, *words)
+
+
+def test_error_missing_required_key(tmp_path, base_model):
+    r = gguf.GGUFReader(str(base_model))
+    dst = tmp_path / "nokey.gguf"
+    w = gguf.GGUFWriter(str(dst), arch="qwen35")
+    for key, f in r.fields.items():
+        if key.startswith("GGUF.") or key in ("general.architecture", "qwen35.embedding_length"):
+            continue
+        vt = f.types[0]
+        w.add_key_value(key, f.contents(), vt, sub_type=f.types[-1] if vt == gguf.GGUFValueType.ARRAY else None)
+    for t in r.tensors:
+        w.add_tensor(t.name, np.array(t.data), raw_dtype=t.tensor_type)
+    w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+    _err(dst, errors.BadMetadataError, "qwen35.embedding_length", "missing")
+
+
+def test_sidecar_mismatch(tmp_path):
+    a = make_model(tmp_path / "a.gguf", ModelSpec(sidecar=True))
+    b = make_model(tmp_path / "b.gguf", ModelSpec(sidecar=True, n_embd=32))
+    with pytest.raises(errors.BadMetadataError) as ei:
+        GGUFModel(a, sidecar_path(b))
+    assert "n_embd" in str(ei.value) and str(sidecar_path(b)) in str(ei.value)

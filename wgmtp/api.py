@@ -1,0 +1,97 @@
+"""The small, stable Python API of DESIGN.md; the CLI is built on it."""
+from __future__ import annotations
+
+import os
+from typing import Iterator
+
+import numpy as np
+
+from .engine import GenRequest, Session
+from .gguf_file import GGUFModel
+from .sampling import SamplerParams
+
+EOG_TEXTS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end|>")
+
+
+def eog_ids(gm: GGUFModel) -> set[int]:
+    """End-of-generation ids: EOS plus any token whose text is a known end marker."""
+    ids: set[int] = set()
+    info = gm.tokenizer_info()
+    if info.eos_id is not None:
+        ids.add(int(info.eos_id))
+    toks = gm.reader.fields.get("tokenizer.ggml.tokens")
+    if toks is not None:
+        for i, idx in enumerate(toks.data):
+            s = bytes(toks.parts[idx]).decode("utf-8", "replace")
+            if s in EOG_TEXTS:
+                ids.add(i)
+    return ids
+
+
+class Model:
+    """A loaded model on one device. `device="cpu"` is the numpy reference."""
+
+    def __init__(self, gm: GGUFModel, backend, device_name: str, n_ctx: int) -> None:
+        self.gguf = gm
+        self.config = gm.config
+        self.backend = backend
+        self.device_name = device_name
+        self.n_ctx = n_ctx
+        self.session = Session(backend, n_ctx, eog_ids(gm))
+        self._tokenizer = None
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            from .tokenizer import Tokenizer
+            self._tokenizer = Tokenizer.from_gguf(self.gguf)
+        return self._tokenizer
+
+    @property
+    def stats(self) -> dict:
+        return self.session.stats.as_dict()
+
+    def logits(self, tokens: list[int]) -> np.ndarray:
+        """float32 [T, n_vocab] for a fresh sequence."""
+        return self.backend.logits(list(tokens))
+
+    def _prompt_ids(self, prompt: str | list[int]) -> list[int]:
+        return self.tokenizer.encode(prompt) if isinstance(prompt, str) else [int(t) for t in prompt]
+
+    def generate_ids(self, prompt: str | list[int], max_tokens: int = 64, temperature: float = 0.0,
+                     seed: int = 0, spec: str | None = None, n_max: int = 3, p_min: float = 0.0,
+                     top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05,
+                     cont: bool = False) -> Iterator[int]:
+        """Generated token ids (the model's own ids, before detokenization)."""
+        if spec not in (None, "none", "draft-mtp"):
+            raise ValueError(f"unknown spec type '{spec}' (use none or draft-mtp)")
+        req = GenRequest(max_tokens=max_tokens,
+                         sampler=SamplerParams(temperature=temperature, top_k=top_k, top_p=top_p,
+                                               min_p=min_p, seed=seed),
+                         spec=spec == "draft-mtp", n_max=n_max, p_min=p_min)
+        return self.session.generate(self._prompt_ids(prompt), req, cont=cont)
+
+    def generate(self, prompt: str | list[int], max_tokens: int = 64, **kw) -> Iterator[str]:
+        """Text pieces as they are produced (valid UTF-8 only; partial characters wait)."""
+        dec = self.tokenizer.stream_decoder()
+        for t in self.generate_ids(prompt, max_tokens, **kw):
+            piece = dec.push(t)
+            if piece:
+                yield piece
+        tail = dec.flush()
+        if tail:
+            yield tail
+
+
+def load(path: str | os.PathLike[str], device: str | int = "auto", mtp: str | os.PathLike[str] | None = None,
+         n_ctx: int = 4096, **gpu_options) -> Model:
+    """Open a GGUF (and optional MTP sidecar) on a device: "auto", an adapter index or name
+    substring, or "cpu" for the numpy reference."""
+    gm = GGUFModel(path, mtp)
+    n_ctx = min(n_ctx, gm.config.n_ctx_train)
+    if device == "cpu":
+        from .reference.backend import RefBackend
+        return Model(gm, RefBackend(gm), "cpu (numpy reference)", n_ctx)
+    from .gpu.backend import GPUBackend
+    be = GPUBackend(gm, device=device, n_ctx=n_ctx, **gpu_options)
+    return Model(gm, be, be.device_name, n_ctx)

@@ -1,0 +1,145 @@
+"""The generation loop shared by the numpy reference and the GPU: prefill, decode or speculative
+rounds, stop conditions and statistics. A backend supplies the model-specific steps.
+
+State invariant kept by every backend: after each call, the backend's state holds exactly the
+tokens that were fed to the trunk (`n_past`), and the last emitted token is *pending* (sampled,
+not yet fed). Speculative rounds never leave rejected drafts behind (they roll back through the
+snapshot slots), and never emit past the token budget.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Iterator, Protocol
+
+import numpy as np
+
+from .gguf_file import ModelConfig
+from .sampling import Sampler, SamplerParams
+from .speculative import SpecStats
+
+Candidates = tuple[np.ndarray, np.ndarray]   # (ids int32 [k], logits f32 [k]) sorted descending
+
+
+class Backend(Protocol):
+    cfg: ModelConfig
+    has_mtp: bool
+    n_past: int
+
+    def reset(self, n_ctx: int, n_max: int, mtp: bool) -> None: ...
+    def prefill(self, tokens: list[int], n_cand: int) -> Candidates: ...
+    def decode(self, token: int, n_cand: int) -> Candidates: ...
+    def spec_round(self, id_last: int, n_max: int, p_min: float, sampler: Sampler,
+                   is_eog, max_emit: int) -> tuple[list[int], int]: ...
+    def logits(self, tokens: list[int]) -> np.ndarray: ...
+
+
+@dataclass
+class GenStats:
+    prompt_tokens: int = 0
+    prompt_s: float = 0.0
+    gen_tokens: int = 0
+    gen_s: float = 0.0
+    spec: SpecStats | None = None
+    extra: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        d = {
+            "prompt_tokens": self.prompt_tokens,
+            "prompt_tps": self.prompt_tokens / self.prompt_s if self.prompt_s > 0 else 0.0,
+            "gen_tokens": self.gen_tokens,
+            "gen_tps": self.gen_tokens / self.gen_s if self.gen_s > 0 else 0.0,
+            "prompt_s": self.prompt_s, "gen_s": self.gen_s,
+        }
+        s = self.spec
+        d.update({
+            "drafted": s.drafted if s else 0, "accepted": s.accepted if s else 0,
+            "acceptance": s.acceptance if s else 0.0,
+            "mean_accepted_len": s.mean_accepted_len if s else 0.0,
+            "acceptance_per_pos": s.acceptance_per_pos if s else [],
+            "verify_rounds": s.verify_rounds if s else 0,
+        })
+        d.update(self.extra)
+        return d
+
+
+@dataclass
+class GenRequest:
+    max_tokens: int = 64
+    sampler: SamplerParams = SamplerParams()
+    spec: bool = False
+    n_max: int = 3
+    p_min: float = 0.0
+
+
+class Session:
+    """One sequence on one backend: keeps the state between `generate` calls (chat turns)."""
+
+    def __init__(self, backend: Backend, n_ctx: int, eog_ids: set[int]) -> None:
+        self.be = backend
+        self.n_ctx = n_ctx
+        self.eog = set(eog_ids)
+        self.pending: int | None = None       # sampled, not yet fed
+        self.stats = GenStats()
+        self._configured: tuple[int, bool] | None = None
+
+    def reset(self, req: GenRequest) -> None:
+        self.be.reset(self.n_ctx, req.n_max if req.spec else 0, req.spec)
+        self.pending = None
+        self._configured = (req.n_max if req.spec else 0, req.spec)
+
+    def generate(self, prompt: list[int], req: GenRequest, *, cont: bool = False) -> Iterator[int]:
+        """Yield generated token ids. With `cont`, `prompt` continues the state (after the
+        pending token, which is fed first) instead of starting a fresh sequence."""
+        if req.spec and not self.be.has_mtp:
+            from .errors import MTPUnavailableError
+            raise MTPUnavailableError("draft-mtp needs an MTP block: this model has none "
+                                      "(give the MTP sidecar with -md mtp-*.gguf, or use --spec-type none)")
+        want = (req.n_max if req.spec else 0, req.spec)
+        if not cont or self._configured != want:
+            self.reset(req)
+            cont = False
+        feed = ([self.pending] if cont and self.pending is not None else []) + list(prompt)
+        if not feed:
+            raise ValueError("empty prompt")
+        from .errors import ContextOverflowError
+        if self.be.n_past + len(feed) >= self.n_ctx:
+            raise ContextOverflowError(f"prompt of {len(feed)} tokens does not fit the context "
+                                       f"({self.be.n_past} used of {self.n_ctx}); raise -c")
+        sampler = Sampler(req.sampler)
+        n_cand = 1 if req.sampler.greedy else req.sampler.n_candidates
+        st = self.stats = GenStats(prompt_tokens=len(feed), spec=SpecStats(n_max=req.n_max) if req.spec else None)
+        t0 = time.perf_counter()
+        ids, lg = self.be.prefill(feed, n_cand)
+        tok = sampler.pick(ids, lg)
+        t1 = time.perf_counter()
+        st.prompt_s = t1 - t0
+        emitted = 0
+        is_eog = self.eog.__contains__
+        try:
+            while True:
+                self.pending = tok
+                emitted += 1
+                st.gen_tokens = emitted
+                st.gen_s = time.perf_counter() - t1
+                yield tok
+                if tok in self.eog or emitted >= req.max_tokens:
+                    return
+                room = self.n_ctx - self.be.n_past - 1
+                if room <= 0:
+                    return
+                if req.spec:
+                    n_max = min(req.n_max, room - 1)
+                    out, n_drafted = self.be.spec_round(tok, max(n_max, 0), req.p_min, sampler, is_eog,
+                                                        req.max_tokens - emitted)
+                    st.spec.record(n_drafted, len(out) - 1)
+                    for t in out[:-1]:
+                        emitted += 1
+                        st.gen_tokens = emitted
+                        yield t
+                    tok = out[-1]
+                else:
+                    ids, lg = self.be.decode(tok, n_cand)
+                    tok = sampler.pick(ids, lg)
+        finally:
+            st.gen_s = time.perf_counter() - t1

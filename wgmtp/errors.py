@@ -1,0 +1,58 @@
+"""The errors a user can cause, each a distinct type with a one-line message.
+
+The CLI catches `WgmtpError` and prints its message without a traceback (DESIGN invariant 9).
+"""
+from __future__ import annotations
+
+
+class WgmtpError(Exception):
+    """Base of every error the user can cause; `str(e)` is the whole one-line message."""
+
+
+class GGUFError(WgmtpError, ValueError):
+    """A problem with a GGUF file; the message starts with the file's path."""
+
+    def __init__(self, path: object, cause: str) -> None:
+        self.path = str(path)
+        self.cause = cause
+        super().__init__(f"{self.path}: {cause}")
+
+
+class NotGGUFError(GGUFError):
+    """The file is not a GGUF file at all (bad magic, unreadable header)."""
+
+
+class TruncatedGGUFError(GGUFError):
+    """The file ends before its header or a tensor's data does."""
+
+
+class UnsupportedArchError(GGUFError):
+    """`general.architecture` is not one wgmtp runs (or not yet)."""
+
+
+class UnsupportedTensorTypeError(GGUFError):
+    """A tensor's ggml type has no dequantizer/kernel in wgmtp."""
+
+
+class MissingTensorError(GGUFError):
+    """A tensor the architecture needs is not in the file."""
+
+
+class ShapeMismatchError(GGUFError):
+    """A tensor's shape disagrees with the dimensions the metadata gives."""
+
+
+class BadMetadataError(GGUFError):
+    """A metadata key is missing, of the wrong type, absurd or inconsistent."""
+
+
+class MTPUnavailableError(WgmtpError):
+    """draft-mtp was asked of a model with no MTP block and no sidecar."""
+
+
+class DeviceError(WgmtpError):
+    """No adapter, no adapter matching the selection, or the adapter lacks what is needed."""
+
+
+class ContextOverflowError(WgmtpError):
+    """The prompt (plus what must be generated) does not fit the context size."""

@@ -1,0 +1,98 @@
+"""The numpy reference as an engine backend (`device="cpu"`): the control a user compares the
+GPU against, and the speculative loop of reference section 4.5 written out plainly."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..gguf_file import GGUFModel
+from ..sampling import Sampler, softmax_top
+from ..speculative import accept
+from . import ops
+from .model import RefModel, RefState
+
+f32 = np.float32
+
+
+class RefBackend:
+    """Runs the trunk and MTP head through `RefModel`, one sequence."""
+
+    def __init__(self, gm: GGUFModel) -> None:
+        self.gm = gm
+        self.model = RefModel(gm)
+        self.cfg = gm.config
+        self.has_mtp = gm.has_mtp
+        self.st: RefState | None = None
+        self.mtp = False
+        self.pending_h = np.zeros(self.cfg.n_embd, f32)
+        self.last_round: dict = {}
+        self.draft_hook = None   # tests only: fn(pos, id_last, n_max) -> drafts, replaces the MTP chain
+
+    @property
+    def n_past(self) -> int:
+        return 0 if self.st is None else self.st.n_past
+
+    def reset(self, n_ctx: int, n_max: int, mtp: bool) -> None:
+        self.st = self.model.new_state(n_ctx, n_slots=n_max + 1)
+        self.mtp = mtp
+        self.pending_h = np.zeros(self.cfg.n_embd, f32)
+
+    @staticmethod
+    def candidates(logits: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        return ops.topk(logits, n)
+
+    def _feed(self, tokens: list[int]) -> np.ndarray:
+        """Trunk over tokens; with MTP on, also fill the MTP KV for the same positions."""
+        pos0 = self.st.n_past
+        lg, H = self.model.forward(self.st, tokens)
+        if self.mtp:
+            h_in = np.concatenate([self.pending_h[None], H[:-1]], axis=0)
+            self.model.mtp_forward(self.st, tokens, h_in, pos0, logits=False)
+            self.pending_h = H[-1].copy()
+        return lg
+
+    def prefill(self, tokens: list[int], n_cand: int):
+        return self.candidates(self._feed(tokens)[-1], n_cand)
+
+    def decode(self, token: int, n_cand: int):
+        return self.candidates(self._feed([token])[-1], n_cand)
+
+    def draft(self, id_last: int, n_max: int, p_min: float) -> list[int]:
+        """Greedy MTP chain from (id_last, pending_h); writes draft-time MTP KV (overwritten later)."""
+        st, drafts = self.st, []
+        tok, h, p = id_last, self.pending_h, st.n_past
+        for _ in range(n_max):
+            lg, h_out = self.model.mtp_forward(st, [tok], h[None], p)
+            d = ops.argmax(lg[0])
+            if p_min > 0 and softmax_top(lg[0], 10) < p_min:
+                break
+            drafts.append(d)
+            tok, h, p = d, h_out[0], p + 1
+        return drafts
+
+    def spec_round(self, id_last: int, n_max: int, p_min: float, sampler: Sampler, is_eog, max_emit: int):
+        st = self.st
+        pos0 = st.n_past
+        if n_max <= 0:
+            drafts = []
+        elif self.draft_hook is not None:
+            drafts = list(self.draft_hook(pos0, id_last, n_max))[:n_max]
+        else:
+            drafts = self.draft(id_last, n_max, p_min)
+        batch = [id_last] + drafts
+        n = len(drafts)
+        lg, H = self.model.forward(st, batch)
+        n_cand = 1 if sampler.params.greedy else sampler.params.n_candidates
+        out = accept(drafts, lambda i: sampler.pick(*ops.topk(lg[i], n_cand)), is_eog, max_emit)
+        k = len(out) - 1
+        if n - k:
+            st.rollback(n - k)
+        h_in = np.concatenate([self.pending_h[None], H[:k]], axis=0)
+        self.model.mtp_forward(st, batch[:k + 1], h_in, pos0, logits=False)
+        self.pending_h = H[k].copy()
+        self.last_round = {"drafts": drafts, "k": k, "pos0": pos0}
+        return out, n
+
+    def logits(self, tokens: list[int]) -> np.ndarray:
+        st = self.model.new_state(len(tokens) + 1, 1)
+        lg, _ = self.model.forward(st, tokens)
+        return lg
