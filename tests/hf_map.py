@@ -31,13 +31,16 @@ def tensor(gm: GGUFModel, name: str) -> np.ndarray:
     return np.ascontiguousarray(quants.dequantize(gm.raw(name), info.qtype, info.np_shape), np.float32)
 
 
-def tiled_to_hf(rows: np.ndarray, Hk: int, r: int, d: int) -> np.ndarray:
+def _tiled_to_hf(rows: np.ndarray, Hk: int, r: int, d: int) -> np.ndarray:
     """Undo the converter's value-head permutation along axis 0 (Hv*d entries).
 
     GGUF index (j, g, :) with h' = j*Hk + g  ->  HF index (g, j, :) with h = g*r + j.
     """
     x = rows.reshape(r, Hk, d, *rows.shape[1:])
     return np.ascontiguousarray(x.swapaxes(0, 1).reshape(Hk * r * d, *rows.shape[1:]))
+
+
+tiled_to_hf = _tiled_to_hf
 
 
 def hf_config(gm: GGUFModel):
@@ -76,16 +79,23 @@ def hf_config(gm: GGUFModel):
     return cfg
 
 
-def hf_state_dict(gm: GGUFModel) -> dict[str, torch.Tensor]:
-    """The `Qwen3_5ForCausalLM` state dict equivalent to the GGUF's trunk."""
+def hf_state_dict(gm: GGUFModel, *, untile: bool = True, unshift: bool = True) -> dict[str, torch.Tensor]:
+    """The `Qwen3_5ForCausalLM` state dict equivalent to the GGUF's trunk.
+
+    `untile=False` / `unshift=False` skip undoing the value-head permutation / the norms' +1:
+    deliberately wrong mappings, for negative controls only.
+    """
     c = gm.config
     Hk, Hv, Dk, Dv = c.ssm_n_group, c.ssm_dt_rank, c.head_k_dim, c.head_v_dim
     r = Hv // Hk
     kd = c.key_dim
     sd: dict[str, np.ndarray] = {}
 
-    def norm(name: str) -> np.ndarray:              # undo the converter's +1
-        return tensor(gm, name) - np.float32(1.0)
+    def norm(name: str) -> np.ndarray:              # undo the converter's +1 (exact in f32)
+        return tensor(gm, name) - np.float32(1.0 if unshift else 0.0)
+
+    def tiled_to_hf(rows: np.ndarray, Hk: int, r: int, d: int) -> np.ndarray:
+        return _tiled_to_hf(rows, Hk, r, d) if untile else rows
 
     sd["model.embed_tokens.weight"] = tensor(gm, "token_embd.weight")
     sd["model.norm.weight"] = norm("output_norm.weight")
@@ -109,6 +119,8 @@ def hf_state_dict(gm: GGUFModel) -> dict[str, torch.Tensor]:
             ssm_a = tensor(gm, g + "ssm_a").astype(np.float64)
             if not np.all(ssm_a < 0):
                 raise ValueError(f"{g}ssm_a must be negative (= -exp(A_log))")
+            # exp(log(-a)) after rounding A_log to f32 differs from ssm_a by ~1 ulp (the only
+            # inexact step of this mapping; it is far below float32 forward noise)
             sd[la + "A_log"] = tiled_to_hf(np.log(-ssm_a).astype(np.float32), Hk, r, 1)
             sd[la + "dt_bias"] = tiled_to_hf(tensor(gm, g + "ssm_dt.bias"), Hk, r, 1)
             conv = tensor(gm, g + "ssm_conv1d.weight")                   # [conv_dim, Kc]
@@ -128,7 +140,7 @@ def hf_state_dict(gm: GGUFModel) -> dict[str, torch.Tensor]:
     return {k: torch.from_numpy(np.ascontiguousarray(v, np.float32)) for k, v in sd.items()}
 
 
-def build_hf_model(gm: GGUFModel):
+def build_hf_model(gm: GGUFModel, **mapping):
     """`Qwen3_5ForCausalLM` (float32, eager attention, eval mode) holding the GGUF's trunk.
 
     Every parameter is first set to NaN, then loaded with `strict=True`; any parameter the
@@ -143,7 +155,7 @@ def build_hf_model(gm: GGUFModel):
     with torch.no_grad():
         for p in model.parameters():
             p.fill_(float("nan"))
-    sd = hf_state_dict(gm)
+    sd = hf_state_dict(gm, **mapping)
     res = model.load_state_dict(sd, strict=True)
     if res.missing_keys or res.unexpected_keys:
         raise AssertionError(f"state dict mismatch: {res}")

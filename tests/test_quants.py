@@ -410,3 +410,27 @@ def test_gguf_writer_round_trip(tmp_path) -> None:
         out = Q.dequantize(t.data, qt)
         assert out.shape == (3, 256)
         _assert_bit_equal(out, Q.dequantize(encoded[qt], qt))
+
+
+# ---------------------------------------------------------------------------------------------
+# GPU repacking: lossless, word-aligned blocks
+
+@pytest.mark.parametrize("qt", Q.SUPPORTED, ids=lambda q: q.name)
+@pytest.mark.parametrize("cols", [256, 512])
+def test_repack_roundtrip_and_dequant(qt, cols):
+    rng = np.random.default_rng(cols)
+    x = rng.standard_normal((5, cols)).astype(np.float32)
+    raw = Q.quantize(x, qt)
+    words = Q.repack_for_gpu(raw, qt, cols)
+    assert words.dtype == np.uint32 and words.shape == (5, Q.gpu_row_words(qt, cols))
+    back = Q.unpack_from_gpu(words, qt, cols)
+    ref = Q.dequantize(raw, qt, (5, cols))
+    assert np.array_equal(Q.dequantize(back, qt, (5, cols)).view(np.uint32), ref.view(np.uint32))
+
+
+def test_repack_f16_odd_width_pads_rows():
+    x = np.arange(3 * 5, dtype=np.float32).reshape(3, 5)
+    raw = Q.quantize(x, QT.F16)
+    w = Q.repack_for_gpu(raw, QT.F16, 5)
+    assert w.shape == (3, 3)
+    assert np.array_equal(Q.dequantize(Q.unpack_from_gpu(w, QT.F16, 5), QT.F16, (3, 5)), x)

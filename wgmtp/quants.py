@@ -531,7 +531,69 @@ def quantize(x: np.ndarray, qtype: GGMLQuantizationType | int) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 # GPU repacking
 #
-# Reserved for the GPU code: functions that turn the GGUF block layouts above into the
-# buffer layouts the WGSL kernels read (e.g. 4-byte-aligned blocks, split scale/quant planes).
-# Keep them here, next to the layout they rewrite, and test each against `dequantize`.
+# WGSL reads storage as u32 words and has no 8/16-bit types, so every block must start on a
+# word boundary. The repack is the smallest lossless change that gives that: blocks keep ggml's
+# field order and bytes, with 2 pad bytes inserted after the leading f16 `d` of Q8_0, Q4_0 and
+# Q5_0 (so the quants start word-aligned), and 2 pad bytes appended to Q6_K (d stays in the
+# low half of word 52). Q4_1, Q5_1, Q4_K, Q5_K are already aligned and are copied as they are.
+# Float types: F32 as is; F16/BF16 rows padded to an even number of elements (2 per word).
+# Rows stay contiguous, so a tensor can be split by rows across bindings.
 # --------------------------------------------------------------------------------------------
+
+#: words per repacked block (block types) -- the WGSL kernels hard-code the same numbers
+GPU_BLOCK_WORDS: dict[GGMLQuantizationType, int] = {
+    QT.Q8_0: 9, QT.Q4_0: 5, QT.Q4_1: 5, QT.Q5_0: 6, QT.Q5_1: 6, QT.Q4_K: 36, QT.Q5_K: 44, QT.Q6_K: 53,
+}
+_PAD_AFTER_D = (QT.Q8_0, QT.Q4_0, QT.Q5_0)
+
+
+def gpu_row_words(qtype: GGMLQuantizationType | int, n_cols: int) -> int:
+    """u32 words one repacked row occupies."""
+    qt = _check_supported(qtype)
+    if qt == QT.F32:
+        return n_cols
+    if qt in (QT.F16, QT.BF16):
+        return (n_cols + 1) // 2
+    elems, _ = block_info(qt)
+    row_bytes(qt, n_cols)  # validates the width
+    return n_cols // elems * GPU_BLOCK_WORDS[qt]
+
+
+def repack_for_gpu(data: np.ndarray, qtype: GGMLQuantizationType | int, n_cols: int) -> np.ndarray:
+    """GGUF tensor bytes -> uint32 [rows, gpu_row_words] in the word-aligned GPU layout."""
+    qt = _check_supported(qtype)
+    if qt in _FLOAT_TYPES:
+        item = 4 if qt == QT.F32 else 2
+        b = _as_bytes(np.ascontiguousarray(data), qt.name).reshape(-1, n_cols * item)
+        if item == 2 and n_cols % 2:
+            b = np.concatenate([b, np.zeros((b.shape[0], 2), np.uint8)], axis=1)
+        return np.ascontiguousarray(b).view("<u4").astype(np.uint32, copy=False)
+    elems, nbytes = block_info(qt)
+    b = _as_bytes(np.ascontiguousarray(data), qt.name).reshape(-1, nbytes)
+    words = GPU_BLOCK_WORDS[qt]
+    out = np.zeros((b.shape[0], words * 4), np.uint8)
+    if qt in _PAD_AFTER_D:
+        out[:, 0:2] = b[:, 0:2]
+        out[:, 4:4 + nbytes - 2] = b[:, 2:]
+    else:
+        out[:, :nbytes] = b
+    rows = b.shape[0] * elems // n_cols
+    return out.view("<u4").astype(np.uint32, copy=False).reshape(rows, gpu_row_words(qt, n_cols))
+
+
+def unpack_from_gpu(words: np.ndarray, qtype: GGMLQuantizationType | int, n_cols: int) -> np.ndarray:
+    """Inverse of `repack_for_gpu`: back to the GGUF bytes (uint8 [rows, row_bytes])."""
+    qt = _check_supported(qtype)
+    w = np.ascontiguousarray(words, dtype=np.uint32)
+    rows = w.size // gpu_row_words(qt, n_cols)
+    b = w.view(np.uint8).reshape(rows, -1)
+    if qt in _FLOAT_TYPES:
+        item = 4 if qt == QT.F32 else 2
+        return np.ascontiguousarray(b[:, : n_cols * item])
+    elems, nbytes = block_info(qt)
+    blk = b.reshape(-1, GPU_BLOCK_WORDS[qt] * 4)
+    if qt in _PAD_AFTER_D:
+        raw = np.concatenate([blk[:, 0:2], blk[:, 4:4 + nbytes - 2]], axis=1)
+    else:
+        raw = blk[:, :nbytes]
+    return np.ascontiguousarray(raw).reshape(rows, row_bytes(qt, n_cols))

@@ -1,0 +1,59 @@
+"""GPU test helpers: every adapter wgpu finds, with the fallback variants (subgroups and f16 off)
+where the adapter has those features, so both paths run on every CI machine."""
+from __future__ import annotations
+
+import os
+import tempfile
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.mkdtemp(prefix="xdg-"))
+
+from wgmtp.gpu.device import list_adapters, open_context  # noqa: E402
+from wgmtp.gpu.program import ProgramBuilder, Runner  # noqa: E402
+
+
+def _variants() -> list[tuple[str, int, dict]]:
+    out = []
+    try:
+        adapters = list_adapters()
+    except Exception:
+        return out
+    for a in adapters:
+        tag = a.backend.lower()
+        out.append((tag, a.index, {}))
+        if "subgroup" in a.features or "shader-f16" in a.features:
+            out.append((tag + "-nosg-nof16", a.index, {"subgroups": False, "f16": False}))
+    return out
+
+
+VARIANTS = _variants()
+
+
+def ctx_params():
+    if not VARIANTS:
+        return [pytest.param(None, marks=pytest.mark.skip(reason="no WebGPU adapter on this machine"))]
+    return [pytest.param(v, id=v[0]) for v in VARIANTS]
+
+
+@pytest.fixture(params=ctx_params())
+def ctx(request):
+    """A GPUContext per adapter variant (cached across tests)."""
+    tag, index, opts = request.param
+    return open_context(index, **opts)
+
+
+def upload_f32(ctx, a) -> object:
+    return ctx.upload(np.ascontiguousarray(a, np.float32))
+
+
+def read_f32(ctx, buf, n, off=0) -> np.ndarray:
+    return ctx.read_array(buf, np.float32, n, off)
+
+
+def run(ctx, build) -> None:
+    """build(pb) adds dispatches; the program is built and submitted once."""
+    pb = ProgramBuilder(ctx, "test")
+    build(pb)
+    Runner(ctx).run([pb.build()])

@@ -1,0 +1,205 @@
+"""Recorded programs: lists of dispatches whose pipelines, bind groups and static parameters are
+made once at load time, then encoded into one compute pass and submitted once per step.
+
+Static parameters of every dispatch of a program live in one uniform buffer (256-byte slots),
+written once when the program is built. Values that change per step (positions, token counts,
+snapshot slot) live in a small storage buffer the caller writes once per step, or are produced by
+earlier kernels (token ids); nothing is created or written per dispatch in the hot path
+(DESIGN invariant 8).
+"""
+from __future__ import annotations
+
+import struct
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from .device import GPUContext, map_read
+from .shaders import pipelines
+
+SLOT = 256
+MAX_WG = 65535
+
+
+def pack(*vals: Any) -> bytes:
+    """Kernel parameters, all 4-byte scalars in WGSL struct order.
+
+    Python int >= 0 -> u32, int < 0 -> i32, float -> f32; numpy scalars keep their type."""
+    out = bytearray()
+    for v in vals:
+        if isinstance(v, (bool, np.bool_)):
+            out += struct.pack("<I", int(v))
+        elif isinstance(v, np.floating) or isinstance(v, float):
+            out += struct.pack("<f", float(v))
+        elif isinstance(v, np.signedinteger) and v < 0 or isinstance(v, int) and v < 0:
+            out += struct.pack("<i", int(v))
+        elif isinstance(v, (int, np.integer)):
+            out += struct.pack("<I", int(v))
+        else:
+            raise TypeError(f"cannot pack parameter {v!r}")
+    while len(out) % 16:
+        out += b"\0\0\0\0"
+    return bytes(out)
+
+
+def grid1d(n_groups: int) -> tuple[int, int, int]:
+    """Spread n workgroups over x and y (x <= 65535); shaders use wid.x + wid.y * nwg.x."""
+    n_groups = max(1, int(n_groups))
+    if n_groups <= MAX_WG:
+        return (n_groups, 1, 1)
+    y = -(-n_groups // MAX_WG)
+    return (-(-n_groups // y), y, 1)
+
+
+@dataclass
+class Buf:
+    """A buffer and the element range a kernel may touch (bindings span whole buffers unless
+    `offset`/`size` are given in bytes, 256-aligned)."""
+    buffer: Any
+    offset: int = 0
+    size: int | None = None
+
+
+@dataclass
+class _Pending:
+    shader: str
+    entry: str
+    defines: dict
+    buffers: list
+    params: bytes | None
+    grid: tuple[int, int, int]
+    label: str
+
+
+@dataclass
+class Dispatch:
+    pipeline: Any
+    bind_group: Any
+    grid: tuple[int, int, int]
+    label: str
+
+
+@dataclass
+class Program:
+    """Dispatches in order; encode into an open compute pass."""
+    label: str
+    dispatches: list[Dispatch] = field(default_factory=list)
+    param_buffer: Any = None
+
+    def encode(self, cpass: Any) -> None:
+        for d in self.dispatches:
+            cpass.set_pipeline(d.pipeline)
+            cpass.set_bind_group(0, d.bind_group)
+            cpass.dispatch_workgroups(*d.grid)
+
+    def __len__(self) -> int:
+        return len(self.dispatches)
+
+
+class ProgramBuilder:
+    """Collect dispatches, then `build()` makes the param buffer and every bind group once."""
+
+    def __init__(self, ctx: GPUContext, label: str = "") -> None:
+        self.ctx = ctx
+        self.label = label
+        self._items: list[_Pending] = []
+
+    def add(self, shader: str, buffers: Sequence[Any], params: bytes | None, grid: tuple[int, int, int] | int,
+            *, defines: dict | None = None, entry: str = "main", label: str = "") -> None:
+        """One dispatch. Binding 0 is the params uniform (when `params` is given), then `buffers`
+        in order as bindings 1.. (or 0.. without params)."""
+        g = grid1d(grid) if isinstance(grid, int) else tuple(grid)
+        if any(x < 1 for x in g):
+            return   # nothing to do (empty range)
+        self._items.append(_Pending(shader, entry, dict(defines or {}), list(buffers), params, g, label or shader))
+
+    def build(self) -> Program:
+        ctx = self.ctx
+        pc = pipelines(ctx)
+        n_params = sum(1 for it in self._items if it.params is not None)
+        pbuf = None
+        if n_params:
+            import wgpu
+            blob = bytearray(SLOT * n_params)
+            pbuf = ctx.buffer(len(blob), usage=wgpu.BufferUsage.UNIFORM | wgpu.BufferUsage.COPY_DST,
+                              label=f"params:{self.label}")
+        prog = Program(self.label, param_buffer=pbuf)
+        slot = 0
+        for it in self._items:
+            pipe = pc.get(it.shader, it.defines, it.entry)
+            entries = []
+            b = 0
+            if it.params is not None:
+                assert len(it.params) <= SLOT, f"{it.shader}: params too large"
+                blob[slot * SLOT: slot * SLOT + len(it.params)] = it.params
+                entries.append({"binding": 0, "resource": {"buffer": pbuf, "offset": slot * SLOT, "size": len(it.params)}})
+                slot += 1
+                b = 1
+            for x in it.buffers:
+                if isinstance(x, Buf):
+                    res = {"buffer": x.buffer, "offset": x.offset, "size": x.size if x.size is not None else x.buffer.size - x.offset}
+                else:
+                    res = {"buffer": x, "offset": 0, "size": x.size}
+                entries.append({"binding": b, "resource": res})
+                b += 1
+            try:
+                bg = ctx.device.create_bind_group(layout=pipe.get_bind_group_layout(0), entries=entries,
+                                                  label=it.label)
+            except Exception as e:
+                raise RuntimeError(f"bind group for {it.label} ({it.shader}) failed: {e}") from e
+            prog.dispatches.append(Dispatch(pipe, bg, it.grid, it.label))
+        if pbuf is not None:
+            ctx.queue.write_buffer(pbuf, 0, bytes(blob))
+        return prog
+
+
+@dataclass
+class Readback:
+    buffer: Any
+    offset: int
+    size: int
+
+
+class Runner:
+    """Submits programs: one command encoder, one compute pass, one submission per call; the
+    readbacks are copied into persistent staging buffers in the same submission."""
+
+    def __init__(self, ctx: GPUContext) -> None:
+        self.ctx = ctx
+        self.submissions = 0
+        self.dispatches = 0
+        self.gpu_wait_s = 0.0
+
+    def run(self, programs: Iterable[Program], *, writes: Iterable[tuple[Any, int, bytes]] = (),
+            reads: Sequence[Readback] = (), wait: bool = True) -> list[bytes]:
+        ctx = self.ctx
+        for buf, off, data in writes:
+            ctx.queue.write_buffer(buf, off, data)
+        enc = ctx.device.create_command_encoder()
+        cpass = enc.begin_compute_pass()
+        n = 0
+        for p in programs:
+            p.encode(cpass)
+            n += len(p)
+        cpass.end()
+        stagings = []
+        if reads:
+            total = sum((r.size + 3) // 4 * 4 for r in reads)
+            st = ctx.staging(total)
+            off = 0
+            for r in reads:
+                sz = (r.size + 3) // 4 * 4
+                enc.copy_buffer_to_buffer(r.buffer, r.offset, st, off, sz)
+                stagings.append((off, r.size))
+                off += sz
+        ctx.queue.submit([enc.finish()])
+        self.submissions += 1
+        self.dispatches += n
+        if not reads:
+            return []
+        t0 = time.perf_counter()
+        blob = map_read(st, sum((r.size + 3) // 4 * 4 for r in reads))
+        self.gpu_wait_s += time.perf_counter() - t0
+        return [blob[o:o + s] for o, s in stagings]

@@ -1,0 +1,160 @@
+"""How far a GPU kernel may differ from its numpy twin, per op: every bound in one place.
+
+Each bound is derived from f32 rounding, the op's length and WGSL's stated accuracy of its
+built-ins (WGSL spec, "Floating Point Accuracy", f32):
+  +, -, *      correctly rounded (<= 0.5 ULP); a*b+c may be contracted to an fma
+  x / y        2.5 ULP                      exp(x)   3 + 2|x| ULP
+  inverseSqrt  2 ULP                        sqrt     as 1/inverseSqrt (<= 4.5 ULP)
+  log(x)       3 ULP outside [0.5, 2], absolute 2^-21 inside
+The numpy twin computes in f32 too (its own summation order, <= 1 ULP built-ins). A sum of n
+terms in any order differs from the exact sum by at most gamma_n = n*u/(1 - n*u) times the sum of
+|terms| (Higham, Accuracy and Stability of Numerical Algorithms, 3.1), so two implementations
+with different orders differ by at most 2*gamma_n * sum|terms|. Bounds are per element, worst
+case, and never widened to make a test pass: a kernel that misses one has a bug, or the
+derivation here is wrong and must be corrected with its reasoning.
+
+Exact ops (identical arithmetic in identical order: embedding row copies of F32/F16 weights,
+argmax/top-k over identical inputs, residual add) are compared with equality.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+U = 2.0 ** -24          # unit roundoff of f32
+
+
+def gamma(n: int | np.ndarray) -> np.ndarray:
+    n = np.asarray(n, np.float64)
+    return n * U / (1 - n * U)
+
+
+def dot_bound(abs_terms_sum: np.ndarray, n: int, extra_ulps: float = 0.0) -> np.ndarray:
+    """|gpu - ref| of a length-n dot product / sum: both orders' gamma_n, plus `extra_ulps` of
+    rounding in the terms themselves (e.g. dequantization) on each side."""
+    return (2 * gamma(n + 2) + 2 * extra_ulps * U) * np.asarray(abs_terms_sum, np.float64)
+
+
+# ---- weights ----------------------------------------------------------------------------------
+
+def dequant_ulps(qtype_name: str) -> float:
+    """ULPs a dequantized weight may differ by. F32/F16/BF16 and the scale*quant products of every
+    block type are exact in f32 (f16 scale x <= 8-bit integers fits 24 bits); only formats with an
+    offset term (Q4_1/Q5_1 `+ m`, K-quants `- dmin*min`) round once, and an fma may round it
+    differently: 1 ULP."""
+    return 1.0 if qtype_name in ("Q4_1", "Q5_1", "Q4_K", "Q5_K") else 0.0
+
+
+def matvec_tol(W: np.ndarray, X: np.ndarray, qtype_name: str) -> np.ndarray:
+    """y = W x per token row. W [out, in] dequantized (f64 ok), X [T, in] -> bound [T, out]."""
+    W = np.abs(np.asarray(W, np.float64))
+    X = np.abs(np.asarray(X, np.float64))
+    return dot_bound(X @ W.T, W.shape[1], dequant_ulps(qtype_name))
+
+
+def embed_tol(rows: np.ndarray, qtype_name: str) -> np.ndarray:
+    return 2 * dequant_ulps(qtype_name) * U * np.abs(np.asarray(rows, np.float64))
+
+
+# ---- elementwise -------------------------------------------------------------------------------
+
+def sigmoid_rel(x: np.ndarray) -> np.ndarray:
+    """sigmoid = 1/(1+exp(-x)): exp (3+2|x|), +1 (1), division (2.5); numpy side 2 more."""
+    return (9.0 + 2.0 * np.abs(np.asarray(x, np.float64))) * U
+
+
+def silu_tol(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return (sigmoid_rel(x) + 2 * U) * np.abs(np.asarray(y, np.float64))
+
+
+def swiglu_tol(gate: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return (sigmoid_rel(gate) + 4 * U) * np.abs(np.asarray(y, np.float64))
+
+
+def sigmoid_mul_tol(gate: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return (sigmoid_rel(gate) + 2 * U) * np.abs(np.asarray(y, np.float64))
+
+
+# ---- norms -------------------------------------------------------------------------------------
+
+def rmsnorm_tol(n: int, y: np.ndarray) -> np.ndarray:
+    """x * w / sqrt(mean(x^2) + eps) over n: the sum of squares (all terms >= 0, so relative
+    gamma_n per side), /n and +eps (3.5), sqrt (4.5, halves the sum's error), division (2.5),
+    two multiplies (1): relative (n + 24) u for the pair of implementations."""
+    return (n + 24) * U * np.abs(np.asarray(y, np.float64))
+
+
+def l2norm_tol(n: int, y: np.ndarray) -> np.ndarray:
+    return rmsnorm_tol(n, y)
+
+
+def gated_rmsnorm_tol(n: int, z: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return (n + 24) * U * np.abs(np.asarray(y, np.float64)) + silu_tol(z, y)
+
+
+# ---- rope --------------------------------------------------------------------------------------
+
+def rope_tol(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """cos/sin come from the same f32 table on both sides (computed in f64 on the host), so only
+    x0*c - x1*s rounds: 1.5 ULP of the larger product per side (fma or not): bound by 3u*(|x0|+|x1|)
+    per rotated element; unrotated dims are copied (exact)."""
+    x = np.abs(np.asarray(x, np.float64))
+    return 4 * U * (x + np.abs(np.asarray(y, np.float64))) + 0.0
+
+
+# ---- attention ---------------------------------------------------------------------------------
+
+def attention_tol(q: np.ndarray, K: np.ndarray, V: np.ndarray, n_kv: np.ndarray, scale: float,
+                  out: np.ndarray) -> np.ndarray:
+    """Softmax attention of a query row over n keys of dim D, per output element.
+
+    scores s_j = scale * q.k_j: |ds| <= scale * 2 gamma_{D+2} * sum_i |q_i k_ji| (+1 ulp of the
+    scale multiply); p_j = exp(s_j - m)/sum: exp (3 + 2|s_j - m|) ULP, the normalising sum of n
+    positive terms gamma_n (relative), division 2.5: relative dp_j/p_j <= 2 max|ds| + (8 + 2 R) u
+    + gamma_n with R the score range; out = sum_j p_j v_j: 2 gamma_{n+2} sum p|v| plus sum |dp||v|.
+    Bound: max|v| * (2 max|ds| + (2n + 16 + 2R) u) per element, doubled for the two sides, and the
+    f16 KV cache (when used) is applied to both sides' K/V before comparing.
+    """
+    q = np.asarray(q, np.float64)
+    T, H, D = q.shape
+    Hkv = K.shape[1]
+    grp = H // Hkv
+    tol = np.zeros(out.shape, np.float64)
+    for t in range(T):
+        n = int(n_kv[t])
+        for h in range(H):
+            kh = h // grp
+            Kh = np.asarray(K[:n, kh], np.float64)
+            sabs = np.abs(Kh) @ np.abs(q[t, h]) * scale
+            s = Kh @ q[t, h] * scale
+            ds = 2 * gamma(D + 2) * sabs + 2 * U * np.abs(s)
+            R = float(s.max() - s.min()) if n else 0.0
+            vmax = float(np.abs(np.asarray(V[:n, kh], np.float64)).max()) if n else 0.0
+            tol[t, h] = 2 * vmax * (2 * ds.max() + (2 * n + 16 + 2 * R) * U)
+    return tol
+
+
+# ---- Gated DeltaNet ----------------------------------------------------------------------------
+
+def conv_tol(win_abs_dot: np.ndarray, k: int, pre: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """silu(sum of k taps): 2 gamma_{k+2} sum|w x| carried through silu (|silu'| <= 1.1), plus silu."""
+    return 1.1 * dot_bound(win_abs_dot, k) + silu_tol(pre, y)
+
+
+def gdn_gates_tol(a: np.ndarray, x: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """g = a * softplus(x): WGSL log(1 + exp(x)) vs log1p: log has absolute error 2^-21 near 1 and
+    1 + exp(x) loses exp(x) < u entirely, so |dsoftplus| <= 2^-21 + exp(min(x, 0)) * u*2 + (8+2|x|)u
+    * softplus; times |a|, plus 1 ULP of the product."""
+    x = np.asarray(x, np.float64)
+    sp = np.where(x > 20, x, np.log1p(np.exp(np.minimum(x, 20))))
+    d = 2.0 ** -21 + (8 + 2 * np.abs(x)) * U * sp + np.minimum(np.exp(np.minimum(x, 0)), 1) * U
+    return np.abs(np.asarray(a, np.float64)) * d + U * np.abs(np.asarray(g, np.float64))
+
+
+def gdn_tol(T: int, Dk: int, scale: np.ndarray) -> np.ndarray:
+    """Delta-rule outputs after T tokens. Per token, every state element takes one decay multiply
+    and a rank-1 update whose delta uses a length-Dk dot (2 gamma_{Dk+2} relative to the terms);
+    the read o = M q is another such dot. The update (I - beta k k^T) with |k| = 1, beta in [0, 1]
+    and decay <= 1 is non-expansive, so errors add up at most linearly over tokens: per element
+    (t + 1) * (4 Dk + 16) u * scale, with scale = max|v| + max|M0| (bounds |M| and |o| for
+    normalized q, k). `scale` may be per head."""
+    return (T + 1) * (4 * Dk + 16) * U * np.asarray(scale, np.float64)
