@@ -13,13 +13,13 @@ Conventions (every kernel follows them):
       [0] n_tok     tokens in this batch (1 for decode, n+1 for verify, <= chunk for prefill)
       [1] pos0      position of the batch's first token (token t is at pos0 + t)
       [2] src_slot  recurrent snapshot plane the batch starts from (after a rollback: n - k)
-      [3] reserved (0)
+      [3] max_emit  token budget of a speculative round (0 = none; read by the accept kernel)
   Kernels that need positions may add a static `pos_add` from their params (the chained MTP
   draft steps of one submission each sit one position further).
 """
 
 STEP_WORDS = 4
-STEP_N_TOK, STEP_POS0, STEP_SRC_SLOT = 0, 1, 2
+STEP_N_TOK, STEP_POS0, STEP_SRC_SLOT, STEP_MAX_EMIT = 0, 1, 2, 3
 from dataclasses import dataclass
 from typing import Any
 

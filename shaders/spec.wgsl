@@ -1,0 +1,45 @@
+// Speculative-decoding glue kernels (tiny, single workgroup).
+//
+// accept: greedy sample-and-match of one verify round (twin: reference.spec.accept_greedy).
+//   Bindings: 0 params P, 1 ids (u32, read_write): target argmax of the n+1 verify rows at
+//   p.tgt_off, drafts d1..dn at p.draft_off (the verify batch is [id_last, d1..dn]); the number of
+//   valid drafts at ids[p.nvalid_off] (the draft p-min gate may stop early); end-of-generation ids
+//   at p.eog_off (p.n_eog of them); writes result at p.res_off: [k, n_out, out_0 .. out_{n_out-1}]
+//   and the next round's id_last at ids[p.next_off]. Token budget: max_emit from the step
+//   record word 3 (0 = no limit). Dispatch: 1 workgroup of 1 thread.
+struct P { n: u32, tgt_off: u32, draft_off: u32, nvalid_off: u32, eog_off: u32, n_eog: u32,
+           res_off: u32, next_off: u32, step_off: u32 };
+
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read_write> ids: array<u32>;
+
+fn is_eog(t: u32) -> bool {
+    for (var j = 0u; j < p.n_eog; j++) {
+        if (ids[p.eog_off + j] == t) { return true; }
+    }
+    return false;
+}
+
+@compute @workgroup_size(1)
+fn accept() {
+    let n_valid = min(ids[p.nvalid_off], p.n);
+    let max_emit = ids[p.step_off + 3u];
+    var n_out = 0u;
+    var stop = false;
+    for (var i = 0u; i < n_valid; i++) {
+        let t = ids[p.tgt_off + i];
+        ids[p.res_off + 2u + n_out] = t;
+        n_out++;
+        if (t != ids[p.draft_off + i] || is_eog(t) || (max_emit > 0u && n_out >= max_emit)) {
+            stop = true;
+            break;
+        }
+    }
+    if (!stop) {
+        ids[p.res_off + 2u + n_out] = ids[p.tgt_off + n_valid];
+        n_out++;
+    }
+    ids[p.res_off] = n_out - 1u;
+    ids[p.res_off + 1u] = n_out;
+    ids[p.next_off] = ids[p.res_off + 2u + n_out - 1u];
+}

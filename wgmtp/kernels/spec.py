@@ -1,0 +1,21 @@
+"""Speculative-decoding glue on the GPU: greedy acceptance and index-selected row copies
+(shaders/spec.wgsl, shaders/copy_row.wgsl), so a whole round needs no host round trip."""
+from __future__ import annotations
+
+from ..gpu.program import ProgramBuilder, pack
+from . import Act
+
+
+def accept(pb: ProgramBuilder, ids, *, n: int, tgt_off: int, draft_off: int, nvalid_off: int,
+           eog_off: int, n_eog: int, res_off: int, next_off: int, step_off: int) -> None:
+    """Greedy sample-and-match over one verify round of n drafts; all offsets are u32 words in
+    `ids`. Result at res_off: [k, n_out, out...]; next id_last at next_off (twin:
+    reference.spec.accept_greedy)."""
+    pb.add("spec", [ids], pack(n, tgt_off, draft_off, nvalid_off, eog_off, n_eog, res_off, next_off, step_off),
+           (1, 1, 1), entry="accept", label="accept")
+
+
+def copy_row(pb: ProgramBuilder, ids, idx_off: int, add: int, src: Act, stride: int, dst: Act, n: int) -> None:
+    """dst[:n] = src row (ids[idx_off] + add) (twin: reference.spec.copy_row)."""
+    pb.add("copy_row", [ids, src.buffer, dst.buffer], pack(n, src.offset, stride, dst.offset, idx_off, int(add)),
+           -(-n // 256), label="copy_row")
