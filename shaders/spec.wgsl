@@ -7,6 +7,9 @@
 //   at p.eog_off (p.n_eog of them); writes result at p.res_off: [k, n_out, out_0 .. out_{n_out-1}]
 //   and the next round's id_last at ids[p.next_off]. Token budget: max_emit from the step
 //   record word 3 (0 = no limit). Dispatch: 1 workgroup of 1 thread.
+// draft_gate: ids[out_off] = number of leading drafts whose top-candidate probability
+//   (softmax over the top 10, from the top-k kernel) is >= p_min: llama.cpp's --spec-draft-p-min.
+//   Bindings: 0 params G, 1 ids (u32), 2 p_top (f32 [n]). Dispatch: 1 workgroup of 1 thread.
 struct P { n: u32, tgt_off: u32, draft_off: u32, nvalid_off: u32, eog_off: u32, n_eog: u32,
            res_off: u32, next_off: u32, step_off: u32 };
 
@@ -42,4 +45,18 @@ fn accept() {
     ids[p.res_off] = n_out - 1u;
     ids[p.res_off + 1u] = n_out;
     ids[p.next_off] = ids[p.res_off + 2u + n_out - 1u];
+}
+
+struct G { n: u32, out_off: u32, p_off: u32, p_min: f32 };
+@group(0) @binding(0) var<uniform> g: G;
+@group(0) @binding(2) var<storage, read_write> p_top: array<f32>;
+
+@compute @workgroup_size(1)
+fn draft_gate() {
+    var n = 0u;
+    for (var i = 0u; i < g.n; i++) {
+        if (p_top[g.p_off + i] < g.p_min) { break; }
+        n++;
+    }
+    ids[g.out_off] = n;
 }

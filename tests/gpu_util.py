@@ -14,27 +14,46 @@ from wgmtp.gpu.device import list_adapters, open_context  # noqa: E402
 from wgmtp.gpu.program import ProgramBuilder, Runner  # noqa: E402
 
 
-def _variants() -> list[tuple[str, int, dict]]:
-    out = []
+def _compute_capable(index: int) -> str | None:
+    """None if the adapter opens a device and builds a compute pipeline, else why not (e.g. the
+    OpenGL 3.3 adapter NVIDIA's driver exposes to wgpu has no compute shaders)."""
+    try:
+        from wgmtp.gpu.shaders import pipelines
+        ctx = open_context(index)
+        pipelines(ctx).get("elementwise", entry="add")
+        return None
+    except Exception as e:
+        return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
+def _variants() -> tuple[list[tuple[str, int, dict]], list[str]]:
+    out, unusable = [], []
     try:
         adapters = list_adapters()
-    except Exception:
-        return out
+    except Exception as e:
+        return out, [f"no adapters: {e}"]
     for a in adapters:
+        why = _compute_capable(a.index)
+        if why:
+            unusable.append(f"{a.name}: cannot run compute shaders ({why})")
+            continue
         tag = a.backend.lower()
         out.append((tag, a.index, {}))
         if "subgroup" in a.features or "shader-f16" in a.features:
             out.append((tag + "-nosg-nof16", a.index, {"subgroups": False, "f16": False}))
-    return out
+    return out, unusable
 
 
-VARIANTS = _variants()
+VARIANTS, UNUSABLE = _variants()
 
 
 def ctx_params():
-    if not VARIANTS:
-        return [pytest.param(None, marks=pytest.mark.skip(reason="no WebGPU adapter on this machine"))]
-    return [pytest.param(v, id=v[0]) for v in VARIANTS]
+    params = [pytest.param(v, id=v[0]) for v in VARIANTS]
+    for why in UNUSABLE:   # reported, not silently dropped
+        params.append(pytest.param(None, id="unusable", marks=pytest.mark.skip(reason=why)))
+    if not params:
+        params = [pytest.param(None, marks=pytest.mark.skip(reason="no WebGPU adapter on this machine"))]
+    return params
 
 
 @pytest.fixture(params=ctx_params())

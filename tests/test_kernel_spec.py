@@ -43,3 +43,12 @@ def test_copy_row(ctx):
     D = ctx.buffer(301 * 4)
     run(ctx, lambda pb: spec.copy_row(pb, ids, 1, -1, Act(S), 300, Act(D, 1), 300))
     assert np.array_equal(read_f32(ctx, D, 300, 1), ref.copy_row(src, 2))
+
+
+@pytest.mark.parametrize("p_min", [0.0, 0.3, 0.9])
+def test_draft_gate(ctx, p_min):
+    p = np.array([0.95, 0.5, 0.31, 0.2, 0.99], np.float32)
+    ids = ctx.upload(np.zeros(8, np.uint32))
+    P = upload_f32(ctx, np.concatenate([[7.0], p]))
+    run(ctx, lambda pb: spec.draft_gate(pb, ids, Act(P, 1), 5, 3, p_min))
+    assert int(ctx.read_array(ids, np.uint32, 8)[3]) == ref.draft_gate(p, p_min)

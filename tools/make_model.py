@@ -76,6 +76,12 @@ class ModelSpec:
     recurrent_layers_key: bool = True  # write qwen35.attention.recurrent_layers
     seed: int = 0
     name: str = "wgmtp-synthetic"
+    # A "predictable" model for speculative tests: block outputs scaled by block_out_scale make the
+    # next token depend mostly on the current one, and mtp_copy makes the MTP head pass the token
+    # embedding straight through eh_proj, so it predicts what the trunk will: drafts are then
+    # accepted often, but not always (random weights alone give ~0 acceptance).
+    block_out_scale: float = 1.0
+    mtp_copy: bool = False
 
     @property
     def rot(self) -> int:
@@ -173,13 +179,13 @@ def build_weights(spec: ModelSpec, n_vocab: int) -> dict[str, np.ndarray]:
         W[f"blk.{i}.attn_v.weight"] = lin(Hkv * D, E)
         W[f"blk.{i}.attn_q_norm.weight"] = norm(D)
         W[f"blk.{i}.attn_k_norm.weight"] = norm(D)
-        W[f"blk.{i}.attn_output.weight"] = lin(E, H * D, 0.7)
+        W[f"blk.{i}.attn_output.weight"] = lin(E, H * D, 0.7 * spec.block_out_scale)
         W[f"blk.{i}.post_attention_norm.weight"] = norm(E)
 
     def ffn(i: int) -> None:
         W[f"blk.{i}.ffn_gate.weight"] = lin(F, E)
         W[f"blk.{i}.ffn_up.weight"] = lin(F, E)
-        W[f"blk.{i}.ffn_down.weight"] = lin(E, F, 0.7)
+        W[f"blk.{i}.ffn_down.weight"] = lin(E, F, 0.7 * spec.block_out_scale)
 
     flags = spec.is_gdn()
     for i in range(spec.n_layer):
@@ -194,7 +200,7 @@ def build_weights(spec: ModelSpec, n_vocab: int) -> dict[str, np.ndarray]:
             W[f"blk.{i}.ssm_beta.weight"] = lin(Hv, E)
             W[f"blk.{i}.ssm_alpha.weight"] = lin(Hv, E)
             W[f"blk.{i}.ssm_norm.weight"] = norm(S, plus_one=False)
-            W[f"blk.{i}.ssm_out.weight"] = lin(E, value_dim, 0.7)
+            W[f"blk.{i}.ssm_out.weight"] = lin(E, value_dim, 0.7 * spec.block_out_scale)
             W[f"blk.{i}.post_attention_norm.weight"] = norm(E)
         else:
             attn_block(i)
@@ -202,11 +208,16 @@ def build_weights(spec: ModelSpec, n_vocab: int) -> dict[str, np.ndarray]:
     if spec.mtp:
         m = spec.n_layer
         W[f"blk.{m}.nextn.eh_proj.weight"] = lin(E, 2 * E)   # columns: [embedding | hidden]
+        if spec.mtp_copy:
+            W[f"blk.{m}.nextn.eh_proj.weight"][:, :E] = np.eye(E, dtype=np.float32)
+            W[f"blk.{m}.nextn.eh_proj.weight"][:, E:] *= 0.1
         W[f"blk.{m}.nextn.enorm.weight"] = norm(E)
         W[f"blk.{m}.nextn.hnorm.weight"] = norm(E)
         W[f"blk.{m}.nextn.shared_head_norm.weight"] = norm(E)
         attn_block(m)
         ffn(m)
+        if spec.mtp_copy:
+            W[f"blk.{m}.nextn.shared_head_norm.weight"] = W["output_norm.weight"].copy()
     return W
 
 

@@ -10,11 +10,10 @@ from .engine import GenRequest, Session
 from .gguf_file import GGUFModel
 from .sampling import SamplerParams
 
-EOG_TEXTS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end|>")
-
-
 def eog_ids(gm: GGUFModel) -> set[int]:
-    """End-of-generation ids: EOS plus any token whose text is a known end marker."""
+    """End-of-generation ids: EOS plus any token whose text is a known end marker (tokenizer.py);
+    just EOS for a file without tokenizer metadata."""
+    from .tokenizer import EOG_TEXTS
     ids: set[int] = set()
     info = gm.tokenizer_info()
     if info.eos_id is not None:
@@ -22,8 +21,7 @@ def eog_ids(gm: GGUFModel) -> set[int]:
     toks = gm.reader.fields.get("tokenizer.ggml.tokens")
     if toks is not None:
         for i, idx in enumerate(toks.data):
-            s = bytes(toks.parts[idx]).decode("utf-8", "replace")
-            if s in EOG_TEXTS:
+            if bytes(toks.parts[idx]).decode("utf-8", "replace") in EOG_TEXTS:
                 ids.add(i)
     return ids
 
@@ -53,7 +51,9 @@ class Model:
 
     def logits(self, tokens: list[int]) -> np.ndarray:
         """float32 [T, n_vocab] for a fresh sequence."""
-        return self.backend.logits(list(tokens))
+        out = self.backend.logits(list(tokens))
+        self.session._configured = None      # the state now holds this sequence, not the chat
+        return out
 
     def _prompt_ids(self, prompt: str | list[int]) -> list[int]:
         return self.tokenizer.encode(prompt) if isinstance(prompt, str) else [int(t) for t in prompt]
@@ -73,7 +73,7 @@ class Model:
 
     def generate(self, prompt: str | list[int], max_tokens: int = 64, **kw) -> Iterator[str]:
         """Text pieces as they are produced (valid UTF-8 only; partial characters wait)."""
-        dec = self.tokenizer.stream_decoder()
+        dec = self.tokenizer.stream_decoder(skip_special=True)
         for t in self.generate_ids(prompt, max_tokens, **kw):
             piece = dec.push(t)
             if piece:
@@ -93,5 +93,5 @@ def load(path: str | os.PathLike[str], device: str | int = "auto", mtp: str | os
         from .reference.backend import RefBackend
         return Model(gm, RefBackend(gm), "cpu (numpy reference)", n_ctx)
     from .gpu.backend import GPUBackend
-    be = GPUBackend(gm, device=device, n_ctx=n_ctx, **gpu_options)
+    be = GPUBackend(gm, device=device, n_ctx=n_ctx, eog=eog_ids(gm), **gpu_options)
     return Model(gm, be, be.device_name, n_ctx)

@@ -82,6 +82,8 @@ class Session:
         self.pending: int | None = None       # sampled, not yet fed
         self.stats = GenStats()
         self._configured: tuple[int, bool] | None = None
+        self.in_sync = True     # False when the consumer stopped mid-round: the state then holds
+                                # accepted tokens it never saw, so a continuation must start over
 
     def reset(self, req: GenRequest) -> None:
         self.be.reset(self.n_ctx, req.n_max if req.spec else 0, req.spec)
@@ -96,9 +98,10 @@ class Session:
             raise MTPUnavailableError("draft-mtp needs an MTP block: this model has none "
                                       "(give the MTP sidecar with -md mtp-*.gguf, or use --spec-type none)")
         want = (req.n_max if req.spec else 0, req.spec)
-        if not cont or self._configured != want:
+        if not cont or self._configured != want or not self.in_sync:
             self.reset(req)
             cont = False
+        self.in_sync = True
         feed = ([self.pending] if cont and self.pending is not None else []) + list(prompt)
         if not feed:
             raise ValueError("empty prompt")
@@ -133,10 +136,14 @@ class Session:
                     out, n_drafted = self.be.spec_round(tok, max(n_max, 0), req.p_min, sampler, is_eog,
                                                         req.max_tokens - emitted)
                     st.spec.record(n_drafted, len(out) - 1)
-                    for t in out[:-1]:
-                        emitted += 1
-                        st.gen_tokens = emitted
-                        yield t
+                    try:
+                        for t in out[:-1]:
+                            emitted += 1
+                            st.gen_tokens = emitted
+                            yield t
+                    except GeneratorExit:
+                        self.in_sync = False
+                        raise
                     tok = out[-1]
                 else:
                     ids, lg = self.be.decode(tok, n_cand)

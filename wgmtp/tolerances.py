@@ -133,6 +133,18 @@ def attention_tol(q: np.ndarray, K: np.ndarray, V: np.ndarray, n_kv: np.ndarray,
     return tol
 
 
+def gated_attention_tol(q: np.ndarray, K: np.ndarray, V: np.ndarray, n_kv: np.ndarray, gate: np.ndarray,
+                        out: np.ndarray) -> np.ndarray:
+    """attention_tol of the ungated output (scale 1/sqrt(D) rounded to f32), carried through the
+    sigmoid gate (times sigmoid, itself within sigmoid_rel), plus the gate's own sigmoid_mul_tol."""
+    D = q.shape[-1]
+    t1 = attention_tol(q, np.asarray(K, np.float64), np.asarray(V, np.float64), n_kv,
+                       float(np.float32(1 / np.sqrt(D))), out)
+    g = np.asarray(gate, np.float64)
+    sig = 1 / (1 + np.exp(-g))
+    return t1 * sig * (1 + sigmoid_rel(g)) + sigmoid_mul_tol(gate, out)
+
+
 # ---- Gated DeltaNet ----------------------------------------------------------------------------
 
 def conv_tol(win_abs_dot: np.ndarray, k: int, pre: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -158,3 +170,50 @@ def gdn_tol(T: int, Dk: int, scale: np.ndarray) -> np.ndarray:
     (t + 1) * (4 Dk + 16) u * scale, with scale = max|v| + max|M0| (bounds |M| and |o| for
     normalized q, k). `scale` may be per head."""
     return (T + 1) * (4 * Dk + 16) * U * np.asarray(scale, np.float64)
+
+
+def fused_gdn_tol(n_tok, dk, scale, gate_err, beta_err):
+    """Fused kernel vs fused twin after n_tok tokens. tolerances.gdn_tol bounds the recurrence for
+    identical inputs; here each side computes its own inputs, so every token also carries: q and k
+    from l2norm (l2norm_tol: (Dk + 24) u relative each; k enters twice -- M k and the
+    rank-1 write -- and q once: 3 (Dk + 24) u scale), the decay exp(g) with g off by gate_err
+    (gdn_gates_tol: a relative error |dg| of a state bounded by scale) and beta off by beta_err
+    (sigmoid_rel: relative, on a delta bounded by 2 scale). The update is non-expansive, so these
+    add up linearly over tokens like gdn_tol's own terms."""
+    n_tok = np.asarray(n_tok, np.float64)
+    per = 3 * (dk + 24) * U + gate_err + 2 * beta_err
+    return gdn_tol(n_tok, dk, scale) + n_tok * per * scale
+
+
+def chunked_gdn_tol(n_tok, dk, chunk, scale, gmax, gate_err, beta_err):
+    """Chunked kernel vs the recurrence twin after n_tok tokens: the twin's own error (within
+    fused_gdn_tol of the exact result) plus the chunked kernel's. Per token the chunked form does
+    the work of the recurrence with dots of up to Dk + C terms (K S, Q S and the Dk-term q.k / k.k
+    products, then C-term triangular sums), so gdn_tol's per-token (4 Dk + 16) u becomes
+    (4 (Dk + C) + 16) u; and its decays exp(G_t - G_s) come from f32 cumulative sums: each G_t is
+    off by <= C u |G| (C terms of one sign, partial sums <= |G|), the difference rounds once more
+    and exp adds 3 + 2|x| ulp, so a decay is off by ((2 C + 3) |G| + 3) u relative, |G| <= gmax
+    (the largest |cumulative log-decay| of a chunk), and each token's terms meet three decays
+    (A, L and the state update)."""
+    n_tok = np.asarray(n_tok, np.float64)
+    decay = ((2 * chunk + 3) * gmax + 3) * U
+    own = n_tok * ((4 * (dk + chunk) + 16) * U + 3 * decay + 3 * (dk + 24) * U + gate_err + 2 * beta_err) * scale
+    return fused_gdn_tol(n_tok, dk, scale, gate_err, beta_err) + own
+
+
+# ---- whole model -------------------------------------------------------------------------------
+
+def model_logits_tol(cfg, logits: np.ndarray) -> float:
+    """GPU vs reference logits of a whole model (same KV precision on both sides: the reference
+    stores K/V rounded to f16 when the GPU does).
+
+    Every op above contributes a relative error of at most ~2 gamma_{K+2} of its inputs' magnitude,
+    K its longest reduction (max of E, F, H*D, value_dim, 2E for the MTP eh_proj); a layer chains
+    at most 8 such ops into the residual stream (norm, projections, mixer, output projection, FFN
+    x 3), and RMSNorm renormalizes the stream before each block, so errors add across layers
+    rather than compound: (n_layer + 2) * 8 * 2 gamma_{K+2}, relative to max |logit|. The GDN state
+    carries error across tokens, but the decay and the non-expansive delta-rule update keep it from
+    growing (see gdn_tol), so the bound does not depend on the position.
+    """
+    K = max(cfg.n_embd * 2, cfg.n_ff, cfg.n_head * cfg.head_dim, cfg.ssm_d_inner or 0, cfg.conv_dim if cfg.ssm_d_inner else 0)
+    return float((cfg.n_layer + 2) * 8 * 2 * gamma(K + 2) * np.abs(np.asarray(logits, np.float64)).max())

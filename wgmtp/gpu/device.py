@@ -184,8 +184,34 @@ class GPUContext:
         return np.frombuffer(self.read(buf, offset_elems * it, count * it), dtype=dtype).copy()
 
 
+class _DoneToken:
+    def set_done(self) -> None: ...
+    def is_done(self) -> bool: return True
+
+
+class _CallerPolls:
+    """Stands in for wgpu-py's background poll thread: we poll on the calling thread instead.
+    On the OpenGL backend the thread races the main thread for the EGL context and aborts the
+    process (wgpu-hal gles/egl.rs 'AdapterContext::lock ... BadAccess'); one polling thread is
+    also simpler to reason about everywhere."""
+    def get_token(self) -> _DoneToken: return _DoneToken()
+    def stop(self) -> None: ...
+
+
+def _own_polling(device: Any) -> None:
+    poller = getattr(device, "_poller", None)
+    if poller is not None and not isinstance(poller, _CallerPolls):
+        poller.stop()
+        device._poller = _CallerPolls()
+
+
 def map_read(staging: Any, size: int) -> bytes:
-    staging.map_sync(wgpu.MapMode.READ, 0, staging.size)
+    """Map a staging buffer, polling the device on this thread until the map completes."""
+    dev = staging._device
+    promise = staging.map_async(wgpu.MapMode.READ, 0, staging.size)
+    while promise._state == "pending":
+        dev._poll(True)
+    promise.sync_wait()
     try:
         return bytes(staging.read_mapped(0, (size + 3) // 4 * 4))[:size]
     finally:
@@ -228,6 +254,7 @@ def open_context(selector: str | int | None = None, *, subgroups: bool | None = 
                                                 label=f"wgmtp:{desc.name}")
     except Exception as e:
         raise DeviceError(f"could not open a device on {desc.name}: {e}") from None
+    _own_polling(dev)
     ctx = GPUContext(desc=desc, device=dev, subgroups=sg, f16=h, max_binding=mb,
                      limits=dict(desc.limits), features=set(feats), label=desc.name)
     _contexts[key] = ctx

@@ -19,3 +19,10 @@ def copy_row(pb: ProgramBuilder, ids, idx_off: int, add: int, src: Act, stride: 
     """dst[:n] = src row (ids[idx_off] + add) (twin: reference.spec.copy_row)."""
     pb.add("copy_row", [ids, src.buffer, dst.buffer], pack(n, src.offset, stride, dst.offset, idx_off, int(add)),
            -(-n // 256), label="copy_row")
+
+
+def draft_gate(pb: ProgramBuilder, ids, p_top: Act, n: int, out_off: int, p_min: float) -> None:
+    """ids[out_off] = count of leading drafts with top probability >= p_min (twin:
+    reference.spec.draft_gate)."""
+    pb.add("spec", [ids, p_top.buffer], pack(n, out_off, p_top.offset, float(p_min)), (1, 1, 1),
+           entry="draft_gate", label="draft_gate")

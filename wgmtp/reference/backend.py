@@ -16,9 +16,9 @@ f32 = np.float32
 class RefBackend:
     """Runs the trunk and MTP head through `RefModel`, one sequence."""
 
-    def __init__(self, gm: GGUFModel) -> None:
+    def __init__(self, gm: GGUFModel, *, kv_f16: bool = False) -> None:
         self.gm = gm
-        self.model = RefModel(gm)
+        self.model = RefModel(gm, kv_f16=kv_f16)
         self.cfg = gm.config
         self.has_mtp = gm.has_mtp
         self.st: RefState | None = None

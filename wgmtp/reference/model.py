@@ -90,11 +90,12 @@ class RefState:
 class RefModel:
     """qwen35 forward passes on numpy; state lives in a `RefState` the caller owns."""
 
-    def __init__(self, gm: GGUFModel) -> None:
+    def __init__(self, gm: GGUFModel, *, kv_f16: bool = False) -> None:
         self.gm = gm
         self.cfg: ModelConfig = gm.config
         self.w = RefWeights(gm)
         self.trace: Trace | None = None
+        self.kv_f16 = kv_f16      # store K/V rounded to f16, as a GPU with shader-f16 does
 
     # ---- state
 
@@ -132,6 +133,8 @@ class RefModel:
         k = ops.rope_neox(k, pos, c.n_rot, c.rope_base)
         if pos0 + T > kv.k.shape[0]:
             raise ValueError(f"context overflow: position {pos0 + T - 1} >= n_ctx {kv.k.shape[0]}")
+        if self.kv_f16:
+            k, v = k.astype(np.float16).astype(f32), v.astype(np.float16).astype(f32)
         kv.k[pos0:pos0 + T] = k
         kv.v[pos0:pos0 + T] = v
         self._t(layer, "attn_q", q, where)

@@ -15,3 +15,13 @@ def accept_greedy(target_ids: np.ndarray, drafts: np.ndarray, n_valid: int, eog:
 
 def copy_row(src: np.ndarray, row: int) -> np.ndarray:
     return np.array(src[row], copy=True)
+
+
+def draft_gate(p_top: np.ndarray, p_min: float) -> int:
+    """How many leading drafts pass the p-min gate (the draft chain stops at the first below)."""
+    n = 0
+    for p in np.asarray(p_top, np.float32):
+        if p < np.float32(p_min):
+            break
+        n += 1
+    return n

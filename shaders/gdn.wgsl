@@ -1,0 +1,205 @@
+// gdn: the gated delta rule over the batch's tokens, token loop inside, with fused gates and q/k L2
+// norms and the ssm snapshot planes of reference 5.3 (twin: reference.gdn.gdn; the `gates` entry's
+// twin is reference.gdn.gdn_gates).
+// Bindings: 0 params (uniform P); 1 STEP (u32 step record at step_off: n_tok, pos0, src_slot);
+//   2 C (f32 conv output: token t at c_off + t*c_stride: q [HK*DK], k [HK*DK], v [HV*DV]);
+//   3 AL (f32 raw alpha: a_off + t*a_stride + h); 4 BE (f32 raw beta: b_off + t*b_stride + h);
+//   5 ST (f32 ssm state M[h, j, i] = S_h[i, j] of plane s at st_off + s*HV*DV*DK + (h*DV + j)*DK + i);
+//   6 O (f32 output o[t, h, j] at o_off + t*o_stride + h*DV + j; the `gates` entry writes (g, beta)
+//     of token t, head h at o_off + (t*HV + h)*2);
+//   7 WA (u32 words of ssm_a, F32 [HV]); 8 WD (u32 words of ssm_dt.bias, F32 [HV]).
+// Dispatch (main): HV * n_cb workgroups (grid1d), n_cb = ceil(DV / COLS); workgroup (h, cb) owns
+//   value rows j = cb*COLS .. of head h. Each row j is sharded over L lanes (L a power of two):
+//   lane l holds M[h, j, l + L*r] for r < R in registers. Per token: the lanes load their q/k
+//   elements of key head h % HK, and three lane sums (|q|^2 and |k|^2; M k; M q) combine the L
+//   partials with a butterfly tree -- by subgroupShuffleXor when the subgroup size is a multiple of
+//   L (aligned clusters, assuming the usual linear lane order), else through workgroup memory in
+//   the same tree order, so both paths give the same bits. Every token runs the same code and the
+//   reduction order depends on nothing but L, so a T-token dispatch equals T one-token dispatches
+//   bit for bit. Each thread owns its state elements in every plane: it loads plane src_slot into
+//   registers first, then writes plane T-1-t after token t (planes >= T untouched).
+// Dispatch (gates): ceil(HV / 64) workgroups of 64, one thread per head, token loop inside.
+struct P {
+    step_off: u32, hk: u32, hv: u32, n_slots: u32,
+    c_off: u32, c_stride: u32, a_off: u32, a_stride: u32,
+    b_off: u32, b_stride: u32, st_off: u32, o_off: u32,
+    o_stride: u32, n_cb: u32, eps: f32, q_scale: f32,
+};
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read_write> STEP: array<u32>;
+@group(0) @binding(2) var<storage, read_write> C: array<f32>;
+@group(0) @binding(3) var<storage, read_write> AL: array<f32>;
+@group(0) @binding(4) var<storage, read_write> BE: array<f32>;
+@group(0) @binding(5) var<storage, read_write> ST: array<f32>;
+@group(0) @binding(6) var<storage, read_write> O: array<f32>;
+@group(0) @binding(7) var<storage, read> WA: array<u32>;
+@group(0) @binding(8) var<storage, read> WD: array<u32>;
+
+const DK: u32 = {{DK}}u;
+const DV: u32 = {{DV}}u;
+const L: u32 = {{LANES}}u;            // lanes per value row (power of two)
+const COLS: u32 = {{COLS}}u;          // value rows per workgroup
+const WG: u32 = {{LANES}}u * {{COLS}}u;
+const R: u32 = ({{DK}}u + {{LANES}}u - 1u) / {{LANES}}u;   // state elements per lane
+
+// lane-sum scratch: four areas of WG floats (|q|^2, |k|^2, M k, M q), so a token needs one barrier
+// per sum and none to protect the next token's writes
+var<workgroup> red: array<f32, 4u * {{LANES}}u * {{COLS}}u>;
+const RQ: u32 = 0u;
+const RK: u32 = {{LANES}}u * {{COLS}}u;
+const RKV: u32 = 2u * {{LANES}}u * {{COLS}}u;
+const RO: u32 = 3u * {{LANES}}u * {{COLS}}u;
+var<workgroup> wg_T: u32;
+var<workgroup> wg_src: u32;
+
+// g = ssm_a * softplus(alpha + dt_bias) (ggml's x > 20 shortcut); beta = sigmoid(beta_raw)
+fn softplus(x: f32) -> f32 {
+    if (x > 20.0) { return x; }
+    return log(1.0 + exp(x));
+}
+fn gate_g(a: f32, alpha: f32, dtb: f32) -> f32 { return a * softplus(alpha + dtb); }
+fn gate_beta(b: f32) -> f32 { return 1.0 / (1.0 + exp(-b)); }
+
+// The L partials red[at .. at+L-1] of one value row, summed as the butterfly tree ((p0+p1)+(p2+p3))+...
+fn tree(at: u32) -> f32 {
+    var v: array<f32, L>;
+    for (var i = 0u; i < L; i = i + 1u) { v[i] = red[at + i]; }
+    for (var m = 1u; m < L; m = m * 2u) {
+        for (var i = 0u; i < L; i = i + 2u * m) { v[i] = v[i] + v[i + m]; }
+    }
+    return v[0];
+}
+
+#if SUBGROUPS
+fn bfly(x: f32) -> f32 {
+    var v = x;
+    for (var m = 1u; m < L; m = m * 2u) { v = v + subgroupShuffleXor(v, m); }
+    return v;
+}
+#endif
+
+// Sum over the L lanes of this thread's value row (every lane gets the total); `area` is one of
+// RKV, RO.
+fn lane_sum(x: f32, area: u32, lid: u32, use_sg: bool) -> f32 {
+#if SUBGROUPS
+    if (use_sg) { return bfly(x); }
+#endif
+    red[area + lid] = x;
+    workgroupBarrier();
+    return tree(area + lid - lid % L);
+}
+
+fn lane_sum2(x: vec2<f32>, lid: u32, use_sg: bool) -> vec2<f32> {
+#if SUBGROUPS
+    if (use_sg) { return vec2<f32>(bfly(x.x), bfly(x.y)); }
+#endif
+    red[RQ + lid] = x.x;
+    red[RK + lid] = x.y;
+    workgroupBarrier();
+    let base = lid - lid % L;
+    return vec2<f32>(tree(RQ + base), tree(RK + base));
+}
+
+@compute @workgroup_size({{LANES}} * {{COLS}})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+#if SUBGROUPS
+        @builtin(subgroup_size) sg_size: u32,
+#endif
+        @builtin(local_invocation_index) lid: u32) {
+#if SUBGROUPS
+    let use_sg = sg_size % L == 0u;
+#else
+    let use_sg = false;
+#endif
+    if (lid == 0u) {
+        wg_T = STEP[p.step_off];
+        wg_src = min(STEP[p.step_off + 2u], p.n_slots - 1u);
+    }
+    let T = workgroupUniformLoad(&wg_T);
+    let src = workgroupUniformLoad(&wg_src);
+    let gid = wid.x + wid.y * nwg.x;
+    if (gid >= p.hv * p.n_cb) { return; }
+    let h = gid / p.n_cb;
+    let kh = h % p.hk;
+    let lane = lid % L;
+    let j = (gid % p.n_cb) * COLS + lid / L;
+    let jv = j < DV;
+    let plane = p.hv * DV * DK;
+    let row = p.st_off + (h * DV + j) * DK;
+    let key_dim = p.hk * DK;
+
+    var m: array<f32, R>;
+    for (var r = 0u; r < R; r = r + 1u) {
+        let i = lane + L * r;
+        m[r] = 0.0;
+        if (jv && i < DK) { m[r] = ST[row + src * plane + i]; }
+    }
+    let a_h = bitcast<f32>(WA[h]);
+    let dtb = bitcast<f32>(WD[h]);
+
+    for (var t = 0u; t < T; t = t + 1u) {
+        let cbase = p.c_off + t * p.c_stride;
+        var q: array<f32, R>;
+        var k: array<f32, R>;
+        var sq = vec2<f32>(0.0, 0.0);
+        for (var r = 0u; r < R; r = r + 1u) {
+            let i = lane + L * r;
+            q[r] = 0.0;
+            k[r] = 0.0;
+            if (i < DK) {
+                q[r] = C[cbase + kh * DK + i];
+                k[r] = C[cbase + key_dim + kh * DK + i];
+            }
+            sq = sq + vec2<f32>(q[r] * q[r], k[r] * k[r]);
+        }
+        let ss = lane_sum2(sq, lid, use_sg);
+        let qd = sqrt(ss.x + p.eps);
+        let kd = sqrt(ss.y + p.eps);
+        for (var r = 0u; r < R; r = r + 1u) {
+            q[r] = q[r] / qd * p.q_scale;
+            k[r] = k[r] / kd;
+        }
+        let decay = exp(gate_g(a_h, AL[p.a_off + t * p.a_stride + h], dtb));
+        let beta = gate_beta(BE[p.b_off + t * p.b_stride + h]);
+        var v = 0.0;
+        if (jv) { v = C[cbase + 2u * key_dim + h * DV + j]; }
+
+        var kp = 0.0;
+        for (var r = 0u; r < R; r = r + 1u) {
+            m[r] = m[r] * decay;
+            kp = kp + m[r] * k[r];
+        }
+        let delta = (v - lane_sum(kp, RKV, lid, use_sg)) * beta;
+        var op = 0.0;
+        for (var r = 0u; r < R; r = r + 1u) {
+            m[r] = m[r] + delta * k[r];
+            op = op + m[r] * q[r];
+        }
+        let o = lane_sum(op, RO, lid, use_sg);
+        if (jv && lane == 0u) { O[p.o_off + t * p.o_stride + h * DV + j] = o; }
+        let s = T - 1u - t;
+        if (jv && s < p.n_slots) {
+            for (var r = 0u; r < R; r = r + 1u) {
+                let i = lane + L * r;
+                if (i < DK) { ST[row + s * plane + i] = m[r]; }
+            }
+        }
+    }
+}
+
+// (g, beta) per token and head: the same gate functions, written out for checking.
+@compute @workgroup_size(64)
+fn gates(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let h = wid.x * 64u + lid;
+    let T = STEP[p.step_off];
+    _ = &C;                                   // same bindings as main (sequential layout)
+    _ = &ST;
+    if (h >= p.hv) { return; }
+    let a_h = bitcast<f32>(WA[h]);
+    let dtb = bitcast<f32>(WD[h]);
+    for (var t = 0u; t < T; t = t + 1u) {
+        let o = p.o_off + (t * p.hv + h) * 2u;
+        O[o] = gate_g(a_h, AL[p.a_off + t * p.a_stride + h], dtb);
+        O[o + 1u] = gate_beta(BE[p.b_off + t * p.b_stride + h]);
+    }
+}

@@ -1,0 +1,256 @@
+// gdn_chunked: the chunked (WY) form of the gated delta rule for long prompt chunks (reference 3.5),
+// gates and q/k L2 norms fused; writes the outputs and only plane 0 (the final state)
+// (twin: reference.gdn.gdn_chunked, built on reference.ops.gdn_chunked).
+// Bindings: as gdn.wgsl -- 0 params (uniform P); 1 STEP (u32 step record at step_off: n_tok,
+//   pos0, src_slot); 2 C (f32 conv output rows c_off + t*c_stride: q [HK*DK], k [HK*DK], v [HV*DV]);
+//   3 AL, 4 BE (f32 raw alpha/beta at a_off + t*a_stride + h, b_off + t*b_stride + h);
+//   5 ST (f32 ssm state, plane s at st_off + s*HV*DV*DK, M[h, j, i] at (h*DV + j)*DK + i);
+//   6 O (f32 o[t, h, j] at o_off + t*o_stride + h*DV + j); 7 WA ssm_a, 8 WD ssm_dt.bias (u32 words, F32 [HV]).
+// Dispatch: HV * n_cb workgroups (grid1d), n_cb = ceil(DV / COLS), workgroup = LANES * COLS threads
+//   (>= 2*CH). Workgroup (h, cb) owns value rows j = cb*COLS .. of head h; row j is sharded over L
+//   lanes as in gdn.wgsl (lane l holds M[h, j, l + L*r]). Per chunk of CH tokens (the tail chunk is
+//   zero-padded: q = k = v = 0, beta = 0, g = 0, which changes nothing):
+//   A  stage normalized q, k [CH, DK] in workgroup memory; gates, cumulative log-decay G (f32),
+//      exp(G_t) and exp(G_last - G_t);
+//   B  A[t, s] = (q_t.k_s) exp(G_t - G_s) (s <= t) and L[t, s] = beta_t (k_t.k_s) exp(G_t - G_s)
+//      (s < t): the mask is applied before the exponential, so no exp of a positive argument;
+//   C  per value row j: p_t = k_t.S_j and r_t = q_t.S_j (lane partials summed by the same
+//      butterfly tree as gdn.wgsl), the corrected values u = (I + L)^-1 beta (v - exp(G) p) by
+//      forward substitution, o_t = exp(G_t) r_t + sum_{s<=t} A[t, s] u_s, and
+//      S_j <- exp(G_last) S_j + sum_t exp(G_last - G_t) u_t k_t.
+//   This is ops.gdn_chunked with (I + L)^-1 applied to beta (v - exp(G) K S) at once instead of to
+//   beta V and beta K exp(G) separately (the same product, one triangular solve per row).
+struct P {
+    step_off: u32, hk: u32, hv: u32, n_slots: u32,
+    c_off: u32, c_stride: u32, a_off: u32, a_stride: u32,
+    b_off: u32, b_stride: u32, st_off: u32, o_off: u32,
+    o_stride: u32, n_cb: u32, eps: f32, q_scale: f32,
+};
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read_write> STEP: array<u32>;
+@group(0) @binding(2) var<storage, read_write> C: array<f32>;
+@group(0) @binding(3) var<storage, read_write> AL: array<f32>;
+@group(0) @binding(4) var<storage, read_write> BE: array<f32>;
+@group(0) @binding(5) var<storage, read_write> ST: array<f32>;
+@group(0) @binding(6) var<storage, read_write> O: array<f32>;
+@group(0) @binding(7) var<storage, read> WA: array<u32>;
+@group(0) @binding(8) var<storage, read> WD: array<u32>;
+
+const DK: u32 = {{DK}}u;
+const DV: u32 = {{DV}}u;
+const L: u32 = {{LANES}}u;
+const COLS: u32 = {{COLS}}u;
+const WG: u32 = {{LANES}}u * {{COLS}}u;
+const R: u32 = ({{DK}}u + {{LANES}}u - 1u) / {{LANES}}u;
+const CH: u32 = {{CH}}u;
+
+var<workgroup> sQ: array<f32, {{CH}} * {{DK}}>;
+var<workgroup> sK: array<f32, {{CH}} * {{DK}}>;
+var<workgroup> sA: array<f32, {{CH}} * {{CH}}>;
+var<workgroup> sL: array<f32, {{CH}} * {{CH}}>;
+var<workgroup> sG: array<f32, {{CH}}>;
+var<workgroup> sB: array<f32, {{CH}}>;
+var<workgroup> sEG: array<f32, {{CH}}>;
+var<workgroup> sEGL: array<f32, {{CH}}>;
+var<workgroup> red: array<f32, {{LANES}} * {{COLS}} * 2 * {{CH}}>;
+var<workgroup> wg_T: u32;
+var<workgroup> wg_src: u32;
+
+fn softplus(x: f32) -> f32 {
+    if (x > 20.0) { return x; }
+    return log(1.0 + exp(x));
+}
+fn gate_g(a: f32, alpha: f32, dtb: f32) -> f32 { return a * softplus(alpha + dtb); }
+fn gate_beta(b: f32) -> f32 { return 1.0 / (1.0 + exp(-b)); }
+
+#if SUBGROUPS
+fn bfly(x: f32) -> f32 {
+    var v = x;
+    for (var m = 1u; m < L; m = m * 2u) { v = v + subgroupShuffleXor(v, m); }
+    return v;
+}
+#endif
+
+// element e of the lanes base .. base+L-1 partials in `red`, summed in butterfly-tree order
+fn tree(base: u32, e: u32) -> f32 {
+    var v: array<f32, L>;
+    for (var i = 0u; i < L; i = i + 1u) { v[i] = red[(base + i) * 2u * CH + e]; }
+    for (var m = 1u; m < L; m = m * 2u) {
+        for (var i = 0u; i < L; i = i + 2u * m) { v[i] = v[i] + v[i + m]; }
+    }
+    return v[0];
+}
+
+@compute @workgroup_size({{LANES}} * {{COLS}})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+#if SUBGROUPS
+        @builtin(subgroup_size) sg_size: u32,
+#endif
+        @builtin(local_invocation_index) lid: u32) {
+#if SUBGROUPS
+    let use_sg = sg_size % L == 0u;
+#else
+    let use_sg = false;
+#endif
+    if (lid == 0u) {
+        wg_T = STEP[p.step_off];
+        wg_src = min(STEP[p.step_off + 2u], p.n_slots - 1u);
+    }
+    let T = workgroupUniformLoad(&wg_T);
+    let src = workgroupUniformLoad(&wg_src);
+    let gid = wid.x + wid.y * nwg.x;
+    if (gid >= p.hv * p.n_cb) { return; }
+    let h = gid / p.n_cb;
+    let kh = h % p.hk;
+    let lane = lid % L;
+    let j = (gid % p.n_cb) * COLS + lid / L;
+    let jv = j < DV;
+    let plane = p.hv * DV * DK;
+    let row = p.st_off + (h * DV + j) * DK;
+    let key_dim = p.hk * DK;
+    let a_h = bitcast<f32>(WA[h]);
+    let dtb = bitcast<f32>(WD[h]);
+
+    var m: array<f32, R>;
+    for (var r = 0u; r < R; r = r + 1u) {
+        let i = lane + L * r;
+        m[r] = 0.0;
+        if (jv && i < DK) { m[r] = ST[row + src * plane + i]; }
+    }
+
+    for (var c0 = 0u; c0 < T; c0 = c0 + CH) {
+        let n = min(CH, T - c0);
+        // A: raw q/k rows of the chunk, gates and cumulative decays
+        for (var e = lid; e < CH * DK; e = e + WG) {
+            let t = e / DK;
+            let i = e % DK;
+            var qv = 0.0;
+            var kv = 0.0;
+            if (t < n) {
+                let cb = p.c_off + (c0 + t) * p.c_stride + kh * DK + i;
+                qv = C[cb];
+                kv = C[cb + key_dim];
+            }
+            sQ[e] = qv;
+            sK[e] = kv;
+        }
+        if (lid == 0u) {
+            var G = 0.0;
+            for (var t = 0u; t < CH; t = t + 1u) {
+                var g = 0.0;
+                var b = 0.0;
+                if (t < n) {
+                    g = gate_g(a_h, AL[p.a_off + (c0 + t) * p.a_stride + h], dtb);
+                    b = gate_beta(BE[p.b_off + (c0 + t) * p.b_stride + h]);
+                }
+                G = G + g;
+                sG[t] = G;
+                sB[t] = b;
+                sEG[t] = exp(G);
+            }
+            for (var t = 0u; t < CH; t = t + 1u) { sEGL[t] = exp(G - sG[t]); }
+        }
+        workgroupBarrier();
+        // L2 norms of the staged rows (thread e < CH: q row e; CH <= e < 2 CH: k row e - CH)
+        if (lid < CH) {
+            var ss = 0.0;
+            for (var i = 0u; i < DK; i = i + 1u) { ss = ss + sQ[lid * DK + i] * sQ[lid * DK + i]; }
+            let d = sqrt(ss + p.eps);
+            for (var i = 0u; i < DK; i = i + 1u) { sQ[lid * DK + i] = sQ[lid * DK + i] / d * p.q_scale; }
+        } else if (lid < 2u * CH) {
+            let t = lid - CH;
+            var ss = 0.0;
+            for (var i = 0u; i < DK; i = i + 1u) { ss = ss + sK[t * DK + i] * sK[t * DK + i]; }
+            let d = sqrt(ss + p.eps);
+            for (var i = 0u; i < DK; i = i + 1u) { sK[t * DK + i] = sK[t * DK + i] / d; }
+        }
+        workgroupBarrier();
+        // B: masked decay products
+        for (var e = lid; e < CH * CH; e = e + WG) {
+            let t = e / CH;
+            let s = e % CH;
+            var a = 0.0;
+            var l = 0.0;
+            if (s <= t) {
+                var qk = 0.0;
+                var kk = 0.0;
+                for (var i = 0u; i < DK; i = i + 1u) {
+                    qk = qk + sQ[t * DK + i] * sK[s * DK + i];
+                    kk = kk + sK[t * DK + i] * sK[s * DK + i];
+                }
+                let d = exp(sG[t] - sG[s]);
+                a = qk * d;
+                if (s < t) { l = sB[t] * kk * d; }
+            }
+            sA[e] = a;
+            sL[e] = l;
+        }
+        workgroupBarrier();
+        // C: per value row
+        var pk: array<f32, CH>;
+        var pq: array<f32, CH>;
+        for (var t = 0u; t < CH; t = t + 1u) {
+            var a = 0.0;
+            var b = 0.0;
+            for (var r = 0u; r < R; r = r + 1u) {
+                let i = lane + L * r;
+                if (i < DK) {
+                    a = a + m[r] * sK[t * DK + i];
+                    b = b + m[r] * sQ[t * DK + i];
+                }
+            }
+            pk[t] = a;
+            pq[t] = b;
+        }
+#if SUBGROUPS
+        if (use_sg) {
+            for (var t = 0u; t < CH; t = t + 1u) {
+                pk[t] = bfly(pk[t]);
+                pq[t] = bfly(pq[t]);
+            }
+        } else {
+#endif
+            for (var t = 0u; t < CH; t = t + 1u) {
+                red[lid * 2u * CH + t] = pk[t];
+                red[lid * 2u * CH + CH + t] = pq[t];
+            }
+            workgroupBarrier();
+            let base = lid - lane;
+            for (var t = 0u; t < CH; t = t + 1u) {
+                pk[t] = tree(base, t);
+                pq[t] = tree(base, CH + t);
+            }
+#if SUBGROUPS
+        }
+#endif
+        var u: array<f32, CH>;
+        for (var t = 0u; t < CH; t = t + 1u) {
+            var v = 0.0;
+            if (jv && t < n) { v = C[p.c_off + (c0 + t) * p.c_stride + 2u * key_dim + h * DV + j]; }
+            var x = sB[t] * (v - sEG[t] * pk[t]);
+            for (var s = 0u; s < t; s = s + 1u) { x = x - sL[t * CH + s] * u[s]; }
+            u[t] = x;
+        }
+        for (var t = lane; t < n; t = t + L) {
+            var o = sEG[t] * pq[t];
+            for (var s = 0u; s <= t; s = s + 1u) { o = o + sA[t * CH + s] * u[s]; }
+            if (jv) { O[p.o_off + (c0 + t) * p.o_stride + h * DV + j] = o; }
+        }
+        let el = sEG[CH - 1u];
+        for (var r = 0u; r < R; r = r + 1u) {
+            let i = lane + L * r;
+            if (i < DK) {
+                var acc = m[r] * el;
+                for (var t = 0u; t < CH; t = t + 1u) { acc = acc + sK[t * DK + i] * (sEGL[t] * u[t]); }
+                m[r] = acc;
+            }
+        }
+        workgroupBarrier();
+    }
+    if (jv) {
+        for (var r = 0u; r < R; r = r + 1u) {
+            let i = lane + L * r;
+            if (i < DK) { ST[row + i] = m[r]; }
+        }
+    }
+}

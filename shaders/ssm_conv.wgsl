@@ -1,0 +1,61 @@
+// ssm_conv: causal depthwise conv1d (kernel {{KC}}, no bias) + SiLU over the batch's tokens, with
+// the conv-state snapshot planes of reference 5.3 (twin: reference.ops.ssm_conv).
+// Bindings: 0 params (uniform P); 1 STEP (u32 step record at step_off: n_tok, pos0, src_slot);
+//   2 X (f32 mixed inputs, token t channel c at x_off + t*x_stride + c);
+//   3 ST (f32 conv state: plane s, channel c, tap m at st_off + s*n_ch*(KC-1) + c*(KC-1) + m,
+//     raw inputs oldest first); 4 O (f32 output, x_off-like: o_off + t*o_stride + c);
+//   5 W (u32 words of an F32 weight part: channel c0 + i, tap j at i*KC + j).
+// Dispatch: one per weight part (channels c0 .. c0+nc-1), ceil(nc / 64) workgroups of 64 threads
+//   (grid1d: id = wid.x + wid.y * nwg.x). One thread per channel runs the token loop: it owns that
+//   channel's state in every plane, so reading plane src_slot and writing planes 0.. is race-free.
+//   Every token runs the same code, so a T-token dispatch equals T one-token dispatches bit for bit.
+struct P {
+    step_off: u32, n_ch: u32, c0: u32, nc: u32,
+    x_off: u32, x_stride: u32, st_off: u32, n_slots: u32,
+    o_off: u32, o_stride: u32,
+};
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read_write> STEP: array<u32>;
+@group(0) @binding(2) var<storage, read_write> X: array<f32>;
+@group(0) @binding(3) var<storage, read_write> ST: array<f32>;
+@group(0) @binding(4) var<storage, read_write> O: array<f32>;
+@group(0) @binding(5) var<storage, read> W: array<u32>;
+
+const KC: u32 = {{KC}}u;
+const KM: u32 = {{KC}}u - 1u;
+
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let li = (wid.x + wid.y * nwg.x) * 64u + lid;
+    if (li >= p.nc) { return; }
+    let c = p.c0 + li;
+    let T = STEP[p.step_off];
+    let src = min(STEP[p.step_off + 2u], p.n_slots - 1u);
+    let plane = p.n_ch * KM;
+    let sbase = p.st_off + c * KM;
+
+    var w: array<f32, KC>;
+    for (var j = 0u; j < KC; j = j + 1u) { w[j] = bitcast<f32>(W[li * KC + j]); }
+    var old: array<f32, KM>;
+    for (var m = 0u; m < KM; m = m + 1u) { old[m] = ST[sbase + src * plane + m]; }
+    var win = old;
+
+    for (var t = 0u; t < T; t = t + 1u) {
+        let x = X[p.x_off + t * p.x_stride + c];
+        var acc = 0.0;
+        for (var j = 0u; j < KM; j = j + 1u) { acc = acc + win[j] * w[j]; }
+        acc = acc + x * w[KM];
+        O[p.o_off + t * p.o_stride + c] = acc / (1.0 + exp(-acc));
+        for (var m = 0u; m + 1u < KM; m = m + 1u) { win[m] = win[m + 1u]; }
+        win[KM - 1u] = x;
+        let s = T - 1u - t;                       // plane s = window after token T-1-s
+        if (s < p.n_slots) {
+            for (var m = 0u; m < KM; m = m + 1u) { ST[sbase + s * plane + m] = win[m]; }
+        }
+    }
+    // planes the batch does not reach clamp to the pre-batch window (reference 5.3)
+    for (var s = T; s < p.n_slots; s = s + 1u) {
+        for (var m = 0u; m < KM; m = m + 1u) { ST[sbase + s * plane + m] = old[m]; }
+    }
+}

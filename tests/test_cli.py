@@ -1,0 +1,111 @@
+"""The command line end to end, in subprocesses: run (completion, chat, sampling), inspect,
+devices, and the one-line errors."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import sidecar_path  # noqa: F401
+
+
+def wgmtp(*args: str, stdin: str | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env.setdefault("XDG_RUNTIME_DIR", "/tmp")
+    return subprocess.run([sys.executable, "-m", "wgmtp.cli", *args], input=stdin, capture_output=True,
+                          text=True, timeout=timeout, env=env)
+
+
+def one_line_error(r: subprocess.CompletedProcess, *words: str) -> None:
+    assert r.returncode != 0
+    lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("wgmtp: error:"), r.stderr
+    assert "Traceback" not in r.stderr
+    for w in words:
+        assert w in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def model(synth):
+    return str(synth())
+
+
+def test_run_completion_streams_and_prints_stats(model):
+    r = wgmtp("run", "-m", model, "-p", "Hello world", "-n", "12")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("Hello world") and len(r.stdout) > len("Hello world")
+    assert "prompt:" in r.stderr and "generated: 12 tokens" in r.stderr and "tok/s" in r.stderr
+
+
+def test_run_gpu_equals_cpu_greedy(model):
+    a = wgmtp("run", "-m", model, "-p", "The quick brown fox", "-n", "16")
+    b = wgmtp("run", "-m", model, "-p", "The quick brown fox", "-n", "16", "--device", "cpu")
+    assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
+    assert a.stdout == b.stdout
+
+
+def test_seeded_sampling_is_reproducible(model):
+    args = ("run", "-m", model, "-p", "Once upon a time", "-n", "24", "--temp", "0.9", "--seed", "7")
+    a, b = wgmtp(*args), wgmtp(*args)
+    c = wgmtp(*args[:-1], "8")
+    assert a.returncode == 0, a.stderr
+    assert a.stdout == b.stdout
+    assert a.stdout != c.stdout
+
+
+def test_two_turn_chat_on_stdin(model):
+    r = wgmtp("run", "-m", model, "-cnv", "-n", "10", stdin="Hi there\nAnd again?\n")
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("generated:") == 2
+    assert "<|im_end|>" not in r.stdout
+
+
+def test_verbose_names_the_adapter(model):
+    r = wgmtp("run", "-m", model, "-p", "x", "-n", "2", "-v")
+    assert r.returncode == 0, r.stderr
+    assert "adapter:" in r.stderr and "load:" in r.stderr and "GPU memory" in r.stderr
+
+
+def test_error_missing_model(tmp_path):
+    one_line_error(wgmtp("run", "-m", str(tmp_path / "nope.gguf"), "-p", "x"), "nope.gguf", "no such file")
+
+
+def test_error_unreadable_model(tmp_path):
+    one_line_error(wgmtp("run", "-m", str(tmp_path), "-p", "x"), "directory")
+
+
+def test_error_unsupported_file(tmp_path):
+    p = tmp_path / "x.gguf"
+    p.write_bytes(b"not a model at all" * 10)
+    one_line_error(wgmtp("run", "-m", str(p), "-p", "x"), "not a GGUF")
+
+
+def test_error_prompt_longer_than_context(model):
+    one_line_error(wgmtp("run", "-m", model, "-p", "word " * 200, "-c", "64"), "context")
+
+
+def test_error_device_matches_nothing(model):
+    one_line_error(wgmtp("run", "-m", model, "-p", "x", "--device", "no-such-gpu-xyz"), "no-such-gpu-xyz")
+
+
+def test_inspect(model):
+    r = wgmtp("inspect", model)
+    assert r.returncode == 0, r.stderr
+    for w in ("qwen35", "GGGA", "MTP", "present", "tokenizer", "supported: yes", "with MTP"):
+        assert w in r.stdout, w
+
+
+def test_inspect_unsupported(tmp_path):
+    p = tmp_path / "x.gguf"
+    p.write_bytes(b"GGUF" + b"\x03\0\0\0" + b"\0" * 4)
+    r = wgmtp("inspect", str(p))
+    assert r.returncode == 1 and "supported: no" in r.stdout
+
+
+def test_devices_lists_adapters():
+    r = wgmtp("devices")
+    assert r.returncode == 0, r.stderr
+    assert "backend" in r.stdout and "kill switches" in r.stdout

@@ -1,0 +1,248 @@
+"""Gated causal attention over a KV cache (shaders/kv_store.wgsl, attention.wgsl,
+attention_merge.wgsl): the KV store of the new tokens, then flash-decoding split-K attention.
+
+Why split-K with FIXED splits: decode has one query row per head, so parallelism must come from
+the cache rows. The rows are cut into splits of `KVCache.split` positions at fixed places
+[j*S, (j+1)*S); one workgroup computes one split's softmax state for a tile of query rows, and
+a combine kernel folds the splits in index order. The split boundaries depend only on positions,
+so a token's result is the same whatever the batch (decode, verify, prefill chunk) it runs in:
+row t of an N-token batch is bit-identical to the 1-token run at the same position (DESIGN
+invariant 2); prefill windows (below) give the same bits too.
+
+Workspace: the split states of one window of splits (`window`, default: every split of the
+context, i.e. one window) for max_tok x n_head rows, plus two running-state planes when there is
+more than one window. A program whose workspace would be too large (long context, prefill chunks
+of hundreds of tokens) passes a smaller `window`: attention then runs as ceil(n_splits / window)
+(split, combine) dispatch pairs, with identical results.
+
+The cache may be stored in row parts (`KVPart`) so no binding exceeds the adapter's limit
+(DESIGN invariant 6); part boundaries are multiples of the split, one dispatch per part.
+Twins: reference.attention.kv_store and reference.attention.attention (= ops.attention).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..gpu.device import GPUContext
+from ..gpu.program import ProgramBuilder, pack
+from . import Act
+
+CHUNK = 64
+"""Keys per inner chunk of a split (shader constant C): splits are multiples of it."""
+SPLIT = 256
+"""Default split size (cache rows per split-K workgroup)."""
+MAX_ROWS = 16
+"""Query rows per workgroup at most (the max phase gives each row 8 of the 128 threads)."""
+WG_BYTES_MIN = 16384
+"""Workgroup memory every WebGPU adapter has; tile_shape sizes R to the adapter's real limit."""
+
+
+@dataclass
+class KVPart:
+    """Cache rows [row0, row0 + rows) of K and V: buffers and element offsets (multiples of 4)."""
+    k: Any
+    v: Any
+    row0: int
+    rows: int
+    k_off: int = 0
+    v_off: int = 0
+
+
+@dataclass
+class KVCache:
+    """One attention layer's cache: K (post q/k-norm, post-rope) and V, each [n_ctx, Hkv, D],
+    f16 when `f16` (the context's shader-f16), else f32, in row parts."""
+    n_ctx: int
+    n_kv_head: int
+    head_dim: int
+    f16: bool
+    split: int = SPLIT
+    parts: list[KVPart] = field(default_factory=list)
+
+    @property
+    def elem_bytes(self) -> int:
+        return 2 if self.f16 else 4
+
+    @property
+    def row_elems(self) -> int:
+        return self.n_kv_head * self.head_dim
+
+    @property
+    def n_splits(self) -> int:
+        return -(-self.n_ctx // self.split)
+
+    def check(self, ctx: GPUContext | None = None) -> None:
+        """Layout rules the kernels rely on (and, given the context, its cache element type)."""
+        if ctx is not None and self.f16 != bool(ctx.f16):
+            raise ValueError(f"KV cache is {'f16' if self.f16 else 'f32'} but the context's kernels use "
+                             f"{'f16' if ctx.f16 else 'f32'} caches (shader-f16 {'on' if ctx.f16 else 'off'})")
+        if self.head_dim % 8 or not 8 <= self.head_dim <= 256:
+            raise ValueError(f"attention head_dim {self.head_dim}: must be a multiple of 8, at most 256")
+        if self.split % CHUNK or self.split <= 0:
+            raise ValueError(f"KV split {self.split} must be a positive multiple of {CHUNK}")
+        end = 0
+        for i, p in enumerate(self.parts):
+            if p.row0 != end or p.rows <= 0:
+                raise ValueError(f"KV part {i}: rows [{p.row0}, {p.row0 + p.rows}) do not follow row {end}")
+            if p.row0 % self.split or (i + 1 < len(self.parts) and p.rows % self.split):
+                raise ValueError(f"KV part {i}: boundaries must be multiples of the split {self.split}")
+            if p.k_off % 4 or p.v_off % 4:
+                raise ValueError(f"KV part {i}: element offsets must be multiples of 4")
+            end = p.row0 + p.rows
+        if end != self.n_ctx:
+            raise ValueError(f"KV parts cover {end} rows, the cache has {self.n_ctx}")
+
+
+def kv_cache(ctx: GPUContext, n_ctx: int, n_kv_head: int, head_dim: int, *, split: int = SPLIT,
+             part_rows: int | None = None, label: str = "kv") -> KVCache:
+    """Allocate one layer's K and V caches (zeroed) in parts of at most ctx.max_binding bytes
+    (or `part_rows` rows, rounded down to whole splits)."""
+    f16 = bool(ctx.f16)
+    eb = 2 if f16 else 4
+    row_bytes = n_kv_head * head_dim * eb
+    cap = min(ctx.max_binding, ctx.limits.get("max-buffer-size", 1 << 62))
+    per = cap // row_bytes // split * split
+    if part_rows is not None:
+        per = min(per, part_rows // split * split)
+    if per <= 0:
+        raise ValueError(f"{label}: a split of {split} cache rows ({split * row_bytes} bytes) exceeds the "
+                         f"binding limit {cap}; use a smaller split")
+    c = KVCache(n_ctx, n_kv_head, head_dim, f16, split)
+    for row0 in range(0, n_ctx, per):
+        rows = min(per, n_ctx - row0)
+        c.parts.append(KVPart(ctx.buffer(rows * row_bytes, label=f"{label}.k[{row0}]"),
+                              ctx.buffer(rows * row_bytes, label=f"{label}.v[{row0}]"), row0, rows))
+    c.check()
+    return c
+
+
+def kv_store(pb: ProgramBuilder, cache: KVCache, k: Act, v: Act, step: Act, *, max_tok: int,
+             k_ts: int | None = None, k_hs: int | None = None, v_ts: int | None = None,
+             v_hs: int | None = None, pos_add: int = 0) -> None:
+    """Write the batch's k and v rows (f32, element (t, kh, d) at off + t*ts + kh*hs + d; dense
+    [T, Hkv, D] by default) into the cache at positions pos0 + pos_add + t, converting to f16 for
+    an f16 cache. One dispatch per part. Twin: reference.attention.kv_store."""
+    cache.check(pb.ctx)
+    D, Hkv = cache.head_dim, cache.n_kv_head
+    k_hs = D if k_hs is None else k_hs
+    v_hs = D if v_hs is None else v_hs
+    k_ts = Hkv * D if k_ts is None else k_ts
+    v_ts = Hkv * D if v_ts is None else v_ts
+    n_wg = -(-(max_tok * Hkv * (D // 4)) // 64)
+    for i, part in enumerate(cache.parts):
+        pb.add("kv_store", [step.buffer, k.buffer, v.buffer, part.k, part.v],
+               pack(step.offset, pos_add, Hkv, D // 4, max_tok, part.row0, part.rows, part.k_off // 4,
+                    part.v_off // 4, k.offset, k_ts, k_hs, v.offset, v_ts, v_hs),
+               n_wg, label=f"kv_store[{i}]")
+
+
+def wg_bytes(rows: int, head_dim: int) -> int:
+    """Workgroup memory of attention.wgsl for `rows` query rows: q tile R*D, half-dots R*C*2,
+    segment maxima R*8, running maxima 2*R floats, and the step words."""
+    return rows * (4 * head_dim + 4 * CHUNK * 2 + 32 + 8) + 16
+
+
+def tile_shape(n_head: int, n_kv_head: int, head_dim: int, wg_limit: int = WG_BYTES_MIN) -> tuple[int, int]:
+    """(HB, BQ): heads of one kv group and tokens per attention workgroup. The group's heads share
+    each K/V load, and so do the BQ tokens of a verify batch (fewer passes over the cache); R =
+    HB*BQ <= MAX_ROWS rows whose workgroup memory fits `wg_limit` (the adapter's
+    max-compute-workgroup-storage-size). The shape depends only on the model and the adapter,
+    never on the token count, so decode and verify share the pipeline."""
+    if n_head % n_kv_head:
+        raise ValueError(f"attention: n_head {n_head} is not a multiple of n_head_kv {n_kv_head}")
+    grp = n_head // n_kv_head
+    rmax = max(r for r in range(1, MAX_ROWS + 1) if r == 1 or wg_bytes(r, head_dim) <= wg_limit)
+    hb = max(d for d in range(1, min(grp, rmax) + 1) if grp % d == 0)
+    return hb, max(1, rmax // hb)
+
+
+def workspace_floats(cache: KVCache, n_head: int, max_tok: int, window: int | None = None) -> int:
+    """f32 elements of the workspace `attention` needs (split states of one window, and two
+    running-state planes when the context takes more than one window)."""
+    w = min(window or cache.n_splits, cache.n_splits)
+    rec = cache.head_dim + 4
+    n = max_tok * n_head * w * rec
+    if w < cache.n_splits:
+        n += 2 * max_tok * n_head * rec
+    return n
+
+
+def fit_window(ctx: GPUContext, cache: KVCache, n_head: int, max_tok: int, max_bytes: int | None = None) -> int:
+    """The largest window (splits per round) whose workspace fits one binding (and `max_bytes`):
+    all splits for decode/verify at ordinary contexts, fewer for prefill chunks at long ones."""
+    cap = min(ctx.max_binding, max_bytes or ctx.max_binding)
+    for w in (cache.n_splits, *range(cache.n_splits - 1, 0, -1)):
+        if workspace_floats(cache, n_head, max_tok, w) * 4 <= cap:
+            return w
+    raise ValueError(f"attention workspace for {max_tok} tokens x {n_head} heads does not fit {cap} bytes "
+                     f"even with one split per window; use fewer tokens per batch")
+
+
+def attention(pb: ProgramBuilder, cache: KVCache, q: Act, out: Act, ws: Act, step: Act, *, n_head: int,
+              max_tok: int, q_ts: int | None = None, q_hs: int | None = None, gate: Act | None = None,
+              g_ts: int | None = None, g_hs: int | None = None, o_ts: int | None = None,
+              o_hs: int | None = None, pos_add: int = 0, window: int | None = None,
+              scale: float | None = None, wg_limit: int | None = None) -> None:
+    """out = softmax(q K^T * scale) V * sigmoid(gate) for the batch's tokens (token t at position
+    pos0 + pos_add + t sees cache rows 0 .. pos), GQA by contiguous groups.
+
+    q, gate: element (t, h, d) at off + t*ts + h*hs + d (dense [T, H, D] by default; Qwen3.5's
+    attn_q output [T, H, 2, D] is q with ts = 2*H*D, hs = 2*D and the gate at offset + D with the
+    same strides). out likewise (dense [T, H*D] by default). ws: workspace_floats(...) f32 at an
+    offset that is a multiple of 4, in one binding (<= ctx.max_binding; see fit_window). scale
+    defaults to 1/sqrt(head_dim). wg_limit overrides the adapter's workgroup memory for the tile
+    shape (tests force the portable 16 KiB tiles with it). Twin: reference.attention.attention."""
+    cache.check(pb.ctx)
+    D, Hkv, S = cache.head_dim, cache.n_kv_head, cache.split
+    H = n_head
+    hb, bq = tile_shape(H, Hkv, D, wg_limit or pb.ctx.limits.get("max-compute-workgroup-storage-size", WG_BYTES_MIN))
+    if ws.offset % 4:
+        raise ValueError("attention workspace offset must be a multiple of 4 floats")
+    nsp = cache.n_splits
+    win = min(window or nsp, nsp)
+    need = workspace_floats(cache, H, max_tok, win)
+    if ws.offset * 4 + need * 4 > ws.buffer.size:
+        raise ValueError(f"attention workspace: needs {need} floats at offset {ws.offset}, buffer has "
+                         f"{ws.buffer.size // 4}")
+    if ws.buffer.size > pb.ctx.max_binding:
+        raise ValueError(f"attention workspace buffer of {ws.buffer.size} bytes exceeds the binding limit "
+                         f"{pb.ctx.max_binding}; use a smaller window (fit_window)")
+    q_hs = D if q_hs is None else q_hs
+    q_ts = H * q_hs if q_ts is None else q_ts
+    o_hs = D if o_hs is None else o_hs
+    o_ts = H * o_hs if o_ts is None else o_ts
+    if gate is not None:
+        g_hs = q_hs if g_hs is None else g_hs
+        g_ts = q_ts if g_ts is None else g_ts
+    else:
+        g_hs = g_ts = 0
+    g = gate if gate is not None else out
+    scale = float(np.float32(1.0 / math.sqrt(D))) if scale is None else float(scale)
+    rec = D // 4 + 1
+    ws_off = ws.offset // 4
+    st_off = ws_off + max_tok * H * win * rec
+    n_hb, n_tile = H // Hkv // hb, -(-max_tok // bq)
+    r = hb * bq
+    unr = 8 if (D // 8) % 8 == 0 else max(u for u in (1, 2, 4) if (D // 8) % u == 0)
+    defs = {"D": D, "HB": hb, "BQ": bq, "R": r, "QS": r * D // 4, "PS": r * CHUNK * 2, "MP": r * 8,
+            "MS": 2 * r, "UNR": unr}
+    for j0 in range(0, nsp, win):
+        j1 = min(j0 + win, nsp)
+        for i, part in enumerate(cache.parts):
+            a = max(j0, part.row0 // S)
+            b = min(j1, -(-(part.row0 + part.rows) // S))
+            if a >= b:
+                continue
+            pb.add("attention", [step.buffer, q.buffer, part.k, part.v, ws.buffer],
+                   pack(step.offset, pos_add, H, Hkv, np.float32(scale), q.offset, q_ts, q_hs,
+                        part.k_off // 4, part.v_off // 4, part.row0, S, a, b - a, j0, win,
+                        n_tile, n_hb, ws_off, max_tok),
+                   (b - a) * Hkv * n_hb * n_tile, defines=defs, label=f"attention[{j0}:{j1}|{i}]")
+        pb.add("attention_merge", [step.buffer, ws.buffer, g.buffer, out.buffer],
+               pack(step.offset, pos_add, H, max_tok, S, j0, win, ws_off, st_off, gate is not None,
+                    g.offset, g_ts, g_hs, out.offset, o_ts, o_hs),
+               max_tok * H, defines={"D": D}, label=f"attention_merge[{j0}:{j1}]")

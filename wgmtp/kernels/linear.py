@@ -1,0 +1,108 @@
+"""Kernels that read quantized weights: matvec (decode / MTP verify), matmul (prefill) and embed
+(token_embd gather), for every type of quants.SUPPORTED (shaders/matvec.wgsl, matmul.wgsl,
+embed.wgsl; the per-type decoding is shaders/quant.wgsl).
+
+All three take the same kind of arguments:
+  pb       the ProgramBuilder the dispatches are added to (one per weight part, nothing per token);
+  W        a GPUTensor (rows x cols, row parts); part `row0` offsets the output row / id range;
+  x, y     f32 activations as Act (buffer + element offset): token t's input row starts at
+           x.offset + t * x_stride, its output row at y.offset + t * y_stride (strides default
+           to cols and rows: dense [T, cols] -> [T, rows]);
+  step     the step record (kernels.STEP_WORDS u32 words) as Act(buffer, word offset): its
+           word 0 is n_tok, read on the GPU each run, so decode and verify share a pipeline.
+Twins: reference.linear.matvec / matmul / embed (= ops.matvec_rows / quants.dequantize_rows).
+"""
+from __future__ import annotations
+
+from gguf import GGMLQuantizationType as QT
+
+from .. import quants
+from ..gpu.program import MAX_WG, ProgramBuilder, pack
+from ..gpu.weights import GPUTensor
+from . import Act
+
+MATVEC_MAX_TOK = 16
+"""Most tokens one matvec dispatch handles (a verify batch of n_draft + 1 <= 16)."""
+MATVEC_ROWS = 4
+MATMUL_TILE_ROWS, MATMUL_TILE_TOK = 64, 64
+_FLOAT = (QT.F32, QT.F16, QT.BF16)
+
+
+def qtype_defines(qtype: QT | int) -> dict[str, bool]:
+    """Shader defines selecting the decoder of `qtype` in quant.wgsl (Q_<NAME>, FLOAT)."""
+    qt = QT(qtype)
+    if qt not in quants.SUPPORTED:
+        raise ValueError(f"no GPU kernel for weight type {qt.name} "
+                         f"(supported: {', '.join(t.name for t in quants.SUPPORTED)})")
+    return {f"Q_{qt.name}": True, "FLOAT": qt in _FLOAT}
+
+
+def _check(W: GPUTensor) -> dict[str, bool]:
+    d = qtype_defines(W.qtype)
+    if W.qtype not in _FLOAT and W.cols % 32:
+        raise ValueError(f"{W.name}: {W.qtype.name} row of {W.cols} columns is not whole blocks")
+    return d
+
+
+def matvec(pb: ProgramBuilder, W: GPUTensor, x: Act, y: Act, step: Act, *,
+           x_stride: int | None = None, y_stride: int | None = None, label: str = "") -> None:
+    """Y[t] = W @ X[t] for t < n_tok <= 16 (decode: n_tok = 1; verify: n_draft + 1); a larger
+    n_tok in the step record is clamped to 16.
+
+    One 64-thread workgroup per 4 rows; tokens in chunks of 4, so a batch of up to 4 tokens
+    streams each weight word once, like a decode step (longer ones re-read the rows per chunk,
+    from cache). Token t's result is bit-identical for every n_tok (DESIGN invariant 2).
+    Inputs are loaded as vec4 when x.offset and x_stride are multiples of 4 (keep arena
+    offsets 16-byte aligned), else element by element (same values, same pipeline).
+    Twin: reference.linear.matvec."""
+    defs = _check(W)
+    xs = W.cols if x_stride is None else int(x_stride)
+    ys = W.rows if y_stride is None else int(y_stride)
+    for part in W.parts:
+        pb.add("matvec", [part.buffer, x.buffer, y.buffer, step.buffer],
+               pack(W.cols, part.row0, part.rows, W.row_words, x.offset, xs, y.offset, ys, step.offset),
+               -(-part.rows // MATVEC_ROWS), defines=defs, label=label or f"matvec:{W.name}[{part.row0}]")
+
+
+def matmul(pb: ProgramBuilder, W: GPUTensor, x: Act, y: Act, step: Act, *, max_tok: int,
+           x_stride: int | None = None, y_stride: int | None = None, label: str = "") -> None:
+    """Y[t] = W @ X[t] for t < n_tok <= max_tok: the tiled prefill product (64 rows x 64 tokens
+    per workgroup; the grid covers max_tok, tiles past the run's n_tok exit at once).
+
+    Within tolerances.matvec_tol of the twin; not bit-identical to matvec.
+    Twin: reference.linear.matmul."""
+    defs = _check(W)
+    xs = W.cols if x_stride is None else int(x_stride)
+    ys = W.rows if y_stride is None else int(y_stride)
+    tt = -(-int(max_tok) // MATMUL_TILE_TOK)
+    for part in W.parts:
+        tr = -(-part.rows // MATMUL_TILE_ROWS)
+        if tt > MAX_WG or tr > MAX_WG:
+            raise ValueError(f"matmul {W.name}: {part.rows} rows x {max_tok} tokens exceed one grid")
+        pb.add("matmul", [part.buffer, x.buffer, y.buffer, step.buffer],
+               pack(W.cols, part.row0, part.rows, W.row_words, x.offset, xs, y.offset, ys, step.offset),
+               (tt, tr, 1), defines=defs, label=label or f"matmul:{W.name}[{part.row0}]")
+
+
+def linear(pb: ProgramBuilder, W: GPUTensor, x: Act, y: Act, step: Act, *, max_tok: int,
+           x_stride: int | None = None, y_stride: int | None = None, label: str = "") -> None:
+    """matvec when the program's batches hold at most 16 tokens (decode and verify programs then
+    share the matvec pipeline), else matmul (prefill chunks)."""
+    if max_tok <= MATVEC_MAX_TOK:
+        matvec(pb, W, x, y, step, x_stride=x_stride, y_stride=y_stride, label=label)
+    else:
+        matmul(pb, W, x, y, step, max_tok=max_tok, x_stride=x_stride, y_stride=y_stride, label=label)
+
+
+def embed(pb: ProgramBuilder, table: GPUTensor, ids: Act, out: Act, step: Act, *, max_tok: int,
+          out_stride: int | None = None, label: str = "") -> None:
+    """out[t] = dequantized table row ids[t] for t < n_tok <= max_tok; `ids` is Act(buffer,
+    u32 word offset) so the sampled/accepted ids written by earlier kernels are read in place.
+    One dispatch per part; each writes only the tokens whose id is in its rows.
+    Twin: reference.linear.embed."""
+    defs = _check(table)
+    os_ = table.cols if out_stride is None else int(out_stride)
+    for part in table.parts:
+        pb.add("embed", [part.buffer, ids.buffer, out.buffer, step.buffer],
+               pack(table.cols, part.row0, part.rows, table.row_words, ids.offset, out.offset, os_, step.offset),
+               int(max_tok), defines=defs, label=label or f"embed:{table.name}[{part.row0}]")

@@ -1,0 +1,1 @@
+"""Model architectures as programs of GPU kernels."""
