@@ -328,10 +328,15 @@ def sidecar_path(path: Path) -> Path:
 def make_model(path: str | Path, spec: ModelSpec | None = None, **overrides) -> Path:
     """Write the model (and with `spec.sidecar`, its `mtp-*.gguf`) and return the main path."""
     spec = replace(spec or ModelSpec(), **overrides)
-    path = Path(path)
     tok = build_tokenizer(spec.tokenizer_vocab, n_vocab=spec.n_vocab)
-    n_vocab = len(tok.tokens)
-    W = build_weights(spec, n_vocab)
+    return write_model(path, spec, tok, build_weights(spec, len(tok.tokens)))
+
+
+def write_model(path: str | Path, spec: ModelSpec, tok: TokenizerData, W: dict[str, np.ndarray]) -> Path:
+    """The GGUF writer behind make_model, for any weights in GGUF layout (numpy order, float32):
+    trained models (tools/train_demo.py) export through it too. `spec` gives the dimensions,
+    types (`wtype`, `types`), MTP/sidecar choice and name; `tok` the tokenizer."""
+    path = Path(path)
     ctx = {"n_attn_v": spec.n_layer + (1 if spec.mtp else 0), "n_layer_all": spec.n_layer + (1 if spec.mtp else 0)}
     typed = [(n, a, tensor_type(spec, n, a, ctx)) for n, a in W.items()]
     ft = _FILE_TYPES.get(spec.wtype.upper(), 0)
