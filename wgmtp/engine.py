@@ -26,7 +26,7 @@ class Backend(Protocol):
     has_mtp: bool
     n_past: int
 
-    def reset(self, n_ctx: int, n_max: int, mtp: bool) -> None: ...
+    def reset(self, n_ctx: int, n_max: int, mtp: bool, eog: set[int]) -> None: ...
     def prefill(self, tokens: list[int], n_cand: int) -> Candidates: ...
     def decode(self, token: int, n_cand: int) -> Candidates: ...
     def spec_round(self, id_last: int, n_max: int, p_min: float, sampler: Sampler,
@@ -86,7 +86,7 @@ class Session:
                                 # accepted tokens it never saw, so a continuation must start over
 
     def reset(self, req: GenRequest) -> None:
-        self.be.reset(self.n_ctx, req.n_max if req.spec else 0, req.spec)
+        self.be.reset(self.n_ctx, req.n_max if req.spec else 0, req.spec, self.eog)
         self.pending = None
         self._configured = (req.n_max if req.spec else 0, req.spec)
 

@@ -41,12 +41,14 @@ class SpecStats:
     emitted_in_rounds: int = 0
     drafted_per_pos: list[int] = field(default_factory=list)
     accepted_per_pos: list[int] = field(default_factory=list)
+    rounds: list[tuple[int, int]] = field(default_factory=list)   # (drafted, accepted) per round
 
     def record(self, n_drafted: int, k: int) -> None:
         while len(self.drafted_per_pos) < n_drafted:
             self.drafted_per_pos.append(0)
             self.accepted_per_pos.append(0)
         self.verify_rounds += 1
+        self.rounds.append((n_drafted, k))
         self.drafted += n_drafted
         self.accepted += k
         self.emitted_in_rounds += k + 1

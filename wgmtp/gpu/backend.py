@@ -39,6 +39,7 @@ class GPUBackend:
         self.pending_commit = False      # a sampled round's k must reach the GPU before the next program
         self.timing = {"draft_s": 0.0, "verify_s": 0.0}
         self.configured: tuple[int, bool] | None = None
+        self.capture: list | None = None   # tests: when a list, logits rows of each step/round land here
 
     # ---- engine protocol
 
@@ -46,7 +47,7 @@ class GPUBackend:
     def n_past(self) -> int:
         return self._n_past
 
-    def reset(self, n_ctx: int, n_max: int, mtp: bool) -> None:
+    def reset(self, n_ctx: int, n_max: int, mtp: bool, eog: set[int] | None = None) -> None:
         if n_ctx > self.n_ctx:
             raise ContextOverflowError(f"context {n_ctx} exceeds the {self.n_ctx} this model was loaded with")
         self.model.ensure_state(n_max + 1, mtp)
@@ -56,6 +57,13 @@ class GPUBackend:
         self.src_slot = 0
         self.pending_commit = False
         self.configured = (n_max, mtp)
+        if eog is not None:
+            if len(eog) > N_EOG:
+                raise ValueError(f"at most {N_EOG} end-of-generation ids are supported on the GPU")
+            self.eog = sorted(eog)
+            if len(self.eog) != self.model.n_eog:
+                self.model.n_eog = len(self.eog)
+                self.model.programs = {k: v for k, v in self.model.programs.items() if k[0] != "round"}
         eog = np.zeros(N_EOG, np.uint32)
         eog[: len(self.eog)] = self.eog
         self.ctx.queue.write_buffer(self.model.IDS.buffer, self.lay.EOG * 4, eog.tobytes())
@@ -110,8 +118,12 @@ class GPUBackend:
             prog = m.program("feed", T, self.mtp, n_cand)
             last = i + len(chunk) >= len(tokens)
             recs = self._records(len(chunk), self._n_past, self.src_slot)
-            blobs = self.runner.run(self._pre() + [prog], writes=[self._write_head(recs, chunk)],
-                                    reads=self._cand_reads(n_cand) if last else ())
+            reads = self._cand_reads(n_cand) if last else []
+            if last and self.capture is not None:
+                reads = reads + [Readback(m.LOGITS.buffer, 0, self.cfg.n_vocab * 4)]
+            blobs = self.runner.run(self._pre() + [prog], writes=[self._write_head(recs, chunk)], reads=reads)
+            if last and self.capture is not None:
+                self.capture.append(np.frombuffer(blobs[-1], np.float32).reshape(1, -1).copy())
             self._n_past += len(chunk)
             self.src_slot = 0
             i += len(chunk)
@@ -146,6 +158,8 @@ class GPUBackend:
         else:
             reads = [Readback(m.TOPI.buffer, 0, T * n_cand * 4), Readback(m.TOPV.buffer, 0, T * n_cand * 4),
                      Readback(m.IDS.buffer, lay.IN * 4, T * 4), Readback(m.IDS.buffer, lay.NVALID * 4, 4)]
+        if self.capture is not None:
+            reads = reads + [Readback(m.LOGITS.buffer, 0, T * self.cfg.n_vocab * 4)]
         t0 = time.perf_counter()
         blobs = self.runner.run(self._pre() + [prog], writes=[self._write_head(recs, list(head))], reads=reads)
         self.timing["verify_s"] += time.perf_counter() - t0
@@ -165,6 +179,8 @@ class GPUBackend:
             fix = np.array([k], np.uint32).tobytes()
             self.ctx.queue.write_buffer(m.IDS.buffer, lay.RES * 4, fix)
             self.pending_commit = True
+        if self.capture is not None:
+            self.capture.append(np.frombuffer(blobs[-1], np.float32).reshape(T, -1)[: k + 1].copy())
         self._n_past += k + 1
         self.src_slot = n - k
         self.last_round = {"n": n, "n_valid": n_valid, "k": k}
@@ -172,7 +188,7 @@ class GPUBackend:
 
     def logits(self, tokens: list[int]) -> np.ndarray:
         """float32 [T, V] for a fresh sequence (chunks of 16 through the verify-shaped program)."""
-        self.reset(self.n_ctx, self.n_max, self.mtp)
+        self.reset(self.n_ctx, self.n_max, self.mtp, None)
         m, V = self.model, self.cfg.n_vocab
         out = []
         for i in range(0, len(tokens), MATVEC_MAX):

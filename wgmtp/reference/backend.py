@@ -31,7 +31,7 @@ class RefBackend:
     def n_past(self) -> int:
         return 0 if self.st is None else self.st.n_past
 
-    def reset(self, n_ctx: int, n_max: int, mtp: bool) -> None:
+    def reset(self, n_ctx: int, n_max: int, mtp: bool, eog: set[int] = frozenset()) -> None:
         self.st = self.model.new_state(n_ctx, n_slots=n_max + 1)
         self.mtp = mtp
         self.pending_h = np.zeros(self.cfg.n_embd, f32)
