@@ -112,6 +112,10 @@ class Session:
         sampler = Sampler(req.sampler)
         n_cand = 1 if req.sampler.greedy else req.sampler.n_candidates
         st = self.stats = GenStats(prompt_tokens=len(feed), spec=SpecStats(n_max=req.n_max) if req.spec else None)
+        timing = getattr(self.be, "timing", None)
+        if timing is not None:
+            for k in timing:
+                timing[k] = 0.0
         t0 = time.perf_counter()
         ids, lg = self.be.prefill(feed, n_cand)
         tok = sampler.pick(ids, lg)
@@ -150,3 +154,6 @@ class Session:
                     tok = sampler.pick(ids, lg)
         finally:
             st.gen_s = time.perf_counter() - t1
+            if req.spec and timing is not None and "draft_s" in timing:
+                st.extra.update(draft_s=timing["draft_s"], verify_s=timing["verify_s"],
+                                other_s=max(0.0, st.gen_s - timing["draft_s"] - timing["verify_s"]))

@@ -40,6 +40,7 @@ class GPUBackend:
         self.timing = {"draft_s": 0.0, "verify_s": 0.0}
         self.configured: tuple[int, bool] | None = None
         self.capture: list | None = None   # tests: when a list, logits rows of each step/round land here
+        self.profile = self.runner.can_time   # GPU time of draft vs verify per round (timestamp queries)
 
     # ---- engine protocol
 
@@ -56,6 +57,7 @@ class GPUBackend:
         self._n_past = 0
         self.src_slot = 0
         self.pending_commit = False
+        self.timing = {"draft_s": 0.0, "verify_s": 0.0}
         self.configured = (n_max, mtp)
         if eog is not None:
             if len(eog) > N_EOG:
@@ -63,7 +65,7 @@ class GPUBackend:
             self.eog = sorted(eog)
             if len(self.eog) != self.model.n_eog:
                 self.model.n_eog = len(self.eog)
-                self.model.programs = {k: v for k, v in self.model.programs.items() if k[0] != "round"}
+                self.model.programs = {k: v for k, v in self.model.programs.items() if k[0] != "verify"}
         eog = np.zeros(N_EOG, np.uint32)
         eog[: len(self.eog)] = self.eog
         self.ctx.queue.write_buffer(self.model.IDS.buffer, self.lay.EOG * 4, eog.tobytes())
@@ -147,7 +149,7 @@ class GPUBackend:
             return [sampler.pick(ids, lg)], 0
         greedy = sampler.params.greedy
         n_cand = 1 if greedy else sampler.params.n_candidates
-        prog = m.program("round", n, n_cand, float(p_min))
+        progs = [m.program("draft", n, float(p_min)), m.program("verify", n, n_cand)]
         recs = self._records(n + 1, self._n_past, self.src_slot, max_emit if greedy else 0, drafts=n)
         head = np.zeros(lay.NVALID + 1 - lay.IN, np.uint32)
         head[0] = id_last
@@ -160,9 +162,13 @@ class GPUBackend:
                      Readback(m.IDS.buffer, lay.IN * 4, T * 4), Readback(m.IDS.buffer, lay.NVALID * 4, 4)]
         if self.capture is not None:
             reads = reads + [Readback(m.LOGITS.buffer, 0, T * self.cfg.n_vocab * 4)]
-        t0 = time.perf_counter()
-        blobs = self.runner.run(self._pre() + [prog], writes=[self._write_head(recs, list(head))], reads=reads)
-        self.timing["verify_s"] += time.perf_counter() - t0
+        pre = self._pre()
+        blobs = self.runner.run(pre + progs, writes=[self._write_head(recs, list(head))], reads=reads,
+                                timed=self.profile)
+        if self.profile and self.runner.last_gpu_s:
+            g = self.runner.last_gpu_s[len(pre):]
+            self.timing["draft_s"] += g[0]
+            self.timing["verify_s"] += g[1]
         if greedy:
             res = np.frombuffer(blobs[0], np.uint32)
             n_valid = int(np.frombuffer(blobs[1], np.uint32)[0])

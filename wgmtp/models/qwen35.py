@@ -162,7 +162,7 @@ class Qwen35GPU:
                     self.conv[i] = ctx.buffer(n_slots * K_gdn.conv_plane(c.conv_dim, c.conv_kernel) * 4, label=f"conv{i}")
                     self.ssm[i] = ctx.buffer(n_slots * self.dims.ssm_plane * 4, label=f"ssm{i}")
             self.n_slots = n_slots
-            self.programs = {k: v for k, v in self.programs.items() if k[0] == "logits_only"}
+            self.programs = {}
         if mtp and self.mtp_cache is None:
             self.upload(mtp=True)
             self.mtp_cache = K_attn.kv_cache(ctx, self.n_ctx, c.n_head_kv, c.head_dim, label="kv_mtp")
@@ -325,10 +325,10 @@ class Qwen35GPU:
         self._logits(pb, sb, self.HPREV.at(self.cfg.n_embd), T)
         return pb.build()
 
-    def _build_round(self, n: int, n_cand: int, p_min: float) -> Program:
-        """One speculative round of n drafts (greedy drafts; n_cand = 1 greedy acceptance on the
-        GPU, else top-k candidates of all n+1 verify rows for the host's sampler)."""
-        pb = ProgramBuilder(self.ctx, f"round{n}")
+    def _build_draft(self, n: int, p_min: float) -> Program:
+        """The draft chain of a round: n MTP rows, each argmax feeding the next row's embedding
+        (and with p_min > 0 the gate that counts the confident leading drafts)."""
+        pb = ProgramBuilder(self.ctx, f"draft{n}")
         lay, E, c = self.lay, self.cfg.n_embd, self.cfg
         gate = p_min > 0
         # draft chain: row i reads IN[i] and hidden (i == 0: pending HPREV[0], else HC[i])
@@ -343,7 +343,14 @@ class Qwen35GPU:
                            p_top=self.PTOP.at(i))
         if gate:
             K_spec.draft_gate(pb, self.IDS.buffer, self.PTOP, n, lay.NVALID, p_min)
-        # verify [id_last, d1..dn]
+        return pb.build()
+
+    def _build_verify(self, n: int, n_cand: int) -> Program:
+        """The rest of a round: verify [id_last, d1..dn] in one batch, refill the MTP KV from the
+        target's hiddens, then greedy acceptance and the pending-hidden update on the GPU
+        (n_cand = 1), or top-k candidates of all n+1 rows for the host's sampler."""
+        pb = ProgramBuilder(self.ctx, f"verify{n}")
+        lay, E, c = self.lay, self.cfg.n_embd, self.cfg
         sb = self.step_act(lay.R_BATCH)
         T = n + 1
         self._trunk(pb, sb, T)
