@@ -499,8 +499,9 @@ def build_torch(d: Dims):
                 self._cs = rope_tables(max(T, 1024))
             return self._cs
 
-        def forward(self, ids, mtp_steps: int = 0, trunk_grad: bool = True):
-            """(trunk logits [B, T, V], post-output_norm hidden [B, T, E], [MTP logits per step])."""
+        def forward(self, ids, mtp_steps: int = 0, trunk_grad: bool = True, mtp_rows: int | None = None):
+            """(trunk logits [B, T, V], post-output_norm hidden [B, T, E], [MTP logits per step]);
+            the MTP head runs on the first `mtp_rows` sequences of the batch (default all)."""
             cs = self.cs(ids.shape[1])
             with torch.set_grad_enabled(trunk_grad and torch.is_grad_enabled()):
                 x = self.embed(ids)
@@ -511,7 +512,8 @@ def build_torch(d: Dims):
             mtp = []
             if mtp_steps:
                 W = self.output.weight.detach()
-                mtp = self.mtp.chain(self.embed(ids).detach(), h.detach(), mtp_steps,
+                r = ids.shape[0] if mtp_rows is None else mtp_rows
+                mtp = self.mtp.chain(self.embed(ids[:r]).detach(), h[:r].detach(), mtp_steps,
                                      lambda y: F.linear(y, W), cs)
             return logits, h, mtp
 
@@ -586,7 +588,7 @@ def soft_ce(logits, target_probs, mask):
     return (per * mask).sum() / mask.sum().clamp(min=1)
 
 
-def train(model, d: Dims, data: np.ndarray, a, log_every: int = 10) -> dict:
+def train(model, d: Dims, data: np.ndarray, a, val: np.ndarray | None = None, log_every: int = 25) -> dict:
     import torch
     import torch.nn.functional as F
 
@@ -610,9 +612,21 @@ def train(model, d: Dims, data: np.ndarray, a, log_every: int = 10) -> dict:
     wts += [wts[-1]] * (K - len(wts))
     phase2 = False
     n_max_steps = a.steps if a.steps else 10 ** 9
+    Bm = max(1, int(round(B * a.mtp_batch_frac)))     # sequences that also train the head in phase 1
     mask_k = [torch.ones(B, T) for _ in range(K)]
     for k in range(K):
         mask_k[k][:, :k] = 0          # rows whose chain would start before position 0
+    vrng = np.random.default_rng(123)
+    vstarts = vrng.integers(0, len(val) - T - 1, size=8) if val is not None and len(val) > T + 1 else None
+
+    def val_loss() -> float:
+        if vstarts is None:
+            return float("nan")
+        with torch.no_grad():
+            vi = torch.from_numpy(np.stack([val[s:s + T] for s in vstarts]).astype(np.int64))
+            vt = torch.from_numpy(np.stack([val[s + 1:s + T + 1] for s in vstarts]).astype(np.int64))
+            lg, _, _ = model(vi)
+            return F.cross_entropy(lg.reshape(-1, d.n_vocab), vt.reshape(-1)).item()
 
     def lr_at(frac: float) -> float:
         warm = min(0.05, 50 / max(1, n_max_steps)) if a.steps else 0.03
@@ -638,7 +652,7 @@ def train(model, d: Dims, data: np.ndarray, a, log_every: int = 10) -> dict:
             lr = lr_at(frac)
             for gp in opt.param_groups:
                 gp["lr"] = lr
-            logits, h, mtp = model(ids, mtp_steps=K)
+            logits, h, mtp = model(ids, mtp_steps=K, mtp_rows=Bm)
             lm = F.cross_entropy(logits.reshape(-1, d.n_vocab), tgt.reshape(-1))
             o = opt
         else:
@@ -649,11 +663,12 @@ def train(model, d: Dims, data: np.ndarray, a, log_every: int = 10) -> dict:
             logits, h, mtp = model(ids, mtp_steps=K, trunk_grad=False)
             lm = F.cross_entropy(logits.reshape(-1, d.n_vocab), tgt.reshape(-1)).detach()
             o = phase2_opt
+        r = mtp[0].shape[0]
         with torch.no_grad():
-            teacher = torch.softmax(logits.detach(), dim=-1)
-            onehot = F.one_hot(tgt, d.n_vocab).float()
+            teacher = torch.softmax(logits[:r].detach(), dim=-1)
+            onehot = F.one_hot(tgt[:r], d.n_vocab).float()
             target = (1 - a.mtp_true) * teacher + a.mtp_true * onehot
-        mtp_losses = [soft_ce(m, target, mask_k[k]) for k, m in enumerate(mtp)]
+        mtp_losses = [soft_ce(m, target, mask_k[k][:r]) for k, m in enumerate(mtp)]
         loss = (lm if not phase2 else 0) + sum(w * l for w, l in zip(wts, mtp_losses))
         o.zero_grad(set_to_none=True)
         loss.backward()
@@ -662,15 +677,18 @@ def train(model, d: Dims, data: np.ndarray, a, log_every: int = 10) -> dict:
         step += 1
         if step % log_every == 0 or step == 1:
             with torch.no_grad():
-                acc = [((m.argmax(-1) == logits.argmax(-1)).float() * mask_k[k]).sum().item() / mask_k[k].sum().item()
-                       for k, m in enumerate(mtp)]
+                acc = [((m.argmax(-1) == logits[:r].argmax(-1)).float() * mask_k[k][:r]).sum().item()
+                       / mask_k[k][:r].sum().item() for k, m in enumerate(mtp)]
             el = time.time() - t0
             rec = {"step": step, "min": round(el / 60, 2), "lr": round(lr, 6), "lm": round(lm.item(), 4),
                    "mtp": [round(x.item(), 3) for x in mtp_losses], "mtp_match": [round(x, 3) for x in acc],
                    "tok_s": round(step * B * T / el)}
+            if step % (log_every * 4) == 0 or step == 1:
+                rec["val_lm"] = round(val_loss(), 4)
             hist.append(rec)
             log("[train] " + json.dumps(rec))
-    return {"steps": step, "minutes": (time.time() - t0) / 60, "tokens": step * B * T, "history": hist[-5:]}
+    return {"steps": step, "minutes": (time.time() - t0) / 60, "tokens": step * B * T, "val_lm": val_loss(),
+            "history": hist[-5:]}
 
 
 # =============================================================================================
@@ -779,7 +797,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mtp-weights", default="1,1,1", help="loss weight per chained step")
     ap.add_argument("--mtp-true", type=float, default=0.2,
                     help="share of the true next token in the MTP target (the rest: the trunk's distribution)")
-    ap.add_argument("--mtp-phase", type=float, default=0.15, help="final fraction of training for the MTP head alone")
+    ap.add_argument("--mtp-phase", type=float, default=0.2, help="final fraction of training for the MTP head alone")
+    ap.add_argument("--mtp-batch-frac", type=float, default=0.25,
+                    help="share of each batch that also trains the MTP head while the trunk trains")
+    ap.add_argument("--save-ckpt", default=None, help="save the torch weights here after training")
+    ap.add_argument("--init-ckpt", default=None, help="start from these torch weights")
     ap.add_argument("--type", default="Q8_0", help="weight type of the shipped file")
     ap.add_argument("--eval-prompts", type=int, default=12)
     ap.add_argument("--eval-tokens", type=int, default=64)
@@ -825,7 +847,15 @@ def main(argv: list[str] | None = None) -> int:
     log(f"[model] {json.dumps(asdict(d))} n_rot={d.n_rot}: {n_par / 1e6:.2f} M parameters "
         f"({n_mtp / 1e6:.2f} M in the MTP head)")
 
-    tr = train(model, d, data, a)
+    if a.init_ckpt:
+        model.load_state_dict(torch.load(a.init_ckpt))
+        log(f"[model] weights from {a.init_ckpt}")
+    val = []
+    for enc in htok.encode_batch(corpus.heldout_paras):
+        val += enc.ids + [eot]
+    tr = train(model, d, data, a, val=np.array(val, np.int32))
+    if a.save_ckpt:
+        torch.save(model.state_dict(), a.save_ckpt)
     log(f"[train] {tr['steps']} steps, {tr['tokens']} tokens, {tr['minutes']:.1f} min")
     model.eval()
 

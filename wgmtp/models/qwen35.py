@@ -30,6 +30,7 @@ from ..gguf_file import GGUFModel, ModelConfig
 from ..gpu.device import GPUContext
 from ..gpu.program import Program, ProgramBuilder
 from ..gpu.weights import GPUTensor, upload_tensor
+from ..state import GPUState
 from ..kernels import STEP_WORDS, Act, attention as K_attn, elementwise as K_ew, gdn as K_gdn
 from ..kernels import linear as K_lin, norm as K_norm, rope as K_rope, sample as K_smp, spec as K_spec
 from ..sampling import TOPK_MAX
@@ -84,15 +85,9 @@ class Qwen35GPU:
         self.rope = K_rope.rope_table(ctx, n_ctx, c.n_rot, c.rope_base)
         self.dims = K_gdn.GDNDims.from_config(c) if any(c.is_gdn) else None
         self._alloc_activations()
-        self.caches: dict[int, K_attn.KVCache] = {
-            i: K_attn.kv_cache(ctx, n_ctx, c.n_head_kv, c.head_dim, label=f"kv{i}")
-            for i in range(c.n_layer) if not c.is_gdn[i]}
+        self.state = GPUState.allocate(ctx, c, n_ctx)
         shape = K_attn.KVCache(n_ctx, c.n_head_kv, c.head_dim, ctx.f16)   # dims only, no buffers
         self.WS = Act(ctx.buffer(K_attn.workspace_floats(shape, c.n_head, self.t_max) * 4, label="attn_ws"))
-        self.mtp_cache: K_attn.KVCache | None = None
-        self.n_slots = 0
-        self.conv: dict[int, Any] = {}
-        self.ssm: dict[int, Any] = {}
         self.programs: dict[tuple, Program] = {}
 
     # ---------------------------------------------------------------------------------------
@@ -153,33 +148,18 @@ class Qwen35GPU:
                                       K_smp.topk_scratch_words(n_v, self.n_logit_rows, TOPK_MAX)) * 4, label="scratch"))
 
     def ensure_state(self, n_slots: int, mtp: bool) -> None:
-        """Recurrent state with `n_slots` snapshot planes (n_max + 1 for speculation); MTP cache."""
-        c, ctx = self.cfg, self.ctx
-        if n_slots != self.n_slots:
-            self.conv, self.ssm = {}, {}
-            for i in range(c.n_layer):
-                if c.is_gdn[i]:
-                    self.conv[i] = ctx.buffer(n_slots * K_gdn.conv_plane(c.conv_dim, c.conv_kernel) * 4, label=f"conv{i}")
-                    self.ssm[i] = ctx.buffer(n_slots * self.dims.ssm_plane * 4, label=f"ssm{i}")
-            self.n_slots = n_slots
-            self.programs = {}
-        if mtp and self.mtp_cache is None:
+        """State with `n_slots` snapshot planes (n_max + 1 for speculation); MTP weights and
+        cache on first use. Programs bind the state's buffers, so new buffers mean new programs."""
+        if mtp and self.state.mtp_cache is None:
             self.upload(mtp=True)
-            self.mtp_cache = K_attn.kv_cache(ctx, self.n_ctx, c.n_head_kv, c.head_dim, label="kv_mtp")
+        if self.state.ensure(n_slots, mtp):
+            self.programs = {}
 
     def zero_state(self) -> None:
-        enc = self.ctx.device.create_command_encoder()
-        for b in list(self.conv.values()) + list(self.ssm.values()):
-            enc.clear_buffer(b)
-        self.ctx.queue.submit([enc.finish()])
+        self.state.zero()
 
     def state_bytes(self) -> int:
-        n = sum(b.size for b in list(self.conv.values()) + list(self.ssm.values()))
-        caches = list(self.caches.values()) + ([self.mtp_cache] if self.mtp_cache else [])
-        for cache in caches:
-            for p in cache.parts:
-                n += p.k.size + (p.v.size if p.v is not p.k else 0)
-        return n
+        return self.state.nbytes()
 
     def weight_bytes(self) -> int:
         return sum(t.nbytes for t in self.w.values())
@@ -217,11 +197,11 @@ class Qwen35GPU:
         K_lin.linear(pb, w[pre + "attn_gate.weight"], x, self.Z, step, max_tok=T)
         K_lin.linear(pb, w[pre + "ssm_alpha.weight"], x, self.AL, step, max_tok=T)
         K_lin.linear(pb, w[pre + "ssm_beta.weight"], x, self.BE, step, max_tok=T)
-        K_gdn.ssm_conv(pb, step, self.MIX, w[pre + "ssm_conv1d.weight"], Act(self.conv[i]), self.CC,
-                       n_slots=self.n_slots)
+        K_gdn.ssm_conv(pb, step, self.MIX, w[pre + "ssm_conv1d.weight"], Act(self.state.conv[i]), self.CC,
+                       n_slots=self.state.n_slots)
         fn = K_gdn.gdn_chunked if chunked else K_gdn.gdn
-        fn(pb, step, self.CC, self.AL, self.BE, w[pre + "ssm_a"], w[pre + "ssm_dt.bias"], Act(self.ssm[i]),
-           self.O, self.dims, n_slots=self.n_slots, eps=c.eps)
+        fn(pb, step, self.CC, self.AL, self.BE, w[pre + "ssm_a"], w[pre + "ssm_dt.bias"], Act(self.state.ssm[i]),
+           self.O, self.dims, n_slots=self.state.n_slots, eps=c.eps)
         K_norm.gated_rmsnorm(pb, step, self.O, w[pre + "ssm_norm.weight"], self.Z, self.O,
                              c.ssm_dt_rank, c.head_v_dim, c.eps, T)
         K_lin.linear(pb, w[pre + "ssm_out.weight"], self.O, out, step, max_tok=T)
@@ -244,7 +224,7 @@ class Qwen35GPU:
             if c.is_gdn[i]:
                 self._gdn_block(pb, i, self.H, self.MO, step, T, chunked)
             else:
-                self._attn_block(pb, pre, self.caches[i], self.H, self.MO, step, T)
+                self._attn_block(pb, pre, self.state.caches[i], self.H, self.MO, step, T)
             K_norm.add_rmsnorm(pb, step, self.X, self.MO, w[pre + "post_attention_norm.weight"], self.X, self.H,
                                E, c.eps, T)
             self._ffn(pb, pre, self.H, self.MO, step, T)
@@ -266,7 +246,7 @@ class Qwen35GPU:
                        x_stride=hprev_stride, out_stride=2 * E)
         K_lin.linear(pb, w[pre + "nextn.eh_proj.weight"], self.MU, self.X, step, max_tok=T)
         K_norm.rmsnorm(pb, step, self.X, w[pre + "attn_norm.weight"], self.H, E, c.eps, T)
-        self._attn_block(pb, pre, self.mtp_cache, self.H, self.MO, step, T)
+        self._attn_block(pb, pre, self.state.mtp_cache, self.H, self.MO, step, T)
         K_norm.add_rmsnorm(pb, step, self.X, self.MO, w[pre + "post_attention_norm.weight"], self.X, self.H, E, c.eps, T)
         self._ffn(pb, pre, self.H, self.MO, step, T)
         norm = pre + "nextn.shared_head_norm.weight" if pre + "nextn.shared_head_norm.weight" in w else "output_norm.weight"
