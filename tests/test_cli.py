@@ -109,3 +109,30 @@ def test_devices_lists_adapters():
     r = wgmtp("devices")
     assert r.returncode == 0, r.stderr
     assert "backend" in r.stdout and "kill switches" in r.stdout
+
+
+def test_bench_json(synth):
+    import json
+    path = str(synth(block_out_scale=0.2, mtp_copy=True, seed=3))
+    r = wgmtp("bench", "-m", path, "-p", "16", "-n", "8", "-r", "1", "--spec-draft-n-max", "0,2", "--json")
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    tests = [x["test"] for x in rows]
+    assert tests == ["pp16", "tg8", "tg8+mtp2"]
+    for x in rows:
+        assert x["engine"] == "wgmtp" and x["tok_s"] > 0 and x["peak_gb_s"] > 0
+    tg, spec = rows[1], rows[2]
+    for k in ("bytes_per_token", "eff_gb_s", "frac_peak", "dispatches_per_token", "submissions_per_token",
+              "host_ms_per_token"):
+        assert k in tg, k
+    assert 0 <= spec["acceptance"] <= 1 and spec["mean_accepted_len"] >= 1 and spec["verify_decode_ratio"] > 0
+
+
+def test_bench_synthetic_acceptance(synth):
+    import json
+    path = str(synth())
+    r = wgmtp("bench", "-m", path, "-p", "8", "-n", "24", "-r", "1", "--spec-draft-n-max", "3",
+              "--synthetic-acceptance", "1.0", "--json")
+    assert r.returncode == 0, r.stderr
+    row = json.loads(r.stdout)[-1]
+    assert row["acceptance"] == 1.0 and row["mean_accepted_len"] > 3.0

@@ -41,6 +41,8 @@ class GPUBackend:
         self.configured: tuple[int, bool] | None = None
         self.capture: list | None = None   # tests: when a list, logits rows of each step/round land here
         self.profile = self.runner.can_time   # GPU time of draft vs verify per round (timestamp queries)
+        self.synthetic_p: float | None = None   # bench only: force each draft accepted with this probability
+        self._syn_rng = np.random.default_rng(0)
 
     # ---- engine protocol
 
@@ -174,6 +176,8 @@ class GPUBackend:
             n_valid = int(np.frombuffer(blobs[1], np.uint32)[0])
             k, n_out = int(res[0]), int(res[1])
             out = [int(x) for x in res[2: 2 + n_out]]
+            if self.synthetic_p is not None:
+                k, out = self._synthetic(k, out, n_valid)
         else:
             cid = np.frombuffer(blobs[0], np.uint32).astype(np.int32).reshape(T, n_cand)
             cval = np.frombuffer(blobs[1], np.float32).reshape(T, n_cand)
@@ -191,6 +195,41 @@ class GPUBackend:
         self.src_slot = n - k
         self.last_round = {"n": n, "n_valid": n_valid, "k": k}
         return out, n_valid
+
+    def _synthetic(self, k: int, out: list[int], n_valid: int) -> tuple[int, list[int]]:
+        """`wgmtp bench --synthetic-acceptance P`: pretend the first drafts were accepted with
+        probability P each (like llama.cpp's server option; the text is then meaningless). The
+        state follows the forced count: next batch from plane n - k, pending hidden row k + 1."""
+        ks = 0
+        while ks < n_valid and self._syn_rng.random() < self.synthetic_p:
+            ks += 1
+        if ks != k:
+            self.ctx.queue.write_buffer(self.model.IDS.buffer, self.lay.RES * 4, np.array([ks], np.uint32).tobytes())
+            self.pending_commit = True
+        return ks, (out + [out[-1]] * (ks + 1))[: ks + 1]
+
+    def time_programs(self, n: int, reps: int = 5) -> dict:
+        """GPU time of one decode step and of one verify batch of n + 1 tokens (timestamp queries,
+        else wall time of submit + a 4-byte readback), at the current position. Clobbers the
+        sequence state: call it after the measured generation."""
+        m, lay = self.model, self.lay
+        pos = min(self._n_past, self.n_ctx - n - 2)
+        rb = [Readback(m.IDS.buffer, 0, 4)]
+
+        def t(progs, n_tok) -> float:
+            best = float("inf")
+            for i in range(reps + 1):
+                recs = self._records(n_tok, pos, 0, 0, drafts=n)
+                t0 = time.perf_counter()
+                self.runner.run(progs, writes=[self._write_head(recs, [0] * n_tok)], reads=rb, timed=True)
+                dt = sum(self.runner.last_gpu_s) if self.runner.last_gpu_s else time.perf_counter() - t0
+                if i:
+                    best = min(best, dt)
+            return best
+        dec = t([m.program("feed", 1, self.mtp, 1)], 1)
+        ver = t([m.program("verify", n, 1)], n + 1) if n else 0.0
+        return {"decode_s": dec, "verify_s": ver, "ratio": ver / dec if dec and n else 0.0,
+                "timing": "timestamps" if self.runner.can_time else "wall"}
 
     def logits(self, tokens: list[int]) -> np.ndarray:
         """float32 [T, V] for a fresh sequence (chunks of 16 through the verify-shaped program)."""

@@ -171,6 +171,7 @@ class Runner:
         self.submissions = 0
         self.dispatches = 0
         self.gpu_wait_s = 0.0
+        self.host_s = 0.0                     # Python time writing, encoding and submitting
         self.last_gpu_s: list[float] = []     # per program, from the last timed run
         self._qs: dict[int, tuple[Any, Any]] = {}
 
@@ -191,6 +192,7 @@ class Runner:
         """Encode `programs` into one compute pass (with `timed`, one pass each with timestamps:
         their GPU times land in `last_gpu_s`), submit once, and return the `reads`."""
         ctx = self.ctx
+        t_start = time.perf_counter()
         programs = list(programs)
         for buf, off, data in writes:
             ctx.queue.write_buffer(buf, off, data)
@@ -224,6 +226,7 @@ class Runner:
                 stagings.append((off, r.size))
                 off += sz
         ctx.queue.submit([enc.finish()])
+        self.host_s += time.perf_counter() - t_start
         self.submissions += 1
         self.dispatches += n
         if not reads:

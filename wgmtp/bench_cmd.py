@@ -1,0 +1,184 @@
+"""`wgmtp bench`: llama-bench style rows (prompt and generation tok/s, with and without MTP per
+draft length), plus what explains them: the adapter's measured streaming-read bandwidth, the bytes
+a generated token reads and the fraction of the peak that decode reaches, dispatches and
+submissions per token, host (Python) time per token, and the verify/decode time ratio.
+
+Performance is measured side by side in one run; nothing here is ever asserted in a test.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import numpy as np
+
+from .errors import WgmtpError
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("bench", help="benchmark prompt processing and generation (llama-bench style)")
+    p.add_argument("-m", "--model", required=False, default=None, help="GGUF model (default: the demo model)")
+    p.add_argument("-md", "--model-draft", dest="mtp_file", default=None, help="MTP sidecar GGUF")
+    p.add_argument("-p", "--n-prompt", type=int, default=128, help="prompt tokens (pp test)")
+    p.add_argument("-n", "--n-gen", type=int, default=64, help="generated tokens (tg tests)")
+    p.add_argument("--spec-draft-n-max", default="0,1,2,3",
+                   help="comma-separated draft lengths; 0 = plain decoding")
+    p.add_argument("--spec-draft-p-min", type=float, default=0.0)
+    p.add_argument("--synthetic-acceptance", type=float, default=None, metavar="P",
+                   help="force each draft accepted with probability P (speedup curve on random MTP heads; "
+                        "the generated text is then meaningless)")
+    p.add_argument("-r", "--reps", type=int, default=3)
+    p.add_argument("--device", default=None)
+    p.add_argument("--prefill-chunk", type=int, default=64)
+    p.add_argument("--json", action="store_true", help="print the rows as JSON")
+    p.set_defaults(fn=cmd_bench)
+
+
+def _weight_type(gm) -> str:
+    ft = gm.config.file_type
+    try:
+        import gguf
+        if ft is not None:
+            return gguf.LlamaFileType(ft).name.replace("MOSTLY_", "").replace("ALL_", "")
+    except ValueError:
+        pass
+    counts: dict[str, int] = {}
+    for n in gm.used_tensors:
+        t = gm.tensors[n]
+        counts[t.qtype.name] = counts.get(t.qtype.name, 0) + t.n_bytes
+    return max(counts, key=counts.get)
+
+
+def bytes_per_token(be, ctx_len: float) -> dict:
+    """What one decode step reads: every trunk weight once (one embedding row), the KV of every
+    attention layer up to the context, and the GDN state (read and written)."""
+    gm, c, st = be.gm, be.cfg, be.model.state
+    w = 0
+    for n in gm.used_tensors:
+        if gm.is_mtp_tensor(n):
+            continue
+        t = gm.tensors[n]
+        if n == "token_embd.weight" and not c.tied_embeddings:
+            w += t.n_bytes // max(1, c.n_vocab)
+        else:
+            w += t.n_bytes
+    n_attn = sum(1 for i in range(c.n_layer) if not c.is_gdn[i])
+    kv = n_attn * 2 * ctx_len * c.n_head_kv * c.head_dim * (2 if be.ctx.f16 else 4)
+    n_gdn = sum(1 for i in range(c.n_layer) if c.is_gdn[i])
+    gdn = n_gdn * 2 * 4 * (c.ssm_dt_rank * c.head_v_dim * c.head_k_dim + c.conv_dim * (c.conv_kernel - 1))
+    return {"weights": w, "kv": int(kv), "gdn_state": gdn, "total": int(w + kv + gdn)}
+
+
+def run_bench(a: argparse.Namespace) -> tuple[list[dict], dict]:
+    from .api import eog_ids  # noqa: F401  (documents that EOG is deliberately ignored here)
+    from .engine import GenRequest, Session
+    from .gguf_file import GGUFModel
+    from .gpu.backend import GPUBackend
+    from .kernels import bandwidth
+    from .run_cmd import resolve_model
+
+    path = resolve_model(a.model)
+    gm = GGUFModel(path, a.mtp_file)
+    n_max_list = [int(x) for x in str(a.spec_draft_n_max).split(",") if x.strip() != ""]
+    if any(n > 0 for n in n_max_list) and not gm.has_mtp:
+        if a.synthetic_acceptance is None:
+            raise WgmtpError(f"{path}: no MTP block for --spec-draft-n-max > 0 (give -md, or use 0)")
+    n_ctx = a.n_prompt + a.n_gen + 32
+    be = GPUBackend(gm, device=a.device or "auto", n_ctx=n_ctx, prefill_chunk=a.prefill_chunk,
+                    eog=set(), progress=True)
+    bw = bandwidth.measure(be.ctx)
+    adapter = be.ctx.name
+    wtype = _weight_type(gm)
+    rng = np.random.default_rng(0)
+    V = gm.config.n_vocab
+    rows: list[dict] = []
+    base = {"engine": "wgmtp", "model": path, "weight_type": wtype, "adapter": adapter,
+            "weights_bytes": gm.weight_bytes(mtp=False), "peak_gb_s": bw["gb_s"]}
+
+    # pp: a fresh prompt of n_prompt tokens, one prefill
+    sess = Session(be, n_ctx, set())
+    tps = []
+    for _ in range(a.reps):
+        prompt = [int(x) for x in rng.integers(0, V, a.n_prompt)]
+        list(sess.generate(prompt, GenRequest(max_tokens=1)))
+        tps.append(sess.stats.prompt_tokens / sess.stats.prompt_s)
+    rows.append(dict(base, test=f"pp{a.n_prompt}", n_max=0, tok_s=float(np.mean(tps)), tok_s_std=float(np.std(tps))))
+
+    for n_max in n_max_list:
+        spec = n_max > 0
+        if spec and not gm.has_mtp:
+            continue
+        be.synthetic_p = a.synthetic_acceptance if spec else None
+        tps, acc, mal, per_tok = [], [], [], []
+        for _ in range(a.reps):
+            prompt = [int(x) for x in rng.integers(0, V, 8)]
+            r0 = (be.runner.dispatches, be.runner.submissions, be.runner.host_s)
+            t0 = time.perf_counter()
+            out = list(sess.generate(prompt, GenRequest(max_tokens=a.n_gen, spec=spec, n_max=max(1, n_max),
+                                                        p_min=a.spec_draft_p_min)))
+            st = sess.stats
+            wall = time.perf_counter() - t0 - st.prompt_s
+            n_tok = max(1, len(out) - 1)
+            tps.append(st.gen_tokens / st.gen_s if st.gen_s > 0 else 0.0)
+            if spec:
+                acc.append(st.spec.acceptance)
+                mal.append(st.spec.mean_accepted_len)
+            per_tok.append(((be.runner.dispatches - r0[0]) / n_tok, (be.runner.submissions - r0[1]) / n_tok,
+                            (be.runner.host_s - r0[2]) / n_tok, wall / n_tok))
+        pt = np.mean(np.array(per_tok), axis=0)
+        bpt = bytes_per_token(be, 8 + a.n_gen / 2)
+        tok_s = float(np.mean(tps))
+        eff = bpt["total"] * tok_s / 1e9 * (1.0 if not spec else 1.0 / max(1e-9, np.mean(mal) if mal else 1.0))
+        row = dict(base, test=f"tg{a.n_gen}" + (f"+mtp{n_max}" if spec else ""), n_max=n_max, tok_s=tok_s,
+                   tok_s_std=float(np.std(tps)), bytes_per_token=bpt["total"],
+                   eff_gb_s=bpt["total"] * tok_s / 1e9 if not spec else eff,
+                   frac_peak=(bpt["total"] * tok_s / 1e9 if not spec else eff) / bw["gb_s"],
+                   dispatches_per_token=float(pt[0]), submissions_per_token=float(pt[1]),
+                   host_ms_per_token=float(pt[2] * 1e3), wall_ms_per_token=float(pt[3] * 1e3),
+                   host_frac=float(pt[2] / pt[3]) if pt[3] else 0.0)
+        if spec:
+            row.update(acceptance=float(np.mean(acc)), mean_accepted_len=float(np.mean(mal)))
+            tv = be.time_programs(n_max)
+            row.update(verify_decode_ratio=tv["ratio"], decode_gpu_ms=tv["decode_s"] * 1e3,
+                       verify_gpu_ms=tv["verify_s"] * 1e3, timing=tv["timing"])
+            if a.synthetic_acceptance is not None:
+                row["synthetic_acceptance"] = a.synthetic_acceptance
+        rows.append(row)
+    be.synthetic_p = None
+    info = {"adapter": adapter, "bandwidth": bw, "model": path, "weight_type": wtype,
+            "weights_bytes": base["weights_bytes"]}
+    return rows, info
+
+
+def cmd_bench(a: argparse.Namespace) -> int:
+    rows, info = run_bench(a)
+    if a.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+    con = Console(width=max(Console().width, 150))
+    bw = info["bandwidth"]
+    con.print(f"[bold]{info['model']}[/] ({info['weight_type']}, {info['weights_bytes'] / 2**20:.1f} MiB) on "
+              f"{info['adapter']}: streaming read {bw['gb_s']:.1f} GB/s ({bw['timing']})")
+    t = Table()
+    for col in ("test", "t/s", "accept", "mean len", "verify/decode", "bytes/tok", "eff GB/s", "of peak",
+                "disp/tok", "subm/tok", "host ms/tok", "host %"):
+        t.add_column(col, justify="right")
+    for r in rows:
+        t.add_row(r["test"], f"{r['tok_s']:.2f} ± {r['tok_s_std']:.2f}",
+                  f"{r['acceptance']:.3f}" if "acceptance" in r else "",
+                  f"{r['mean_accepted_len']:.2f}" if "mean_accepted_len" in r else "",
+                  f"{r['verify_decode_ratio']:.2f}" if r.get("verify_decode_ratio") else "",
+                  f"{r['bytes_per_token'] / 2**20:.2f} MiB" if "bytes_per_token" in r else "",
+                  f"{r['eff_gb_s']:.2f}" if "eff_gb_s" in r else "",
+                  f"{100 * r['frac_peak']:.0f}%" if "frac_peak" in r else "",
+                  f"{r['dispatches_per_token']:.0f}" if "dispatches_per_token" in r else "",
+                  f"{r['submissions_per_token']:.2f}" if "submissions_per_token" in r else "",
+                  f"{r['host_ms_per_token']:.2f}" if "host_ms_per_token" in r else "",
+                  f"{100 * r['host_frac']:.0f}%" if "host_frac" in r else "")
+    con.print(t)
+    con.print(f"command: wgmtp bench {' '.join(sys.argv[2:])}")
+    return 0
