@@ -154,6 +154,6 @@ class Session:
                     tok = sampler.pick(ids, lg)
         finally:
             st.gen_s = time.perf_counter() - t1
-            if req.spec and timing is not None and "draft_s" in timing:
+            if req.spec and timing is not None and timing.get("draft_s", 0.0) + timing.get("verify_s", 0.0) > 0:
                 st.extra.update(draft_s=timing["draft_s"], verify_s=timing["verify_s"],
                                 other_s=max(0.0, st.gen_s - timing["draft_s"] - timing["verify_s"]))

@@ -13,7 +13,7 @@ from ..gguf_file import GGUFModel
 from ..models.qwen35 import MATVEC_MAX, N_EOG, Qwen35GPU
 from ..sampling import Sampler, TOPK_MAX
 from ..speculative import accept
-from .device import open_context
+from .device import env_flag, open_context
 from .program import Readback, Runner
 
 
@@ -42,6 +42,12 @@ class GPUBackend:
         self.capture: list | None = None   # tests: when a list, logits rows of each step/round land here
         self.profile = self.runner.can_time   # GPU time of draft vs verify per round (timestamp queries)
         self.synthetic_p: float | None = None   # bench only: force each draft accepted with this probability
+        # WGMTP_CHECK=1: every op is checked against its numpy twin as it runs; the first divergence
+        # stops the run with a message naming layer, op, shape and error (check/trace.py)
+        self.check_results: list = []
+        self.stop_on_divergence = True
+        if env_flag("WGMTP_CHECK"):
+            self.set_tracing(True)
         self._syn_rng = np.random.default_rng(0)
 
     # ---- engine protocol
@@ -125,7 +131,7 @@ class GPUBackend:
             reads = self._cand_reads(n_cand) if last else []
             if last and self.capture is not None:
                 reads = reads + [Readback(m.LOGITS.buffer, 0, self.cfg.n_vocab * 4)]
-            blobs = self.runner.run(self._pre() + [prog], writes=[self._write_head(recs, chunk)], reads=reads)
+            blobs = self._run(self._pre() + [prog], writes=[self._write_head(recs, chunk)], reads=reads)
             if last and self.capture is not None:
                 self.capture.append(np.frombuffer(blobs[-1], np.float32).reshape(1, -1).copy())
             self._n_past += len(chunk)
@@ -165,8 +171,8 @@ class GPUBackend:
         if self.capture is not None:
             reads = reads + [Readback(m.LOGITS.buffer, 0, T * self.cfg.n_vocab * 4)]
         pre = self._pre()
-        blobs = self.runner.run(pre + progs, writes=[self._write_head(recs, list(head))], reads=reads,
-                                timed=self.profile)
+        blobs = self._run(pre + progs, writes=[self._write_head(recs, list(head))], reads=reads,
+                          timed=self.profile)
         if self.profile and self.runner.last_gpu_s:
             g = self.runner.last_gpu_s[len(pre):]
             self.timing["draft_s"] += g[0]
@@ -195,6 +201,30 @@ class GPUBackend:
         self.src_slot = n - k
         self.last_round = {"n": n, "n_valid": n_valid, "k": k}
         return out, n_valid
+
+    def set_tracing(self, on: bool) -> None:
+        self.model.tracing = on
+        self.profile = self.runner.can_time and not on
+
+    def _run(self, progs: list, *, writes=(), reads=(), timed: bool = False) -> list[bytes]:
+        if not self.model.tracing:
+            return self.runner.run(progs, writes=writes, reads=reads, timed=timed)
+        from ..check import trace as TR
+        io = TR.IO(self.ctx)
+        for buf, off, data in writes:
+            self.ctx.queue.write_buffer(buf, off, data)
+        for p in progs:
+            start = 0
+            for idx, chk in p.marks:
+                inputs = TR.read_inputs(io, chk)
+                self.runner.run_range(p, start, idx)
+                res = TR.run_check(io, chk, inputs)
+                self.check_results.append(res)
+                if not res.ok and self.stop_on_divergence:
+                    raise TR.CheckDivergence("WGMTP_CHECK: " + res.message())
+                start = idx
+            self.runner.run_range(p, start, len(p.dispatches))
+        return self.runner.run([], reads=reads)
 
     def _synthetic(self, k: int, out: list[int], n_valid: int) -> tuple[int, list[int]]:
         """`wgmtp bench --synthetic-acceptance P`: pretend the first drafts were accepted with
@@ -239,8 +269,8 @@ class GPUBackend:
         for i in range(0, len(tokens), MATVEC_MAX):
             chunk = [int(t) for t in tokens[i: i + MATVEC_MAX]]
             recs = self._records(len(chunk), self._n_past, self.src_slot)
-            blobs = self.runner.run([m.program("logits_only", MATVEC_MAX)], writes=[self._write_head(recs, chunk)],
-                                    reads=[Readback(m.LOGITS.buffer, 0, len(chunk) * V * 4)])
+            blobs = self._run([m.program("logits_only", MATVEC_MAX)], writes=[self._write_head(recs, chunk)],
+                              reads=[Readback(m.LOGITS.buffer, 0, len(chunk) * V * 4)])
             out.append(np.frombuffer(blobs[0], np.float32).reshape(len(chunk), V).copy())
             self._n_past += len(chunk)
             self.src_slot = 0

@@ -83,13 +83,15 @@ class Dispatch:
 
 @dataclass
 class Program:
-    """Dispatches in order; encode into an open compute pass."""
+    """Dispatches in order; encode into an open compute pass. `marks` (traced programs only):
+    (dispatch index, check) after each checked op, for the op-by-op runner of check/trace.py."""
     label: str
     dispatches: list[Dispatch] = field(default_factory=list)
     param_buffer: Any = None
+    marks: list[tuple[int, Any]] = field(default_factory=list)
 
-    def encode(self, cpass: Any) -> None:
-        for d in self.dispatches:
+    def encode(self, cpass: Any, start: int = 0, stop: int | None = None) -> None:
+        for d in self.dispatches[start:stop]:
             cpass.set_pipeline(d.pipeline)
             cpass.set_bind_group(0, d.bind_group)
             cpass.dispatch_workgroups(*d.grid)
@@ -105,6 +107,11 @@ class ProgramBuilder:
         self.ctx = ctx
         self.label = label
         self._items: list[_Pending] = []
+        self._marks: list[tuple[int, Any]] = []
+
+    def mark(self, check: Any) -> None:
+        """Close a checked op: `check` applies to the dispatches added since the last mark."""
+        self._marks.append((len(self._items), check))
 
     def add(self, shader: str, buffers: Sequence[Any], params: bytes | None, grid: tuple[int, int, int] | int,
             *, defines: dict | None = None, entry: str = "main", label: str = "") -> None:
@@ -125,7 +132,7 @@ class ProgramBuilder:
             blob = bytearray(SLOT * n_params)
             pbuf = ctx.buffer(len(blob), usage=wgpu.BufferUsage.UNIFORM | wgpu.BufferUsage.COPY_DST,
                               label=f"params:{self.label}")
-        prog = Program(self.label, param_buffer=pbuf)
+        prog = Program(self.label, param_buffer=pbuf, marks=list(self._marks))
         slot = 0
         for it in self._items:
             pipe = pc.get(it.shader, it.defines, it.entry)
@@ -186,6 +193,18 @@ class Runner:
             buf = self.ctx.buffer(n * 8, usage=wgpu.BufferUsage.QUERY_RESOLVE | wgpu.BufferUsage.COPY_SRC)
             self._qs[n] = (qs, buf)
         return self._qs[n]
+
+    def run_range(self, program: Program, start: int, stop: int) -> None:
+        """Submit dispatches start..stop-1 of a program on their own (the op-by-op checker)."""
+        if stop <= start:
+            return
+        enc = self.ctx.device.create_command_encoder()
+        cpass = enc.begin_compute_pass()
+        program.encode(cpass, start, stop)
+        cpass.end()
+        self.ctx.queue.submit([enc.finish()])
+        self.submissions += 1
+        self.dispatches += stop - start
 
     def run(self, programs: Iterable[Program], *, writes: Iterable[tuple[Any, int, bytes]] = (),
             reads: Sequence[Readback] = (), timed: bool = False) -> list[bytes]:

@@ -29,6 +29,7 @@ import numpy as np
 from ..gguf_file import GGUFModel, ModelConfig
 from ..gpu.device import GPUContext
 from ..gpu.program import Program, ProgramBuilder
+from ..check import trace as TR
 from ..gpu.weights import GPUTensor, upload_tensor
 from ..state import GPUState
 from ..kernels import STEP_WORDS, Act, attention as K_attn, elementwise as K_ew, gdn as K_gdn
@@ -89,6 +90,9 @@ class Qwen35GPU:
         shape = K_attn.KVCache(n_ctx, c.n_head_kv, c.head_dim, ctx.f16)   # dims only, no buffers
         self.WS = Act(ctx.buffer(K_attn.workspace_floats(shape, c.n_head, self.t_max) * 4, label="attn_ws"))
         self.programs: dict[tuple, Program] = {}
+        self.tracing = False          # build programs with op checks (WGMTP_CHECK=1, wgmtp check -m)
+        self._tw = None
+        self._where = "trunk"
 
     # ---------------------------------------------------------------------------------------
     # weights and buffers
@@ -173,95 +177,163 @@ class Qwen35GPU:
             return p
         return "token_embd.weight" if self.cfg.tied_embeddings else "output.weight"
 
+    # each building block emits its kernels and, in a traced program, marks the op with a check
+    # against its numpy twin (check/trace.py; WGMTP_CHECK=1 and `wgmtp check -m`)
+
+    def _mark(self, pb: ProgramBuilder, make) -> None:
+        if self.tracing:
+            pb.mark(make())
+
+    def _np(self, name: str) -> np.ndarray:
+        return self._trace_weights().full(name)
+
+    def _trace_weights(self):
+        if self._tw is None:
+            from ..check.trace import Weights
+            self._tw = Weights(self.gm)
+        return self._tw
+
+    def _lin(self, pb: ProgramBuilder, name: str, x: Act, y: Act, step: Act, T: int, layer: int, op: str,
+             x_stride: int | None = None) -> None:
+        W = self.w[name]
+        K_lin.linear(pb, W, x, y, step, max_tok=T, x_stride=x_stride)
+        self._mark(pb, lambda: TR.linear(self._where, layer, op, step, self._trace_weights(), name, x, y,
+                                         W.cols, W.rows, x_stride=x_stride))
+
+    def _rms(self, pb: ProgramBuilder, name: str, x: Act, out: Act, step: Act, T: int, layer: int, op: str,
+             x_stride: int | None = None, out_stride: int | None = None) -> None:
+        c = self.cfg
+        K_norm.rmsnorm(pb, step, x, self.w[name], out, c.n_embd, c.eps, T, x_stride=x_stride, out_stride=out_stride)
+        self._mark(pb, lambda: TR.rmsnorm(self._where, layer, op, step, self._np(name), x, out, c.n_embd, c.eps,
+                                          x_stride, out_stride))
+
+    def _add_rms(self, pb: ProgramBuilder, name: str, r: Act, out: Act, step: Act, T: int, layer: int, op: str) -> None:
+        """X += r; out = rmsnorm(X) * w."""
+        c = self.cfg
+        K_norm.add_rmsnorm(pb, step, self.X, r, self.w[name], self.X, out, c.n_embd, c.eps, T)
+        self._mark(pb, lambda: TR.add_rmsnorm(self._where, layer, op, step, self._np(name), self.X, r, self.X, out,
+                                              c.n_embd, c.eps))
+
     def _attn_block(self, pb: ProgramBuilder, pre: str, cache: K_attn.KVCache, x: Act, out: Act,
-                    step: Act, T: int) -> None:
+                    step: Act, T: int, layer: int) -> None:
         """Gated attention: q+gate, k, v projections; q/k norm + rope; KV append; attention with
         the sigmoid gate; output projection into `out`."""
         c, w = self.cfg, self.w
         H, Hkv, D = c.n_head, c.n_head_kv, c.head_dim
-        K_lin.linear(pb, w[pre + "attn_q.weight"], x, self.QG, step, max_tok=T)
-        K_lin.linear(pb, w[pre + "attn_k.weight"], x, self.KB, step, max_tok=T)
-        K_lin.linear(pb, w[pre + "attn_v.weight"], x, self.VB, step, max_tok=T)
+        self._lin(pb, pre + "attn_q.weight", x, self.QG, step, T, layer, "attn_q")
+        self._lin(pb, pre + "attn_k.weight", x, self.KB, step, T, layer, "attn_k")
+        self._lin(pb, pre + "attn_v.weight", x, self.VB, step, T, layer, "attn_v")
         K_rope.rmsnorm_rope(pb, step, self.QG, w[pre + "attn_q_norm.weight"], self.rope, self.QG, H, D, c.eps, T,
                             x_stride=2 * H * D, x_head_stride=2 * D, out_stride=2 * H * D, out_head_stride=2 * D)
+        self._mark(pb, lambda: TR.rmsnorm_rope(self._where, layer, "q_norm_rope", step, self._np(pre + "attn_q_norm.weight"),
+                                               self.QG, H, D, c.eps, c.n_rot, c.rope_base, 2 * H * D, 2 * D))
         K_rope.rmsnorm_rope(pb, step, self.KB, w[pre + "attn_k_norm.weight"], self.rope, self.KB, Hkv, D, c.eps, T)
+        self._mark(pb, lambda: TR.rmsnorm_rope(self._where, layer, "k_norm_rope", step, self._np(pre + "attn_k_norm.weight"),
+                                               self.KB, Hkv, D, c.eps, c.n_rot, c.rope_base, Hkv * D, D))
         K_attn.kv_store(pb, cache, self.KB, self.VB, step, max_tok=T)
         K_attn.attention(pb, cache, self.QG, self.ATT, self.WS, step, n_head=H, max_tok=T,
                          q_ts=2 * H * D, q_hs=2 * D, gate=self.QG.at(D), g_ts=2 * H * D, g_hs=2 * D)
-        K_lin.linear(pb, w[pre + "attn_output.weight"], self.ATT, out, step, max_tok=T)
+        self._mark(pb, lambda: TR.attention(self._where, layer, "attention", step, cache, self.KB, self.VB, self.QG,
+                                            self.ATT, H, D))
+        self._lin(pb, pre + "attn_output.weight", self.ATT, out, step, T, layer, "attn_output")
 
     def _gdn_block(self, pb: ProgramBuilder, i: int, x: Act, out: Act, step: Act, T: int, chunked: bool) -> None:
-        c, w = self.cfg, self.w
+        c, w, st = self.cfg, self.w, self.state
         pre = f"blk.{i}."
-        K_lin.linear(pb, w[pre + "attn_qkv.weight"], x, self.MIX, step, max_tok=T)
-        K_lin.linear(pb, w[pre + "attn_gate.weight"], x, self.Z, step, max_tok=T)
-        K_lin.linear(pb, w[pre + "ssm_alpha.weight"], x, self.AL, step, max_tok=T)
-        K_lin.linear(pb, w[pre + "ssm_beta.weight"], x, self.BE, step, max_tok=T)
-        K_gdn.ssm_conv(pb, step, self.MIX, w[pre + "ssm_conv1d.weight"], Act(self.state.conv[i]), self.CC,
-                       n_slots=self.state.n_slots)
+        self._lin(pb, pre + "attn_qkv.weight", x, self.MIX, step, T, i, "attn_qkv")
+        self._lin(pb, pre + "attn_gate.weight", x, self.Z, step, T, i, "attn_gate")
+        self._lin(pb, pre + "ssm_alpha.weight", x, self.AL, step, T, i, "ssm_alpha")
+        self._lin(pb, pre + "ssm_beta.weight", x, self.BE, step, T, i, "ssm_beta")
+        K_gdn.ssm_conv(pb, step, self.MIX, w[pre + "ssm_conv1d.weight"], Act(st.conv[i]), self.CC, n_slots=st.n_slots)
+        self._mark(pb, lambda: TR.ssm_conv(self._where, i, step, self._np(pre + "ssm_conv1d.weight"), self.MIX,
+                                           st.conv[i], self.CC, c.conv_dim, c.conv_kernel, st.n_slots))
         fn = K_gdn.gdn_chunked if chunked else K_gdn.gdn
-        fn(pb, step, self.CC, self.AL, self.BE, w[pre + "ssm_a"], w[pre + "ssm_dt.bias"], Act(self.state.ssm[i]),
-           self.O, self.dims, n_slots=self.state.n_slots, eps=c.eps)
+        fn(pb, step, self.CC, self.AL, self.BE, w[pre + "ssm_a"], w[pre + "ssm_dt.bias"], Act(st.ssm[i]),
+           self.O, self.dims, n_slots=st.n_slots, eps=c.eps)
+        self._mark(pb, lambda: TR.gdn(self._where, i, step, self.dims, self._np(pre + "ssm_a"),
+                                      self._np(pre + "ssm_dt.bias"), self.CC, self.AL, self.BE, st.ssm[i], self.O,
+                                      st.n_slots, c.eps, chunked, K_gdn.pick_chunk(self.ctx, self.dims.dk)))
         K_norm.gated_rmsnorm(pb, step, self.O, w[pre + "ssm_norm.weight"], self.Z, self.O,
                              c.ssm_dt_rank, c.head_v_dim, c.eps, T)
-        K_lin.linear(pb, w[pre + "ssm_out.weight"], self.O, out, step, max_tok=T)
+        self._mark(pb, lambda: TR.gated_rmsnorm(self._where, i, step, self._np(pre + "ssm_norm.weight"), self.O, self.Z,
+                                                self.O, c.ssm_dt_rank, c.head_v_dim, c.eps))
+        self._lin(pb, pre + "ssm_out.weight", self.O, out, step, T, i, "ssm_out")
 
-    def _ffn(self, pb: ProgramBuilder, pre: str, x: Act, out: Act, step: Act, T: int) -> None:
-        w, F = self.w, self.cfg.n_ff
-        K_lin.linear(pb, w[pre + "ffn_gate.weight"], x, self.FG, step, max_tok=T)
-        K_lin.linear(pb, w[pre + "ffn_up.weight"], x, self.FU, step, max_tok=T)
+    def _ffn(self, pb: ProgramBuilder, pre: str, x: Act, out: Act, step: Act, T: int, layer: int) -> None:
+        F = self.cfg.n_ff
+        self._lin(pb, pre + "ffn_gate.weight", x, self.FG, step, T, layer, "ffn_gate")
+        self._lin(pb, pre + "ffn_up.weight", x, self.FU, step, T, layer, "ffn_up")
         K_ew.swiglu(pb, self.FG, self.FU, self.FG, F, step, T)
-        K_lin.linear(pb, w[pre + "ffn_down.weight"], self.FG, out, step, max_tok=T)
+        self._mark(pb, lambda: TR.swiglu(self._where, layer, step, self.FG, self.FU, self.FG, F))
+        self._lin(pb, pre + "ffn_down.weight", self.FG, out, step, T, layer, "ffn_down")
+
+    def _argmax(self, pb: ProgramBuilder, step: Act, ids_out: Act, T: int) -> None:
+        K_smp.argmax(pb, step, self.LOGITS, ids_out, self.cfg.n_vocab, T, scratch=self.SCR)
+        self._mark(pb, lambda: TR.argmax(self._where, -1, step, self.LOGITS, ids_out, self.cfg.n_vocab))
+
+    def _copy_row(self, pb: ProgramBuilder, step: Act, idx_off: int, add: int, src: Act, dst: Act) -> None:
+        """dst = row (ids[idx_off] + add) of src: the pending hidden, chosen on the GPU."""
+        E = self.cfg.n_embd
+        K_spec.copy_row(pb, self.IDS.buffer, idx_off, add, src, E, dst, E)
+        self._mark(pb, lambda: TR.copy_row("head", -1, step, self.IDS.at(idx_off), add, src, E, dst, E))
+
+    def _embed(self, pb: ProgramBuilder, name: str, ids: Act, step: Act, T: int, layer: int) -> None:
+        K_lin.embed(pb, self.w[name], ids, self.X, step, max_tok=T)
+        self._mark(pb, lambda: TR.embed(self._where, layer, step, self.gm, name, ids, self.X, self.cfg.n_embd))
 
     def _trunk(self, pb: ProgramBuilder, step: Act, T: int, *, chunked: bool = False) -> None:
         """embed IN[0..n_tok) -> layers -> output_norm into HPREV rows 1..n_tok."""
-        c, w, E = self.cfg, self.w, self.cfg.n_embd
-        K_lin.embed(pb, w["token_embd.weight"], self.IDS.at(self.lay.IN), self.X, step, max_tok=T)
+        c, E = self.cfg, self.cfg.n_embd
+        self._where = "trunk"
+        self._embed(pb, "token_embd.weight", self.IDS.at(self.lay.IN), step, T, -1)
         for i in range(c.n_layer):
             pre = f"blk.{i}."
             if i == 0:
-                K_norm.rmsnorm(pb, step, self.X, w[pre + "attn_norm.weight"], self.H, E, c.eps, T)
+                self._rms(pb, pre + "attn_norm.weight", self.X, self.H, step, T, i, "attn_norm")
             if c.is_gdn[i]:
                 self._gdn_block(pb, i, self.H, self.MO, step, T, chunked)
             else:
-                self._attn_block(pb, pre, self.state.caches[i], self.H, self.MO, step, T)
-            K_norm.add_rmsnorm(pb, step, self.X, self.MO, w[pre + "post_attention_norm.weight"], self.X, self.H,
-                               E, c.eps, T)
-            self._ffn(pb, pre, self.H, self.MO, step, T)
-            nxt = f"blk.{i + 1}.attn_norm.weight" if i + 1 < c.n_layer else "output_norm.weight"
-            dst = self.H if i + 1 < c.n_layer else self.HPREV.at(E)
-            K_norm.add_rmsnorm(pb, step, self.X, self.MO, w[nxt], self.X, dst, E, c.eps, T)
+                self._attn_block(pb, pre, self.state.caches[i], self.H, self.MO, step, T, i)
+            self._add_rms(pb, pre + "post_attention_norm.weight", self.MO, self.H, step, T, i, "post_attention_norm")
+            self._ffn(pb, pre, self.H, self.MO, step, T, i)
+            last = i + 1 == c.n_layer
+            self._add_rms(pb, "output_norm.weight" if last else f"blk.{i + 1}.attn_norm.weight", self.MO,
+                          self.HPREV.at(E) if last else self.H, step, T, i, "output_norm" if last else "next_attn_norm")
 
     def _mtp_rows(self, pb: ProgramBuilder, step: Act, T: int, ids: Act, hprev: Act, hprev_stride: int,
-                  h_out: Act, *, pos_add: int = 0) -> None:
+                  h_out: Act, *, where: str = "mtp") -> None:
         """MTP head over n_tok rows: token ids[t] at position pos0 + t, with hprev row t the hidden
         that predicted it; writes the MTP KV cache and h_out (post shared_head_norm) rows."""
         c, w, E = self.cfg, self.w, self.cfg.n_embd
         m = c.mtp_layer
         pre = f"blk.{m}."
+        self._where = where
         emb = pre + "nextn.embed_tokens.weight" if pre + "nextn.embed_tokens.weight" in w else "token_embd.weight"
-        K_lin.embed(pb, w[emb], ids, self.X, step, max_tok=T)
-        K_norm.rmsnorm(pb, step, self.X, w[pre + "nextn.enorm.weight"], self.MU, E, c.eps, T, out_stride=2 * E)
-        K_norm.rmsnorm(pb, step, hprev, w[pre + "nextn.hnorm.weight"], self.MU.at(E), E, c.eps, T,
-                       x_stride=hprev_stride, out_stride=2 * E)
-        K_lin.linear(pb, w[pre + "nextn.eh_proj.weight"], self.MU, self.X, step, max_tok=T)
-        K_norm.rmsnorm(pb, step, self.X, w[pre + "attn_norm.weight"], self.H, E, c.eps, T)
-        self._attn_block(pb, pre, self.state.mtp_cache, self.H, self.MO, step, T)
-        K_norm.add_rmsnorm(pb, step, self.X, self.MO, w[pre + "post_attention_norm.weight"], self.X, self.H, E, c.eps, T)
-        self._ffn(pb, pre, self.H, self.MO, step, T)
+        self._embed(pb, emb, ids, step, T, m)
+        self._rms(pb, pre + "nextn.enorm.weight", self.X, self.MU, step, T, m, "enorm", out_stride=2 * E)
+        self._rms(pb, pre + "nextn.hnorm.weight", hprev, self.MU.at(E), step, T, m, "hnorm",
+                  x_stride=hprev_stride, out_stride=2 * E)
+        self._lin(pb, pre + "nextn.eh_proj.weight", self.MU, self.X, step, T, m, "eh_proj")
+        self._rms(pb, pre + "attn_norm.weight", self.X, self.H, step, T, m, "attn_norm")
+        self._attn_block(pb, pre, self.state.mtp_cache, self.H, self.MO, step, T, m)
+        self._add_rms(pb, pre + "post_attention_norm.weight", self.MO, self.H, step, T, m, "post_attention_norm")
+        self._ffn(pb, pre, self.H, self.MO, step, T, m)
         norm = pre + "nextn.shared_head_norm.weight" if pre + "nextn.shared_head_norm.weight" in w else "output_norm.weight"
-        K_norm.add_rmsnorm(pb, step, self.X, self.MO, w[norm], self.X, h_out, E, c.eps, T)
+        self._add_rms(pb, norm, self.MO, h_out, step, T, m, "shared_head_norm")
 
     def _logits(self, pb: ProgramBuilder, step: Act, h: Act, T: int, *, mtp: bool = False) -> None:
-        K_lin.linear(pb, self.w[self._lm_head_name(mtp)], h, self.LOGITS, step, max_tok=T)
+        if not mtp:
+            self._where = "head"
+        self._lin(pb, self._lm_head_name(mtp), h, self.LOGITS, step, T, self.cfg.n_layer, "lm_head")
 
     def _pick(self, pb: ProgramBuilder, step: Act, T: int, ids_out: Act, n_cand: int) -> None:
         """argmax into ids_out (greedy), or top-k candidates into TOPI/TOPV (sampling)."""
         V = self.cfg.n_vocab
         if n_cand <= 1:
-            K_smp.argmax(pb, step, self.LOGITS, ids_out, V, T, scratch=self.SCR)
+            self._argmax(pb, step, ids_out, T)
         else:
             K_smp.topk(pb, step, self.LOGITS, self.TOPI, self.TOPV, n_cand, V, T, scratch=self.SCR)
+            self._mark(pb, lambda: TR.boundary(self._where, -1, "topk", step))
 
     def step_act(self, rec: int) -> Act:
         return self.IDS.at(rec)
@@ -270,7 +342,7 @@ class Qwen35GPU:
     # programs
 
     def program(self, kind: str, *args) -> Program:
-        key = (kind,) + args
+        key = (kind, self.tracing) + args
         p = self.programs.get(key)
         if p is None:
             p = getattr(self, "_build_" + kind)(*args)
@@ -287,10 +359,10 @@ class Qwen35GPU:
         if mtp:
             self._mtp_rows(pb, sb, T, self.IDS.at(lay.IN), self.HPREV, E, self.H)
             # pending hidden = h_final of the last token: HPREV row n_tok (row 0 is the old pending)
-            K_spec.copy_row(pb, self.IDS.buffer, lay.R_BATCH, 0, self.HPREV, E, self.HPREV, E)
+            self._copy_row(pb, sb, lay.R_BATCH, 0, self.HPREV, self.HPREV)
             last = self.HPREV
         else:
-            K_spec.copy_row(pb, self.IDS.buffer, lay.R_BATCH, -1, self.HPREV.at(E), E, self.LASTH, E)
+            self._copy_row(pb, sb, lay.R_BATCH, -1, self.HPREV.at(E), self.LASTH)
             last = self.LASTH
         one = self.step_act(lay.R_ONE)
         self._logits(pb, one, last, 1)
@@ -315,14 +387,16 @@ class Qwen35GPU:
         for i in range(n):
             st = self.step_act(lay.R_DRAFT(i))
             hp = self.HPREV if i == 0 else self.HC.at(i * E)
-            self._mtp_rows(pb, st, 1, self.IDS.at(lay.IN + i), hp, E, self.HC.at((i + 1) * E))
+            self._mtp_rows(pb, st, 1, self.IDS.at(lay.IN + i), hp, E, self.HC.at((i + 1) * E), where=f"draft{i + 1}")
             self._logits(pb, st, self.HC.at((i + 1) * E), 1, mtp=True)
-            K_smp.argmax(pb, st, self.LOGITS, self.IDS.at(lay.IN + i + 1), c.n_vocab, 1, scratch=self.SCR)
+            self._argmax(pb, st, self.IDS.at(lay.IN + i + 1), 1)
             if gate:
                 K_smp.topk(pb, st, self.LOGITS, self.TOPI, self.TOPV, 10, c.n_vocab, 1, scratch=self.SCR,
                            p_top=self.PTOP.at(i))
+                self._mark(pb, lambda: TR.boundary(self._where, -1, "p_top", st))
         if gate:
             K_spec.draft_gate(pb, self.IDS.buffer, self.PTOP, n, lay.NVALID, p_min)
+            self._mark(pb, lambda: TR.boundary("draft", -1, "draft_gate", self.step_act(lay.R_BATCH)))
         return pb.build()
 
     def _build_verify(self, n: int, n_cand: int) -> Program:
@@ -338,19 +412,21 @@ class Qwen35GPU:
         # MTP KV rows pos0..pos0+n from the target's hiddens (overwrites the draft-time rows)
         self._mtp_rows(pb, sb, T, self.IDS.at(lay.IN), self.HPREV, E, self.H)
         if n_cand <= 1:
-            K_smp.argmax(pb, sb, self.LOGITS, self.IDS.at(lay.ARG), c.n_vocab, T, scratch=self.SCR)
+            self._argmax(pb, sb, self.IDS.at(lay.ARG), T)
             K_spec.accept(pb, self.IDS.buffer, n=n, tgt_off=lay.ARG, draft_off=lay.IN + 1, nvalid_off=lay.NVALID,
                           eog_off=lay.EOG, n_eog=self.n_eog, res_off=lay.RES, next_off=lay.IN, step_off=lay.R_BATCH)
-            K_spec.copy_row(pb, self.IDS.buffer, lay.RES, 1, self.HPREV, E, self.HPREV, E)
+            self._mark(pb, lambda: TR.accept(sb, self.IDS, lay, n, self.n_eog))
+            self._copy_row(pb, sb, lay.RES, 1, self.HPREV, self.HPREV)
         else:
             K_smp.topk(pb, sb, self.LOGITS, self.TOPI, self.TOPV, n_cand, c.n_vocab, T, scratch=self.SCR)
+            self._mark(pb, lambda: TR.boundary("head", -1, "topk", sb))
         return pb.build()
 
     def _build_commit(self) -> Program:
         """After a host-accepted (sampled) round: pending hidden = HPREV row k + 1 (k in RES[0])."""
         pb = ProgramBuilder(self.ctx, "commit")
         E = self.cfg.n_embd
-        K_spec.copy_row(pb, self.IDS.buffer, self.lay.RES, 1, self.HPREV, E, self.HPREV, E)
+        self._copy_row(pb, self.step_act(self.lay.R_BATCH), self.lay.RES, 1, self.HPREV, self.HPREV)
         return pb.build()
 
     n_eog: int = 0          # end-of-generation ids the backend wrote at lay.EOG
