@@ -259,3 +259,58 @@ def topk(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     k = min(k, x.shape[-1])
     order = np.lexsort((np.arange(x.shape[-1]), -x))[:k]
     return order.astype(np.int32), x[order]
+
+
+# ---- MoE (qwen35moe, reference section 3.7) ---------------------------------------------------
+
+MOE_WSUM_CLAMP = 6.103515625e-5
+
+
+def moe_route(router_logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Softmax over ALL experts in f32, top-k by probability (ties to the lowest expert id), then
+    renormalize the k weights (sum clamped below at 6.103515625e-5, as llama.cpp).
+    router_logits [T, NE] -> (expert ids int32 [T, k] in top-k order, weights f32 [T, k])."""
+    L = np.asarray(router_logits, f32)
+    T, NE = L.shape
+    ids = np.zeros((T, k), np.int32)
+    wts = np.zeros((T, k), f32)
+    for t in range(T):
+        e = np.exp(L[t] - np.max(L[t])).astype(f32)
+        p = (e / np.sum(e, dtype=f32)).astype(f32)
+        order = np.lexsort((np.arange(NE), -p))[:k]
+        w = p[order]
+        w = (w / max(np.sum(w, dtype=f32), f32(MOE_WSUM_CLAMP))).astype(f32)
+        ids[t], wts[t] = order, w
+    return ids, wts
+
+
+def moe_combine(expert_out: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """y[t] = sum_j weights[t, j] * expert_out[t, j], summed in top-k order. [T, k, E] -> [T, E]."""
+    out = np.zeros((expert_out.shape[0], expert_out.shape[2]), f32)
+    for j in range(expert_out.shape[1]):
+        out = (out + weights[:, j:j + 1] * expert_out[:, j]).astype(f32)
+    return out
+
+
+def ffn_moe(h: np.ndarray, router: np.ndarray, gate_exps: np.ndarray, up_exps: np.ndarray,
+            down_exps: np.ndarray, k: int, shexp: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None
+            ) -> np.ndarray:
+    """The MoE FFN of a batch h [T, E], token by token: routed experts combined in top-k order,
+    plus the shared expert times sigmoid of its scalar gate. Expert weights are [NE, out, in];
+    shexp = (gate_inp_shexp [E], gate [Fs, E], up [Fs, E], down [E, Fs]) or None."""
+    h = np.asarray(h, f32)
+    ids, wts = moe_route(matvec_rows(router, h), k)
+    T = h.shape[0]
+    outs = np.zeros((T, k, down_exps.shape[1]), f32)
+    for t in range(T):
+        for j in range(k):
+            e = ids[t, j]
+            act = swiglu(matvec(gate_exps[e], h[t]), matvec(up_exps[e], h[t]))
+            outs[t, j] = matvec(down_exps[e], act)
+    y = moe_combine(outs, wts)
+    if shexp is not None:
+        g_inp, g, u, d = shexp
+        shared = matvec_rows(d, swiglu(matvec_rows(g, h), matvec_rows(u, h)))
+        gate = sigmoid(h @ np.asarray(g_inp, f32).reshape(-1))
+        y = (y + gate[:, None] * shared).astype(f32)
+    return y
