@@ -28,20 +28,28 @@ def _dequant(gm: GGUFModel, name: str) -> np.ndarray:
     dict(ssm_n_group=4, ssm_dt_rank=4, n_head=2, n_head_kv=1, head_dim=32, n_rot=8),
     dict(n_embd=256, n_ff=256, wtype="Q4_K_M"),
     dict(wtype="Q8_0", types={"attn_gate": "F16", "ffn_down": "Q5_1"}),
+    dict(n_expert=8, n_expert_used=2, wtype="Q8_0"),
+    dict(n_expert=4, n_expert_used=3, fused_gate_up=True, shexp_gate_2d=True),
+    dict(n_expert=4, n_ff_shexp=0, n_embd=256, n_ff_exp=256, wtype="Q4_K_M", mtp=False),
 ])
 def test_roundtrip_config_and_tensors(tmp_path, kw):
     spec = ModelSpec(**kw)
     p = make_model(tmp_path / "m.gguf", spec)
     gm = GGUFModel(p)
     c = gm.config
-    assert (c.n_embd, c.n_layer, c.n_head, c.n_head_kv, c.head_dim, c.n_rot, c.n_ff) == \
-        (spec.n_embd, spec.n_layer, spec.n_head, spec.n_head_kv, spec.head_dim, spec.rot, spec.n_ff)
+    assert (c.n_embd, c.n_layer, c.n_head, c.n_head_kv, c.head_dim, c.n_rot) == \
+        (spec.n_embd, spec.n_layer, spec.n_head, spec.n_head_kv, spec.head_dim, spec.rot)
+    assert c.n_ff == (0 if spec.n_expert else spec.n_ff)        # MoE files carry no dense FFN width
     assert (c.ssm_n_group, c.ssm_dt_rank, c.head_k_dim, c.head_v_dim, c.conv_kernel) == \
         (spec.ssm_n_group, spec.ssm_dt_rank, spec.ssm_d_state, spec.ssm_d_state, spec.conv_kernel)
     assert list(c.is_gdn[: c.n_layer]) == spec.is_gdn()
     assert gm.has_mtp == spec.mtp and c.n_mtp == (1 if spec.mtp else 0)
     assert c.tied_embeddings == spec.tied and ("output.weight" in gm.tensors) != spec.tied
     assert abs(c.eps - 1e-6) < 1e-12 and c.rope_base == pytest.approx(1e7)
+    assert c.arch == spec.arch and c.is_moe == (spec.n_expert > 0)
+    if c.is_moe:
+        assert (c.n_expert, c.n_expert_used, c.n_ff_exp, c.n_ff_shexp) == \
+            (spec.n_expert, spec.n_expert_used, spec.n_ff_exp, spec.n_ff_shexp)
     # every weight reads back as written (within its type's quantization)
     tok = build_tokenizer(spec.tokenizer_vocab, n_vocab=spec.n_vocab)
     W = build_weights(spec, len(tok.tokens))
@@ -177,10 +185,17 @@ def test_error_truncated(tmp_path, base_model):
 
 
 def test_error_unsupported_arch(tmp_path, base_model):
-    p = _rewrite(base_model, tmp_path / "moe.gguf", kv={"general.architecture": ("qwen35moe", None)})
-    _err(p, errors.UnsupportedArchError, "qwen35moe", "not supported yet")
+    p = _rewrite(base_model, tmp_path / "next.gguf", kv={"general.architecture": ("qwen3next", None)})
+    _err(p, errors.UnsupportedArchError, "qwen3next", "not supported")
     p = _rewrite(base_model, tmp_path / "llama.gguf", kv={"general.architecture": ("llama", None)})
     _err(p, errors.UnsupportedArchError, "llama")
+
+
+def test_error_moe_without_expert_keys(tmp_path, base_model):
+    # a dense file relabelled qwen35moe: its keys are read under the new arch name, so the first
+    # missing one is named (the MoE keys come after the dense ones)
+    p = _rewrite(base_model, tmp_path / "moe.gguf", kv={"general.architecture": ("qwen35moe", None)})
+    _err(p, errors.BadMetadataError, "qwen35moe.", "missing")
 
 
 def test_error_missing_tensor(tmp_path, base_model):

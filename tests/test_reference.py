@@ -15,6 +15,7 @@ MODELS = [
     dict(),                                                        # GGGA, Hv > Hk, untied, F32
     dict(tied=True, layer_pattern="GA", n_layer=4, wtype="Q8_0", seed=1),
     dict(n_embd=256, n_ff=256, wtype="Q4_K_M", seed=2, ssm_n_group=1, ssm_dt_rank=2, ssm_d_state=32),
+    dict(n_expert=8, n_expert_used=2, block_out_scale=0.2, mtp_copy=True, seed=3),          # qwen35moe
 ]
 
 
@@ -143,3 +144,23 @@ def test_sampled_spec_equals_sampled_plain(synth):
     spec = list(Session(be, 256, set()).generate(prompt, GenRequest(max_tokens=30, sampler=sp, spec=True, n_max=3)))
     assert spec == plain
     assert len(set(plain)) > 5                      # really sampled, not a constant
+
+
+def test_moe_ffn_matches_explicit_math(synth):
+    """The MoE FFN of the reference against the formula written out once more, per token."""
+    from wgmtp.reference.model import RefWeights
+    gm = GGUFModel(synth(n_expert=8, n_expert_used=3, fused_gate_up=True, seed=11))
+    w, c = RefWeights(gm), gm.config
+    h = np.random.default_rng(0).standard_normal((3, c.n_embd)).astype(np.float32)
+    got = RefModel(gm).ffn(h, "blk.0.")
+    gu = w["blk.0.ffn_gate_up_exps.weight"]
+    for t in range(3):
+        lg = w["blk.0.ffn_gate_inp.weight"] @ h[t]
+        p = np.exp(lg - lg.max()); p /= p.sum()
+        sel = np.argsort(-p, kind="stable")[:3]
+        wt = p[sel] / max(p[sel].sum(), 6.103515625e-5)
+        y = sum(wt[j] * (w["blk.0.ffn_down_exps.weight"][e] @ (ops.silu(gu[e, :c.n_ff_exp] @ h[t]) * (gu[e, c.n_ff_exp:] @ h[t])))
+                for j, e in enumerate(sel))
+        sh = w["blk.0.ffn_down_shexp.weight"] @ (ops.silu(w["blk.0.ffn_gate_shexp.weight"] @ h[t]) * (w["blk.0.ffn_up_shexp.weight"] @ h[t]))
+        y = y + ops.sigmoid(np.dot(w["blk.0.ffn_gate_inp_shexp.weight"], h[t])) * sh
+        assert np.allclose(got[t], y, rtol=1e-4, atol=1e-5)

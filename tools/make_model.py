@@ -82,6 +82,17 @@ class ModelSpec:
     # accepted often, but not always (random weights alone give ~0 acceptance).
     block_out_scale: float = 1.0
     mtp_copy: bool = False
+    # qwen35moe: n_expert > 0 writes the MoE architecture (router, experts, shared expert)
+    n_expert: int = 0
+    n_expert_used: int = 2
+    n_ff_exp: int = 64
+    n_ff_shexp: int = 64             # 0 = no shared expert
+    fused_gate_up: bool = False      # ffn_gate_up_exps instead of ffn_gate_exps + ffn_up_exps
+    shexp_gate_2d: bool = False      # store ffn_gate_inp_shexp as {E, 1} instead of {E}
+
+    @property
+    def arch(self) -> str:
+        return "qwen35moe" if self.n_expert > 0 else "qwen35"
 
     @property
     def rot(self) -> int:
@@ -183,9 +194,27 @@ def build_weights(spec: ModelSpec, n_vocab: int) -> dict[str, np.ndarray]:
         W[f"blk.{i}.post_attention_norm.weight"] = norm(E)
 
     def ffn(i: int) -> None:
-        W[f"blk.{i}.ffn_gate.weight"] = lin(F, E)
-        W[f"blk.{i}.ffn_up.weight"] = lin(F, E)
-        W[f"blk.{i}.ffn_down.weight"] = lin(E, F, 0.7 * spec.block_out_scale)
+        p = f"blk.{i}."
+        if spec.n_expert <= 0:
+            W[p + "ffn_gate.weight"] = lin(F, E)
+            W[p + "ffn_up.weight"] = lin(F, E)
+            W[p + "ffn_down.weight"] = lin(E, F, 0.7 * spec.block_out_scale)
+            return
+        NE, Fe, Fs = spec.n_expert, spec.n_ff_exp, spec.n_ff_shexp
+        W[p + "ffn_gate_inp.weight"] = lin(NE, E, 3.0)                   # router: F32, a few clear winners
+        gate = np.stack([lin(Fe, E) for _ in range(NE)])
+        up = np.stack([lin(Fe, E) for _ in range(NE)])
+        if spec.fused_gate_up:
+            W[p + "ffn_gate_up_exps.weight"] = np.concatenate([gate, up], axis=1)   # per expert: gate rows, then up
+        else:
+            W[p + "ffn_gate_exps.weight"], W[p + "ffn_up_exps.weight"] = gate, up
+        W[p + "ffn_down_exps.weight"] = np.stack([lin(E, Fe, 0.7 * spec.block_out_scale) for _ in range(NE)])
+        if Fs:
+            g = (rng.standard_normal(E) / np.sqrt(E)).astype(np.float32)
+            W[p + "ffn_gate_inp_shexp.weight"] = g[:, None].T.copy() if spec.shexp_gate_2d else g
+            W[p + "ffn_gate_shexp.weight"] = lin(Fs, E)
+            W[p + "ffn_up_shexp.weight"] = lin(Fs, E)
+            W[p + "ffn_down_shexp.weight"] = lin(E, Fs, 0.7 * spec.block_out_scale)
 
     flags = spec.is_gdn()
     for i in range(spec.n_layer):
@@ -226,7 +255,7 @@ def build_weights(spec: ModelSpec, n_vocab: int) -> dict[str, np.ndarray]:
 
 _FILE_TYPES = {"F32": 0, "F16": 1, "BF16": 32, "Q4_0": 2, "Q4_1": 3, "Q8_0": 7, "Q5_0": 8, "Q5_1": 9,
                "Q4_K": 14, "Q5_K": 16, "Q6_K": 18, "Q4_K_M": 15}
-_F32_FORCED = ("ssm_conv1d",)
+_F32_FORCED = ("ssm_conv1d", "ffn_gate_inp", "ffn_gate_inp_shexp")
 _KQUANT_FALLBACK = {QT.Q4_K: QT.Q5_0, QT.Q5_K: QT.Q5_1, QT.Q6_K: QT.Q8_0}
 
 
@@ -252,7 +281,7 @@ def tensor_type(spec: ModelSpec, name: str, arr: np.ndarray, ctx: dict) -> QT:
             idx = ctx.setdefault("attn_v_seen", 0)
             ctx["attn_v_seen"] = idx + 1
             t = QT.Q6_K if _use_more_bits(idx, ctx["n_attn_v"]) else QT.Q4_K
-        elif cls == "ffn_down":
+        elif cls in ("ffn_down", "ffn_down_exps", "ffn_down_shexp"):
             t = QT.Q6_K if _use_more_bits(layer, ctx["n_layer_all"]) else QT.Q4_K
     else:
         t = QT[spec.wtype.upper()]
@@ -270,14 +299,21 @@ def tensor_type(spec: ModelSpec, name: str, arr: np.ndarray, ctx: dict) -> QT:
 
 def _write(path: Path, spec: ModelSpec, tok: TokenizerData, tensors: list[tuple[str, np.ndarray, QT]],
            *, block_count: int, n_mtp: int, file_type: int) -> None:
-    a = "qwen35"
+    a = spec.arch
     w = gguf.GGUFWriter(str(path), arch=a)
     w.add_type("model")
     w.add_name(spec.name)
     w.add_block_count(block_count)
     w.add_context_length(spec.n_ctx)
     w.add_embedding_length(spec.n_embd)
-    w.add_feed_forward_length(spec.n_ff)
+    if spec.n_expert > 0:
+        w.add_expert_count(spec.n_expert)
+        w.add_expert_used_count(spec.n_expert_used)
+        w.add_expert_feed_forward_length(spec.n_ff_exp)
+        if spec.n_ff_shexp:
+            w.add_expert_shared_feed_forward_length(spec.n_ff_shexp)
+    else:
+        w.add_feed_forward_length(spec.n_ff)
     w.add_head_count(spec.n_head)
     w.add_head_count_kv(spec.n_head_kv)
     half = spec.rot // 2   # IMROPE sections t,h,w cover every rotary pair ([11, 11, 10, 0] for R=64)
@@ -314,6 +350,8 @@ def _write(path: Path, spec: ModelSpec, tok: TokenizerData, tensors: list[tuple[
         data = quants.quantize(arr.reshape(-1, arr.shape[-1]) if arr.ndim > 1 else arr[None], t)
         if arr.ndim == 1:
             data = data.reshape(arr.shape[0]) if t in (QT.F32, QT.F16) else data[0]
+        else:   # keep 3-D expert tensors 3-D ({in, out, NE} in GGUF)
+            data = data.reshape(arr.shape[:-1] + data.shape[-1:])
         w.add_tensor(name, data, raw_dtype=t)
     w.write_header_to_file()
     w.write_kv_data_to_file()

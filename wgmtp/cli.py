@@ -53,6 +53,15 @@ def cmd_inspect(a: argparse.Namespace) -> int:
         ("attention", f"H={c.n_head}  Hkv={c.n_head_kv}  head_dim={c.head_dim}  rope dims={c.n_rot}  base={c.rope_base:g}"),
         ("Gated DeltaNet", f"key heads={c.ssm_n_group}  value heads={c.ssm_dt_rank}  head dim={c.head_k_dim}  conv kernel={c.conv_kernel}"),
         ("embeddings", "tied (LM head = token_embd)" if c.tied_embeddings else "untied (separate output.weight)"),
+    ]
+    if c.is_moe:
+        exp_bytes = sum(gm.tensors[n].n_bytes for n in gm.used_tensors if n.endswith("_exps.weight"))
+        fused = any(n.endswith("ffn_gate_up_exps.weight") for n in gm.used_tensors)
+        rows.append(("experts", f"{c.n_expert} experts, {c.n_expert_used} used per token, width {c.n_ff_exp}"
+                                f"{' (fused gate_up)' if fused else ''}; shared expert width {c.n_ff_shexp or 'none'}; "
+                                f"experts take {_human(exp_bytes)} ({_human(exp_bytes * c.n_expert_used / c.n_expert)} "
+                                f"read per token)"))
+    rows += [
         ("rms eps", f"{c.eps:g}"),
         ("MTP", "present" + (" (from sidecar)" if gm.mtp_path else "") if gm.has_mtp else "absent (no nextn block; give -md mtp-*.gguf)"),
     ]

@@ -22,9 +22,8 @@ from .errors import (
 
 SUPPORTED_TYPES = (QT.F32, QT.F16, QT.BF16, QT.Q8_0, QT.Q4_0, QT.Q4_1, QT.Q5_0, QT.Q5_1,
                    QT.Q4_K, QT.Q5_K, QT.Q6_K)
-ARCH = "qwen35"
-KNOWN_UNSUPPORTED_ARCHS = {"qwen35moe": "qwen35moe (MoE) is not supported yet",
-                           "qwen3next": "qwen3next is not supported (different V-head order)"}
+ARCHS = ("qwen35", "qwen35moe")
+KNOWN_UNSUPPORTED_ARCHS = {"qwen3next": "qwen3next is not supported (different V-head order)"}
 
 
 @dataclass(frozen=True)
@@ -73,6 +72,14 @@ class ModelConfig:
     tied_embeddings: bool
     file_type: int | None = None
     rope_sections: tuple[int, ...] = ()
+    n_expert: int = 0           # NE (qwen35moe); 0 = dense FFN
+    n_expert_used: int = 0      # k
+    n_ff_exp: int = 0           # Fe
+    n_ff_shexp: int = 0         # Fs (0 = no shared expert)
+
+    @property
+    def is_moe(self) -> bool:
+        return self.n_expert > 0
 
     @property
     def head_k_dim(self) -> int:          # Dk
@@ -249,8 +256,8 @@ def read_config(reader: gguf.GGUFReader, path: str, tensors: dict[str, TensorInf
     arch = meta.str("general.architecture")
     if arch is None:
         raise BadMetadataError(path, "required metadata key 'general.architecture' is missing")
-    if arch != ARCH:
-        why = KNOWN_UNSUPPORTED_ARCHS.get(arch, f"architecture '{arch}' is not supported (wgmtp runs qwen35)")
+    if arch not in ARCHS:
+        why = KNOWN_UNSUPPORTED_ARCHS.get(arch, f"architecture '{arch}' is not supported (wgmtp runs qwen35 and qwen35moe)")
         raise UnsupportedArchError(path, why)
     a = arch
     block_count = meta.int(f"{a}.block_count", required=True)
@@ -277,9 +284,22 @@ def read_config(reader: gguf.GGUFReader, path: str, tensors: dict[str, TensorInf
     _check(path, Dv_attn == D, f"attention key_length {D} != value_length {Dv_attn}; not supported")
     R = meta.int(f"{a}.rope.dimension_count", D)
     _check(path, 0 < R <= D and R % 2 == 0, f"'{a}.rope.dimension_count' = {R} must be even and in 2..{D}")
+    moe = a == "qwen35moe"
     F = _uniform(meta, f"{a}.feed_forward_length",
-                 meta.int_or_array(f"{a}.feed_forward_length", required=True), [True] * block_count)
-    _check(path, 1 <= F <= 1 << 20, f"'{a}.feed_forward_length' = {F} is absurd")
+                 meta.int_or_array(f"{a}.feed_forward_length", 0 if moe else None, required=not moe), [True] * block_count)
+    _check(path, (0 if moe else 1) <= F <= 1 << 20, f"'{a}.feed_forward_length' = {F} is absurd")
+    NE = n_used = Fe = Fs = 0
+    if moe:
+        NE = meta.int(f"{a}.expert_count", required=True)
+        _check(path, 1 <= NE <= 4096, f"'{a}.expert_count' = {NE} is absurd (expected 1..4096)")
+        n_used = _uniform(meta, f"{a}.expert_used_count", meta.int_or_array(f"{a}.expert_used_count", required=True),
+                          [True] * block_count)
+        _check(path, 1 <= n_used <= min(NE, 16), f"'{a}.expert_used_count' = {n_used} must be in 1..{min(NE, 16)}")
+        Fe = _uniform(meta, f"{a}.expert_feed_forward_length",
+                      meta.int_or_array(f"{a}.expert_feed_forward_length", required=True), [True] * block_count)
+        _check(path, 1 <= Fe <= 1 << 20, f"'{a}.expert_feed_forward_length' = {Fe} is absurd")
+        Fs = meta.int(f"{a}.expert_shared_feed_forward_length", F)
+        _check(path, 0 <= Fs <= 1 << 20, f"'{a}.expert_shared_feed_forward_length' = {Fs} is absurd")
     eps = meta.float(f"{a}.attention.layer_norm_rms_epsilon", required=True)
     _check(path, 0 < eps < 1, f"'{a}.attention.layer_norm_rms_epsilon' = {eps} must be in (0, 1)")
     base = meta.float(f"{a}.rope.freq_base", 10000.0)
@@ -319,7 +339,7 @@ def read_config(reader: gguf.GGUFReader, path: str, tensors: dict[str, TensorInf
         n_ff=F, n_head=H, n_head_kv=Hkv, head_dim=D, n_rot=R, rope_base=base, eps=eps,
         conv_kernel=Kc, ssm_d_state=S, ssm_n_group=Hk, ssm_dt_rank=Hv, ssm_d_inner=inner,
         is_gdn=is_gdn, n_vocab=emb.shape[1], tied_embeddings="output.weight" not in tensors,
-        file_type=ft, rope_sections=sections,
+        file_type=ft, rope_sections=sections, n_expert=NE, n_expert_used=n_used, n_ff_exp=Fe, n_ff_shexp=Fs,
     )
 
 
@@ -357,13 +377,27 @@ def _gdn_tensors(c: ModelConfig, i: int) -> dict[str, tuple[int, ...]]:
     }
 
 
-def _ffn_tensors(c: ModelConfig, i: int) -> dict[str, tuple[int, ...]]:
+def _ffn_tensors(c: ModelConfig, i: int, present: set[str] | None = None) -> dict[str, tuple[int, ...]]:
+    """Dense FFN, or the MoE FFN (router, experts -- separate gate/up or fused gate_up -- and the
+    shared expert with its scalar gate, stored {E} or {E, 1})."""
     E, F = c.n_embd, c.n_ff
-    return {f"blk.{i}.ffn_gate.weight": (E, F), f"blk.{i}.ffn_up.weight": (E, F),
-            f"blk.{i}.ffn_down.weight": (F, E)}
+    p = f"blk.{i}."
+    if not c.is_moe:
+        return {p + "ffn_gate.weight": (E, F), p + "ffn_up.weight": (E, F), p + "ffn_down.weight": (F, E)}
+    NE, Fe, Fs = c.n_expert, c.n_ff_exp, c.n_ff_shexp
+    out = {p + "ffn_gate_inp.weight": (E, NE), p + "ffn_down_exps.weight": (Fe, E, NE)}
+    if present is not None and p + "ffn_gate_up_exps.weight" in present:
+        out[p + "ffn_gate_up_exps.weight"] = (E, 2 * Fe, NE)
+    else:
+        out[p + "ffn_gate_exps.weight"] = (E, Fe, NE)
+        out[p + "ffn_up_exps.weight"] = (E, Fe, NE)
+    if Fs:
+        out.update({p + "ffn_gate_inp_shexp.weight": (E,), p + "ffn_gate_shexp.weight": (E, Fs),
+                    p + "ffn_up_shexp.weight": (E, Fs), p + "ffn_down_shexp.weight": (Fs, E)})
+    return out
 
 
-def trunk_tensor_shapes(c: ModelConfig) -> dict[str, tuple[int, ...]]:
+def trunk_tensor_shapes(c: ModelConfig, present: set[str] | None = None) -> dict[str, tuple[int, ...]]:
     """Every tensor the trunk needs, with its GGUF-order shape."""
     E, V = c.n_embd, c.n_vocab
     out: dict[str, tuple[int, ...]] = {"token_embd.weight": (E, V), "output_norm.weight": (E,)}
@@ -371,17 +405,17 @@ def trunk_tensor_shapes(c: ModelConfig) -> dict[str, tuple[int, ...]]:
         out["output.weight"] = (E, V)
     for i in range(c.n_layer):
         out.update(_gdn_tensors(c, i) if c.is_gdn[i] else _attn_tensors(c, i))
-        out.update(_ffn_tensors(c, i))
+        out.update(_ffn_tensors(c, i, present))
     return out
 
 
-def mtp_tensor_shapes(c: ModelConfig) -> tuple[dict[str, tuple[int, ...]], dict[str, tuple[int, ...]]]:
+def mtp_tensor_shapes(c: ModelConfig, present: set[str] | None = None) -> tuple[dict[str, tuple[int, ...]], dict[str, tuple[int, ...]]]:
     """(required, optional) tensors of the MTP block at index NL."""
     i, E, V = c.mtp_layer, c.n_embd, c.n_vocab
     req = {f"blk.{i}.nextn.eh_proj.weight": (2 * E, E), f"blk.{i}.nextn.enorm.weight": (E,),
            f"blk.{i}.nextn.hnorm.weight": (E,)}
     req.update(_attn_tensors(c, i))
-    req.update(_ffn_tensors(c, i))
+    req.update(_ffn_tensors(c, i, present))
     opt = {f"blk.{i}.nextn.shared_head_norm.weight": (E,), f"blk.{i}.nextn.embed_tokens.weight": (E, V),
            f"blk.{i}.nextn.shared_head_head.weight": (E, V)}
     return req, opt
@@ -460,9 +494,10 @@ class GGUFModel:
 
     def _validate(self) -> None:
         c = self.config
-        expected = trunk_tensor_shapes(c)
+        present = set(self.tensors)
+        expected = trunk_tensor_shapes(c, present)
         if self.has_mtp:
-            req, opt = mtp_tensor_shapes(c)
+            req, opt = mtp_tensor_shapes(c, present)
             expected.update(req)
             expected.update({k: v for k, v in opt.items() if k in self.tensors})
         for name, shape in expected.items():

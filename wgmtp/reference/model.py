@@ -167,7 +167,19 @@ class RefModel:
         return ops.matvec_rows(w[p + "ssm_out.weight"], y.reshape(T, Hv * Dv))
 
     def ffn(self, X: np.ndarray, p: str) -> np.ndarray:
-        w = self.w
+        w, c = self.w, self.cfg
+        if c.is_moe:
+            if w.has(p + "ffn_gate_up_exps.weight"):
+                gu = w[p + "ffn_gate_up_exps.weight"]
+                gate, up = gu[:, :c.n_ff_exp], gu[:, c.n_ff_exp:]
+            else:
+                gate, up = w[p + "ffn_gate_exps.weight"], w[p + "ffn_up_exps.weight"]
+            sh = None
+            if c.n_ff_shexp:
+                sh = (w[p + "ffn_gate_inp_shexp.weight"].reshape(-1), w[p + "ffn_gate_shexp.weight"],
+                      w[p + "ffn_up_shexp.weight"], w[p + "ffn_down_shexp.weight"])
+            return ops.ffn_moe(X, w[p + "ffn_gate_inp.weight"], gate, up, w[p + "ffn_down_exps.weight"],
+                               c.n_expert_used, sh)
         return ops.matvec_rows(w[p + "ffn_down.weight"],
                                ops.swiglu(ops.matvec_rows(w[p + "ffn_gate.weight"], X),
                                           ops.matvec_rows(w[p + "ffn_up.weight"], X)))
