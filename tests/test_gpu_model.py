@@ -19,6 +19,8 @@ MODELS = {
     "hv3-f16": dict(ssm_n_group=1, ssm_dt_rank=3, wtype="F16", seed=2, n_layer=3, layer_pattern="GGA"),
     "q4km-256": dict(n_embd=256, n_ff=256, head_dim=32, n_head=2, n_head_kv=1, ssm_d_state=32,
                      wtype="Q4_K_M", seed=3, n_layer=4),
+    "moe-q8": dict(n_expert=8, n_expert_used=2, wtype="Q8_0", seed=7),
+    "moe-fused-noshexp": dict(n_expert=4, n_expert_used=3, fused_gate_up=True, n_ff_shexp=0, seed=8),
     "legacy-mix": dict(wtype="Q5_0", types={"attn_qkv": "Q4_0", "ffn_up": "Q4_1", "ffn_down": "Q5_1",
                                            "attn_q": "BF16"}, seed=4),
 }

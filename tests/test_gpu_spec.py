@@ -25,6 +25,7 @@ MODELS = {
     "q8-ga": dict(block_out_scale=0.2, mtp_copy=True, seed=5, wtype="Q8_0", layer_pattern="GA"),
     "q4km": dict(block_out_scale=0.25, mtp_copy=True, seed=6, n_embd=256, n_ff=256, head_dim=32, n_head=2,
                  n_head_kv=1, ssm_d_state=32, wtype="Q4_K_M"),
+    "moe": dict(n_expert=8, n_expert_used=2, block_out_scale=0.2, mtp_copy=True, seed=3, wtype="Q8_0"),
     # tied embeddings make a predictable model repeat one token, so this one has random weights
     # (drafts nearly always rejected: every round rolls back)
     "tied-random": dict(tied=True, wtype="Q5_K", n_embd=256, n_ff=256, seed=9),

@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 U = 2.0 ** -24          # unit roundoff of f32
+ULP = 2 * U             # one ULP is at most 2u relative (a WGSL "N ULP" accuracy is <= 2N u)
 
 
 def gamma(n: int | np.ndarray) -> np.ndarray:
@@ -58,8 +59,8 @@ def embed_tol(rows: np.ndarray, qtype_name: str) -> np.ndarray:
 # ---- elementwise -------------------------------------------------------------------------------
 
 def sigmoid_rel(x: np.ndarray) -> np.ndarray:
-    """sigmoid = 1/(1+exp(-x)): exp (3+2|x|), +1 (1), division (2.5); numpy side 2 more."""
-    return (9.0 + 2.0 * np.abs(np.asarray(x, np.float64))) * U
+    """sigmoid = 1/(1+exp(-x)): exp (3+2|x| ULP), +1 (u), division (2.5 ULP); numpy side 2u more."""
+    return (3.0 + 2.0 * np.abs(np.asarray(x, np.float64))) * ULP + 2.5 * ULP + 3 * U
 
 
 def silu_tol(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -158,7 +159,7 @@ def gdn_gates_tol(a: np.ndarray, x: np.ndarray, g: np.ndarray) -> np.ndarray:
     * softplus; times |a|, plus 1 ULP of the product."""
     x = np.asarray(x, np.float64)
     sp = np.where(x > 20, x, np.log1p(np.exp(np.minimum(x, 20))))
-    d = 2.0 ** -21 + (8 + 2 * np.abs(x)) * U * sp + np.minimum(np.exp(np.minimum(x, 0)), 1) * U
+    d = 2.0 ** -21 + ((6 + 2 * np.abs(x)) * ULP + 2 * U) * sp + np.minimum(np.exp(np.minimum(x, 0)), 1) * U
     return np.abs(np.asarray(a, np.float64)) * d + U * np.abs(np.asarray(g, np.float64))
 
 
@@ -199,6 +200,85 @@ def chunked_gdn_tol(n_tok, dk, chunk, scale, gmax, gate_err, beta_err):
     decay = ((2 * chunk + 3) * gmax + 3) * U
     own = n_tok * ((4 * (dk + chunk) + 16) * U + 3 * decay + 3 * (dk + 24) * U + gate_err + 2 * beta_err) * scale
     return fused_gdn_tol(n_tok, dk, scale, gate_err, beta_err) + own
+
+
+# ---- MoE ---------------------------------------------------------------------------------------
+
+def moe_route_tol(logits: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Renormalized top-k weights, per element. One side: e_i = exp(l_i - m): the subtraction
+    rounds (relative |d| u carried through exp), WGSL exp adds 3 + 2|d| ULP, so de <= (6 + 5 R) u
+    with R = max - min of the row's logits; s = sum of NE positive e: gamma_NE + de; p = e / s:
+    de + ds + 2.5 ULP; the k selected p summed: gamma_k + dp; w = p / sum: dp + dsum + 2.5 ULP
+    -> 2 (2 de + gamma_NE + 5u) + gamma_k + 5u, relative. numpy's side is no worse: twice that."""
+    L = np.asarray(logits, np.float64)
+    NE, k = L.shape[1], w.shape[1]
+    R = L.max(axis=1) - L.min(axis=1)
+    de = (6 + 5 * R) * U
+    side = 2 * (2 * de + gamma(NE) + 5 * U) + gamma(k) + 5 * U
+    return 2 * side[:, None] * np.abs(np.asarray(w, np.float64))
+
+
+def moe_combine_tol(down: np.ndarray, w: np.ndarray, shexp=None) -> np.ndarray:
+    """y = sum_j w_j d_j (+ s sh): a k(+1)-term sum of products in order, fma or not, on both
+    sides (dot_bound); the shared gate s = sigmoid(z), z a length-E dot (dot_bound), |sigmoid'| <=
+    1/4, plus sigmoid_rel; its error times |sh|."""
+    T, k = w.shape
+    d = np.abs(np.asarray(down, np.float64)).reshape(T, k, -1)
+    ab = np.einsum("tk,tke->te", np.abs(np.asarray(w, np.float64)), d)
+    if shexp is None:
+        return dot_bound(ab, k)
+    g, h, sh = (np.asarray(a, np.float64) for a in shexp)
+    g = g.reshape(-1)
+    z = h @ g
+    s = 1 / (1 + np.exp(-z))
+    ds = 0.25 * dot_bound(np.abs(h) @ np.abs(g), g.size) + sigmoid_rel(z) * s
+    return dot_bound(ab + s[:, None] * np.abs(sh), k + 1) + ds[:, None] * np.abs(sh)
+
+
+def moe_ffn_tol(h, router, gate, up, down, k, shexp, qn_gu: str, qn_down: str, qn_sh: str) -> np.ndarray:  # noqa: C901
+    """The whole FFN, first order, per output element, from the twin's intermediates:
+    router logits l within matvec_tol (F32); the renormalized weights w_j = e^l_j / sum_sel e^l
+    move by <= 2 max_sel |dl| relative, plus route_tol; per pair gate/up within matvec_tol, the
+    activation silu(g) u by 1.1 |dg| |u| + |silu(g)| |du| + swiglu_tol (|silu'| <= 1.1), the down
+    product by |D| |da| + matvec_tol; the combine adds |dw| |d| + w |dd| per pair and its own
+    rounding (combine_tol's dot_bound); the shared expert likewise, gated by a sigmoid whose
+    input dot is within dot_bound. Requires the GPU to pick the twin's experts (checked)."""
+    from .reference import ops
+    h = np.asarray(h, np.float32)
+    T, E = h.shape
+    l = ops.matvec_rows(router, h)
+    dl = matvec_tol(router, h, "F32")
+    ids, w = ops.moe_route(l, k)
+    dw = np.abs(w) * 2 * np.take_along_axis(dl, ids.astype(np.int64), 1).max(axis=1, keepdims=True) + moe_route_tol(l, w)
+
+    def mlp(Wg, Wu, Wd, x, qn, qd):
+        g, u = ops.matvec(Wg, x), ops.matvec(Wu, x)
+        dg = matvec_tol(Wg, x[None], qn)[0]
+        du = matvec_tol(Wu, x[None], qn)[0]
+        a = ops.swiglu(g, u)
+        da = 1.1 * dg * np.abs(u) + np.abs(ops.silu(g)) * du + swiglu_tol(g, a)
+        y = ops.matvec(Wd, a)
+        dy = np.abs(np.asarray(Wd, np.float64)) @ da + matvec_tol(Wd, a[None], qd)[0]
+        return y.astype(np.float64), dy
+
+    err = np.zeros((T, E))
+    ab = np.zeros((T, E))
+    for t in range(T):
+        for j in range(k):
+            e = ids[t, j]
+            y, dy = mlp(gate[e], up[e], down[e], h[t], qn_gu, qn_down)
+            err[t] += dw[t, j] * np.abs(y) + w[t, j] * dy
+            ab[t] += w[t, j] * np.abs(y)
+        if shexp is not None:
+            g_inp, Sg, Su, Sd = shexp
+            y, dy = mlp(Sg, Su, Sd, h[t], qn_sh, qn_sh)
+            gv = np.asarray(g_inp, np.float64).reshape(-1)
+            z = float(h[t].astype(np.float64) @ gv)
+            s = 1 / (1 + np.exp(-z))
+            ds = 0.25 * float(dot_bound(np.abs(h[t]) @ np.abs(gv), E)) + float(sigmoid_rel(z)) * s
+            err[t] += ds * np.abs(y) + s * dy
+            ab[t] += s * np.abs(y)
+    return err + dot_bound(ab, k + 1)
 
 
 # ---- whole model -------------------------------------------------------------------------------

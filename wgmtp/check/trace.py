@@ -402,3 +402,38 @@ def accept(step, ids: Act, lay, n: int, n_eog: int) -> OpCheck:
         exp = np.array([len(out) - 1, len(out)] + out, np.float64)
         return [Cmp("accept", res, exp, 0.0)]
     return OpCheck("head", -1, "accept", step, before, after, f"[n={n}]")
+
+
+def moe_ffn(where, layer, step, W: Weights, pre: str, cfg, x: Act, out: Act) -> OpCheck:
+    """The whole MoE FFN (route, experts, shared expert, combine) against ops.ffn_moe."""
+    E = cfg.n_embd
+
+    def mats():
+        g = W.gm.tensors
+        if pre + "ffn_gate_up_exps.weight" in g:
+            gu = W.full(pre + "ffn_gate_up_exps.weight")
+            gate, up = gu[:, :cfg.n_ff_exp], gu[:, cfg.n_ff_exp:]
+        else:
+            gate, up = W.full(pre + "ffn_gate_exps.weight"), W.full(pre + "ffn_up_exps.weight")
+        sh = None
+        if cfg.n_ff_shexp:
+            sh = (W.full(pre + "ffn_gate_inp_shexp.weight").reshape(-1), W.full(pre + "ffn_gate_shexp.weight"),
+                  W.full(pre + "ffn_up_shexp.weight"), W.full(pre + "ffn_down_shexp.weight"))
+        return W.full(pre + "ffn_gate_inp.weight"), gate, up, W.full(pre + "ffn_down_exps.weight"), sh
+
+    def qn(name):
+        t = W.gm.tensors.get(pre + name)
+        return t.qtype.name if t is not None else "F32"
+
+    def before(io, n, pos0):
+        return {"h": io.f32(x, n * E).reshape(n, E)}
+
+    def after(io, inp, n, pos0):
+        router, gate, up, down, sh = mats()
+        exp = ops.ffn_moe(inp["h"], router, gate, up, down, cfg.n_expert_used, sh)
+        bound = tol.moe_ffn_tol(inp["h"], router, gate, up, down, cfg.n_expert_used, sh,
+                                qn("ffn_gate_up_exps.weight") if qn("ffn_gate_up_exps.weight") != "F32"
+                                or pre + "ffn_gate_up_exps.weight" in W.gm.tensors else qn("ffn_gate_exps.weight"),
+                                qn("ffn_down_exps.weight"), qn("ffn_gate_shexp.weight"))
+        return [Cmp("moe_ffn", io.f32(out, n * E).reshape(n, E), exp, bound)]
+    return OpCheck(where, layer, "moe_ffn", step, before, after, f"[{cfg.n_expert}x{cfg.n_ff_exp} k{cfg.n_expert_used}]")

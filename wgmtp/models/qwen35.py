@@ -33,7 +33,7 @@ from ..check import trace as TR
 from ..gpu.weights import GPUTensor, upload_tensor
 from ..state import GPUState
 from ..kernels import STEP_WORDS, Act, attention as K_attn, elementwise as K_ew, gdn as K_gdn
-from ..kernels import linear as K_lin, norm as K_norm, rope as K_rope, sample as K_smp, spec as K_spec
+from ..kernels import linear as K_lin, moe as K_moe, norm as K_norm, rope as K_rope, sample as K_smp, spec as K_spec
 from ..sampling import TOPK_MAX
 
 MATVEC_MAX = 16          # batches up to this many tokens use the multi-column mat-vec (verify path)
@@ -134,6 +134,8 @@ class Qwen35GPU:
         self.FG = buf(T * F, "ffn_gate")
         self.FU = buf(T * F, "ffn_up")
         self.MU = buf(T * 2 * E, "mtp_concat")
+        if c.is_moe:
+            self.MOE = buf(K_moe.ffn_scratch_words(E, c.n_expert, c.n_expert_used, c.n_ff_exp, c.n_ff_shexp, T), "moe")
         if any(c.is_gdn):
             self.MIX = buf(T * c.conv_dim, "mixed")
             self.CC = buf(T * c.conv_dim, "conv_out")
@@ -260,7 +262,19 @@ class Qwen35GPU:
         self._lin(pb, pre + "ssm_out.weight", self.O, out, step, T, i, "ssm_out")
 
     def _ffn(self, pb: ProgramBuilder, pre: str, x: Act, out: Act, step: Act, T: int, layer: int) -> None:
-        F = self.cfg.n_ff
+        c = self.cfg
+        if c.is_moe:
+            w = self.w
+            L = K_moe.MoEWeights(
+                router=w[pre + "ffn_gate_inp.weight"], down=w[pre + "ffn_down_exps.weight"],
+                gate=w.get(pre + "ffn_gate_exps.weight"), up=w.get(pre + "ffn_up_exps.weight"),
+                gate_up=w.get(pre + "ffn_gate_up_exps.weight"), shexp_gate_inp=w.get(pre + "ffn_gate_inp_shexp.weight"),
+                shexp_gate=w.get(pre + "ffn_gate_shexp.weight"), shexp_up=w.get(pre + "ffn_up_shexp.weight"),
+                shexp_down=w.get(pre + "ffn_down_shexp.weight"))
+            K_moe.ffn(pb, L, x, out, step, self.MOE, k=c.n_expert_used, max_tok=T)
+            self._mark(pb, lambda: TR.moe_ffn(self._where, layer, step, self._trace_weights(), pre, c, x, out))
+            return
+        F = c.n_ff
         self._lin(pb, pre + "ffn_gate.weight", x, self.FG, step, T, layer, "ffn_gate")
         self._lin(pb, pre + "ffn_up.weight", x, self.FU, step, T, layer, "ffn_up")
         K_ew.swiglu(pb, self.FG, self.FU, self.FG, F, step, T)
