@@ -34,7 +34,7 @@ def test_model_check_passes(synth):
     bad = [r for r in res["rows"] if r["status"] not in ("pass", "skip")]
     assert not bad, bad
     ops = {r["op"] for r in res["rows"]}
-    for op in ("trunk.embed", "trunk.attn_qkv", "trunk.ssm_conv", "trunk.gdn", "trunk.attention", "mtp.eh_proj",
+    for op in ("trunk.embed", "trunk.gdn_in", "trunk.attn_in", "trunk.ffn_gate_up", "trunk.ssm_conv", "trunk.gdn", "trunk.attention", "mtp.eh_proj",
                "draft.attention", "head.lm_head", "head.accept", "model.logits", "spec.lossless", "spec.acceptance"):
         assert op in ops, op
     assert res["first_divergence"] is None

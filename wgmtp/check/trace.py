@@ -150,6 +150,8 @@ class Weights:
         self._rng = np.random.default_rng(0)
 
     def full(self, name: str) -> np.ndarray:
+        if "+" in name:          # a stacked projection (models/qwen35.py fusions): its members by rows
+            return np.concatenate([self.full(n).reshape(-1, self.full(n).shape[-1]) for n in name.split("+")])
         if name not in self._cache:
             info = self.gm.tensors[name]
             w = quants.dequantize(self.gm.raw(name), info.qtype, info.np_shape).astype(f32)
@@ -158,6 +160,9 @@ class Weights:
 
     def rows(self, name: str) -> tuple[np.ndarray, np.ndarray, str]:
         """(row ids, their dequantized rows, note) -- every row, or a fixed sample of big ones."""
+        if "+" in name:
+            w = self.full(name)
+            return np.arange(w.shape[0]), w, ""
         info = self.gm.tensors[name]
         n_rows = int(np.prod(info.shape[1:]))
         if n_rows * info.shape[0] <= LINEAR_FULL_LIMIT:
@@ -174,7 +179,7 @@ class Weights:
 def linear(where, layer, op, step, W: Weights, name: str, x: Act, y: Act, cols: int, rows: int,
            x_stride: int | None = None, y_stride: int | None = None) -> OpCheck:
     xs, ys = x_stride or cols, y_stride or rows
-    qt = W.gm.tensors[name].qtype.name
+    qt = W.gm.tensors[name.split("+")[0]].qtype.name
 
     def before(io, n, pos0):
         return {"x": io.f32(x, (n - 1) * xs + cols).reshape(-1)}
@@ -186,7 +191,7 @@ def linear(where, layer, op, step, W: Weights, name: str, x: Act, y: Act, cols: 
         got = np.stack([Y[t * ys: t * ys + rows][ids] for t in range(n)])
         exp = ops.matvec_rows(Wr, X)
         return [Cmp(op, got, exp, tol.matvec_tol(Wr, X, qt))]
-    _, _, note = W.rows(name) if rows * cols > LINEAR_FULL_LIMIT else (None, None, "")
+    _, _, note = W.rows(name) if rows * cols > LINEAR_FULL_LIMIT and "+" not in name else (None, None, "")
     return OpCheck(where, layer, op, step, before, after, f"[{rows}x{cols}] {qt}", note)
 
 
@@ -240,15 +245,23 @@ def rmsnorm_rope(where, layer, op, step, w: np.ndarray, x: Act, heads: int, D: i
     return OpCheck(where, layer, op, step, before, after, f"[{heads}x{D}]")
 
 
+def rows_of(io, a: Act, n: int, width: int, stride: int | None) -> np.ndarray:
+    """n rows of `width` floats, `stride` apart (default dense)."""
+    s = stride or width
+    flat = io.f32(a, (n - 1) * s + width) if n else np.zeros(0, f32)
+    return np.stack([flat[t * s: t * s + width] for t in range(n)]) if n else np.zeros((0, width), f32)
+
+
 def attention(where, layer, op, step, cache, k: Act, v: Act, q: Act, out: Act, H: int, D: int,
-              pos_add: int = 0) -> OpCheck:
+              pos_add: int = 0, q_ts: int | None = None, k_ts: int | None = None, v_ts: int | None = None) -> OpCheck:
     """kv_store + attention + sigmoid gate; q and gate are interleaved per head in the attn_q
-    output ([T, H, 2, D]); k, v dense [T, Hkv, D]."""
+    output ([T, H, 2, D]); k, v [T, Hkv, D]; rows `*_ts` apart (a stacked projection's output)."""
     Hkv = cache.n_kv_head
 
     def before(io, n, pos0):
-        return {"qg": io.f32(q, n * 2 * H * D).reshape(n, H, 2, D), "k": io.f32(k, n * Hkv * D).reshape(n, Hkv, D),
-                "v": io.f32(v, n * Hkv * D).reshape(n, Hkv, D)}
+        return {"qg": rows_of(io, q, n, 2 * H * D, q_ts).reshape(n, H, 2, D),
+                "k": rows_of(io, k, n, Hkv * D, k_ts).reshape(n, Hkv, D),
+                "v": rows_of(io, v, n, Hkv * D, v_ts).reshape(n, Hkv, D)}
 
     def after(io, inp, n, pos0):
         p0 = pos0 + pos_add
@@ -265,12 +278,13 @@ def attention(where, layer, op, step, cache, k: Act, v: Act, q: Act, out: Act, H
     return OpCheck(where, layer, op, step, before, after, f"[H{H}/{Hkv} D{D}]")
 
 
-def ssm_conv(where, layer, step, w: np.ndarray, x: Act, state, out: Act, C: int, kc: int, n_slots: int) -> OpCheck:
+def ssm_conv(where, layer, step, w: np.ndarray, x: Act, state, out: Act, C: int, kc: int, n_slots: int,
+             x_stride: int | None = None) -> OpCheck:
     plane = C * (kc - 1)
 
     def before(io, n, pos0):
         st = io.u32(step, 3)
-        return {"x": io.f32(x, n * C).reshape(n, C), "planes": io.buf_f32(state, n_slots * plane).reshape(n_slots, C, kc - 1),
+        return {"x": rows_of(io, x, n, C, x_stride), "planes": io.buf_f32(state, n_slots * plane).reshape(n_slots, C, kc - 1),
                 "src": int(st[2])}
 
     def after(io, inp, n, pos0):
@@ -286,15 +300,16 @@ def ssm_conv(where, layer, step, w: np.ndarray, x: Act, state, out: Act, C: int,
 
 
 def gdn(where, layer, step, dims, a: np.ndarray, dtb: np.ndarray, c: Act, alpha: Act, beta: Act, state, out: Act,
-        n_slots: int, eps: float, chunked: bool, chunk: int = 32) -> OpCheck:
+        n_slots: int, eps: float, chunked: bool, chunk: int = 32, a_stride: int | None = None,
+        b_stride: int | None = None) -> OpCheck:
     from ..reference import gdn as G
     plane = dims.hv * dims.dv * dims.dk
     C = dims.conv_dim
 
     def before(io, n, pos0):
         st = io.u32(step, 3)
-        return {"c": io.f32(c, n * C).reshape(n, C), "al": io.f32(alpha, n * dims.hv).reshape(n, dims.hv),
-                "be": io.f32(beta, n * dims.hv).reshape(n, dims.hv),
+        return {"c": io.f32(c, n * C).reshape(n, C), "al": rows_of(io, alpha, n, dims.hv, a_stride),
+                "be": rows_of(io, beta, n, dims.hv, b_stride),
                 "planes": io.buf_f32(state, n_slots * plane).reshape(n_slots, dims.hv, dims.dv, dims.dk),
                 "src": int(st[2])}
 
@@ -326,9 +341,11 @@ def gdn(where, layer, step, dims, a: np.ndarray, dtb: np.ndarray, c: Act, alpha:
                    f"[Hk{dims.hk}/Hv{dims.hv} D{dims.dk}]")
 
 
-def gated_rmsnorm(where, layer, step, w: np.ndarray, o: Act, z: Act, out: Act, heads: int, D: int, eps: float) -> OpCheck:
+def gated_rmsnorm(where, layer, step, w: np.ndarray, o: Act, z: Act, out: Act, heads: int, D: int, eps: float,
+                  z_stride: int | None = None) -> OpCheck:
     def before(io, n, pos0):
-        return {"o": io.f32(o, n * heads * D).reshape(n, heads, D), "z": io.f32(z, n * heads * D).reshape(n, heads, D)}
+        return {"o": io.f32(o, n * heads * D).reshape(n, heads, D),
+                "z": rows_of(io, z, n, heads * D, z_stride).reshape(n, heads, D)}
 
     def after(io, inp, n, pos0):
         exp = ops.gated_rmsnorm(inp["o"], w, inp["z"], eps)
@@ -337,9 +354,10 @@ def gated_rmsnorm(where, layer, step, w: np.ndarray, o: Act, z: Act, out: Act, h
     return OpCheck(where, layer, "gated_rmsnorm", step, before, after, f"[{heads}x{D}]")
 
 
-def swiglu(where, layer, step, g: Act, u: Act, out: Act, F: int) -> OpCheck:
+def swiglu(where, layer, step, g: Act, u: Act, out: Act, F: int, g_stride: int | None = None,
+           u_stride: int | None = None) -> OpCheck:
     def before(io, n, pos0):
-        return {"g": io.f32(g, n * F), "u": io.f32(u, n * F)}
+        return {"g": rows_of(io, g, n, F, g_stride).reshape(-1), "u": rows_of(io, u, n, F, u_stride).reshape(-1)}
 
     def after(io, inp, n, pos0):
         exp = ops.swiglu(inp["g"], inp["u"])

@@ -65,6 +65,18 @@ def upload_tensor(ctx: GPUContext, name: str, raw: np.ndarray, qtype: QT, shape:
     return t
 
 
+def upload_concat(ctx: GPUContext, name: str, members: list[tuple[np.ndarray, QT, tuple[int, ...]]],
+                  progress: Callable[[int], None] | None = None) -> GPUTensor | None:
+    """Several weights that read the same input, stacked by rows into one tensor (one mat-vec
+    dispatch instead of several); None when their types or widths differ (then upload each)."""
+    qt, cols = members[0][1], int(members[0][2][0])
+    if any(m[1] != qt or int(m[2][0]) != cols for m in members):
+        return None
+    stacked = np.concatenate([np.asarray(r).reshape(int(np.prod(sh[1:])) if len(sh) > 1 else 1, -1)
+                              for r, _, sh in members], axis=0)
+    return upload_tensor(ctx, name, stacked, qt, (cols, stacked.shape[0]), progress)
+
+
 def upload_array(ctx: GPUContext, name: str, arr: np.ndarray) -> GPUTensor:
     """A float32 array uploaded as an F32 weight (tests, small tables)."""
     a = np.ascontiguousarray(arr, np.float32)

@@ -30,7 +30,7 @@ from ..gguf_file import GGUFModel, ModelConfig
 from ..gpu.device import GPUContext
 from ..gpu.program import Program, ProgramBuilder
 from ..check import trace as TR
-from ..gpu.weights import GPUTensor, upload_tensor
+from ..gpu.weights import GPUTensor, upload_concat, upload_tensor
 from ..state import GPUState
 from ..kernels import STEP_WORDS, Act, attention as K_attn, elementwise as K_ew, gdn as K_gdn
 from ..kernels import linear as K_lin, moe as K_moe, norm as K_norm, rope as K_rope, sample as K_smp, spec as K_spec
@@ -97,10 +97,37 @@ class Qwen35GPU:
     # ---------------------------------------------------------------------------------------
     # weights and buffers
 
+    def fusions(self, i: int) -> dict[str, list[str]]:
+        """Projections of layer i that read the same input, stacked into one weight (one mat-vec
+        dispatch): the GDN in-projections, attention's q/k/v, and the FFN's gate and up. A group
+        is fused only when its members share a type (a Q4_K_M file keeps a Q6_K attn_v apart)."""
+        p = f"blk.{i}."
+        groups = {}
+        if i < self.cfg.n_layer and self.cfg.is_gdn[i]:
+            groups[p + "gdn_in"] = [p + n for n in ("attn_qkv.weight", "attn_gate.weight", "ssm_alpha.weight",
+                                                     "ssm_beta.weight")]
+        else:
+            groups[p + "attn_in"] = [p + n for n in ("attn_q.weight", "attn_k.weight", "attn_v.weight")]
+        if not self.cfg.is_moe:
+            groups[p + "ffn_gate_up"] = [p + "ffn_gate.weight", p + "ffn_up.weight"]
+        return groups
+
+    def fused(self, group: str) -> GPUTensor | None:
+        return self.w.get(group)
+
     def upload(self, *, mtp: bool) -> None:
         """Upload the trunk (and with `mtp`, the MTP block); MTP tensors stay on the host
-        until speculative decoding is asked for (DESIGN invariant 7)."""
-        names = [n for n in self.gm.used_tensors if n not in self.w and (mtp or not self.gm.is_mtp_tensor(n))]
+        until speculative decoding is asked for (DESIGN invariant 7). Fusable projections are
+        uploaded stacked (`fusions`), and then not also on their own."""
+        want = [n for n in self.gm.used_tensors if n not in self.w and (mtp or not self.gm.is_mtp_tensor(n))]
+        groups = {}
+        for i in range(self.cfg.block_count if mtp else self.cfg.n_layer):
+            for g, members in self.fusions(i).items():
+                if g not in self.w and all(m in want for m in members) and \
+                        len({self.gm.tensors[m].qtype for m in members}) == 1:
+                    groups[g] = members
+        in_group = {m for ms in groups.values() for m in ms}
+        names = [n for n in want if n not in in_group]
         total = sum(self.gm.tensors[n].n_bytes for n in names)
         bar = None
         if self._progress and total > 64 << 20:
@@ -108,11 +135,14 @@ class Qwen35GPU:
             bar = Progress("uploading weights", BarColumn(), DownloadColumn(), TransferSpeedColumn(), transient=True)
             bar.start()
             task = bar.add_task("up", total=total)
+        prog = (lambda b: bar.update(task, advance=b)) if bar else None
         try:
+            for g, members in groups.items():
+                self.w[g] = upload_concat(self.ctx, g, [(self.gm.raw(m), self.gm.tensors[m].qtype,
+                                                         self.gm.tensors[m].shape) for m in members], prog)
             for n in names:
                 info = self.gm.tensors[n]
-                self.w[n] = upload_tensor(self.ctx, n, self.gm.raw(n), info.qtype, info.shape,
-                                          (lambda b: bar.update(task, advance=b)) if bar else None)
+                self.w[n] = upload_tensor(self.ctx, n, self.gm.raw(n), info.qtype, info.shape, prog)
         finally:
             if bar:
                 bar.stop()
@@ -131,6 +161,8 @@ class Qwen35GPU:
         self.KB = buf(T * Hkv * D, "k")
         self.VB = buf(T * Hkv * D, "v")
         self.ATT = buf(T * H * D, "attn")
+        n_fused = max([2 * H * D + 2 * Hkv * D, 2 * F] + ([c.conv_dim + c.value_dim + 2 * c.ssm_dt_rank] if any(c.is_gdn) else []))
+        self.FUSED = buf(T * n_fused, "fused_proj")     # outputs of a stacked projection, [T, rows]
         self.FG = buf(T * F, "ffn_gate")
         self.FU = buf(T * F, "ffn_up")
         self.MU = buf(T * 2 * E, "mtp_concat")
@@ -202,6 +234,26 @@ class Qwen35GPU:
         self._mark(pb, lambda: TR.linear(self._where, layer, op, step, self._trace_weights(), name, x, y,
                                          W.cols, W.rows, x_stride=x_stride))
 
+    def _lin_group(self, pb: ProgramBuilder, group: str, x: Act, step: Act, T: int, layer: int,
+                   outs: list[tuple[str, Act]]) -> tuple[list[Act], list[int]]:
+        """Projections sharing input x: one mat-vec over the stacked weight into `self.FUSED`
+        when the group was fused at upload, else one per member into its own buffer. Returns each
+        member's output and row stride."""
+        W = self.w.get(group)
+        if W is None:
+            for name, y in outs:
+                self._lin(pb, name, x, y, step, T, layer, name.split(".")[2])
+            return [y for _, y in outs], [self.w[n].rows for n, _ in outs]
+        K_lin.linear(pb, W, x, self.FUSED, step, max_tok=T)
+        names = [n for n, _ in outs]
+        self._mark(pb, lambda: TR.linear(self._where, layer, group.split(".")[-1], step, self._trace_weights(),
+                                         "+".join(names), x, self.FUSED, W.cols, W.rows))
+        acts, off = [], 0
+        for n in names:
+            acts.append(self.FUSED.at(off))
+            off += int(np.prod(self.gm.tensors[n].shape[1:]))
+        return acts, [W.rows] * len(names)
+
     def _rms(self, pb: ProgramBuilder, name: str, x: Act, out: Act, step: Act, T: int, layer: int, op: str,
              x_stride: int | None = None, out_stride: int | None = None) -> None:
         c = self.cfg
@@ -218,47 +270,48 @@ class Qwen35GPU:
 
     def _attn_block(self, pb: ProgramBuilder, pre: str, cache: K_attn.KVCache, x: Act, out: Act,
                     step: Act, T: int, layer: int) -> None:
-        """Gated attention: q+gate, k, v projections; q/k norm + rope; KV append; attention with
-        the sigmoid gate; output projection into `out`."""
+        """Gated attention: q+gate, k, v projections (one stacked mat-vec when fused); q/k norm +
+        rope in place; KV append; attention with the sigmoid gate; output projection into `out`."""
         c, w = self.cfg, self.w
         H, Hkv, D = c.n_head, c.n_head_kv, c.head_dim
-        self._lin(pb, pre + "attn_q.weight", x, self.QG, step, T, layer, "attn_q")
-        self._lin(pb, pre + "attn_k.weight", x, self.KB, step, T, layer, "attn_k")
-        self._lin(pb, pre + "attn_v.weight", x, self.VB, step, T, layer, "attn_v")
-        K_rope.rmsnorm_rope(pb, step, self.QG, w[pre + "attn_q_norm.weight"], self.rope, self.QG, H, D, c.eps, T,
-                            x_stride=2 * H * D, x_head_stride=2 * D, out_stride=2 * H * D, out_head_stride=2 * D)
+        (qg, k, v), (sq, sk, sv) = self._lin_group(pb, pre + "attn_in", x, step, T, layer, [
+            (pre + "attn_q.weight", self.QG), (pre + "attn_k.weight", self.KB), (pre + "attn_v.weight", self.VB)])
+        K_rope.rmsnorm_rope(pb, step, qg, w[pre + "attn_q_norm.weight"], self.rope, qg, H, D, c.eps, T,
+                            x_stride=sq, x_head_stride=2 * D, out_stride=sq, out_head_stride=2 * D)
         self._mark(pb, lambda: TR.rmsnorm_rope(self._where, layer, "q_norm_rope", step, self._np(pre + "attn_q_norm.weight"),
-                                               self.QG, H, D, c.eps, c.n_rot, c.rope_base, 2 * H * D, 2 * D))
-        K_rope.rmsnorm_rope(pb, step, self.KB, w[pre + "attn_k_norm.weight"], self.rope, self.KB, Hkv, D, c.eps, T)
+                                               qg, H, D, c.eps, c.n_rot, c.rope_base, sq, 2 * D))
+        K_rope.rmsnorm_rope(pb, step, k, w[pre + "attn_k_norm.weight"], self.rope, k, Hkv, D, c.eps, T,
+                            x_stride=sk, out_stride=sk)
         self._mark(pb, lambda: TR.rmsnorm_rope(self._where, layer, "k_norm_rope", step, self._np(pre + "attn_k_norm.weight"),
-                                               self.KB, Hkv, D, c.eps, c.n_rot, c.rope_base, Hkv * D, D))
-        K_attn.kv_store(pb, cache, self.KB, self.VB, step, max_tok=T)
-        K_attn.attention(pb, cache, self.QG, self.ATT, self.WS, step, n_head=H, max_tok=T,
-                         q_ts=2 * H * D, q_hs=2 * D, gate=self.QG.at(D), g_ts=2 * H * D, g_hs=2 * D)
-        self._mark(pb, lambda: TR.attention(self._where, layer, "attention", step, cache, self.KB, self.VB, self.QG,
-                                            self.ATT, H, D))
+                                               k, Hkv, D, c.eps, c.n_rot, c.rope_base, sk, D))
+        K_attn.kv_store(pb, cache, k, v, step, max_tok=T, k_ts=sk, v_ts=sv)
+        K_attn.attention(pb, cache, qg, self.ATT, self.WS, step, n_head=H, max_tok=T,
+                         q_ts=sq, q_hs=2 * D, gate=qg.at(D), g_ts=sq, g_hs=2 * D)
+        self._mark(pb, lambda: TR.attention(self._where, layer, "attention", step, cache, k, v, qg,
+                                            self.ATT, H, D, q_ts=sq, k_ts=sk, v_ts=sv))
         self._lin(pb, pre + "attn_output.weight", self.ATT, out, step, T, layer, "attn_output")
 
     def _gdn_block(self, pb: ProgramBuilder, i: int, x: Act, out: Act, step: Act, T: int, chunked: bool) -> None:
         c, w, st = self.cfg, self.w, self.state
         pre = f"blk.{i}."
-        self._lin(pb, pre + "attn_qkv.weight", x, self.MIX, step, T, i, "attn_qkv")
-        self._lin(pb, pre + "attn_gate.weight", x, self.Z, step, T, i, "attn_gate")
-        self._lin(pb, pre + "ssm_alpha.weight", x, self.AL, step, T, i, "ssm_alpha")
-        self._lin(pb, pre + "ssm_beta.weight", x, self.BE, step, T, i, "ssm_beta")
-        K_gdn.ssm_conv(pb, step, self.MIX, w[pre + "ssm_conv1d.weight"], Act(st.conv[i]), self.CC, n_slots=st.n_slots)
-        self._mark(pb, lambda: TR.ssm_conv(self._where, i, step, self._np(pre + "ssm_conv1d.weight"), self.MIX,
-                                           st.conv[i], self.CC, c.conv_dim, c.conv_kernel, st.n_slots))
+        (mix, z, al, be), (s_mix, s_z, s_al, s_be) = self._lin_group(pb, pre + "gdn_in", x, step, T, i, [
+            (pre + "attn_qkv.weight", self.MIX), (pre + "attn_gate.weight", self.Z),
+            (pre + "ssm_alpha.weight", self.AL), (pre + "ssm_beta.weight", self.BE)])
+        K_gdn.ssm_conv(pb, step, mix, w[pre + "ssm_conv1d.weight"], Act(st.conv[i]), self.CC, n_slots=st.n_slots,
+                       x_stride=s_mix)
+        self._mark(pb, lambda: TR.ssm_conv(self._where, i, step, self._np(pre + "ssm_conv1d.weight"), mix,
+                                           st.conv[i], self.CC, c.conv_dim, c.conv_kernel, st.n_slots, x_stride=s_mix))
         fn = K_gdn.gdn_chunked if chunked else K_gdn.gdn
-        fn(pb, step, self.CC, self.AL, self.BE, w[pre + "ssm_a"], w[pre + "ssm_dt.bias"], Act(st.ssm[i]),
-           self.O, self.dims, n_slots=st.n_slots, eps=c.eps)
+        fn(pb, step, self.CC, al, be, w[pre + "ssm_a"], w[pre + "ssm_dt.bias"], Act(st.ssm[i]),
+           self.O, self.dims, n_slots=st.n_slots, eps=c.eps, a_stride=s_al, b_stride=s_be)
         self._mark(pb, lambda: TR.gdn(self._where, i, step, self.dims, self._np(pre + "ssm_a"),
-                                      self._np(pre + "ssm_dt.bias"), self.CC, self.AL, self.BE, st.ssm[i], self.O,
-                                      st.n_slots, c.eps, chunked, K_gdn.pick_chunk(self.ctx, self.dims.dk)))
-        K_norm.gated_rmsnorm(pb, step, self.O, w[pre + "ssm_norm.weight"], self.Z, self.O,
-                             c.ssm_dt_rank, c.head_v_dim, c.eps, T)
-        self._mark(pb, lambda: TR.gated_rmsnorm(self._where, i, step, self._np(pre + "ssm_norm.weight"), self.O, self.Z,
-                                                self.O, c.ssm_dt_rank, c.head_v_dim, c.eps))
+                                      self._np(pre + "ssm_dt.bias"), self.CC, al, be, st.ssm[i], self.O,
+                                      st.n_slots, c.eps, chunked, K_gdn.pick_chunk(self.ctx, self.dims.dk),
+                                      a_stride=s_al, b_stride=s_be))
+        K_norm.gated_rmsnorm(pb, step, self.O, w[pre + "ssm_norm.weight"], z, self.O,
+                             c.ssm_dt_rank, c.head_v_dim, c.eps, T, z_stride=s_z)
+        self._mark(pb, lambda: TR.gated_rmsnorm(self._where, i, step, self._np(pre + "ssm_norm.weight"), self.O, z,
+                                                self.O, c.ssm_dt_rank, c.head_v_dim, c.eps, z_stride=s_z))
         self._lin(pb, pre + "ssm_out.weight", self.O, out, step, T, i, "ssm_out")
 
     def _ffn(self, pb: ProgramBuilder, pre: str, x: Act, out: Act, step: Act, T: int, layer: int) -> None:
@@ -275,10 +328,15 @@ class Qwen35GPU:
             self._mark(pb, lambda: TR.moe_ffn(self._where, layer, step, self._trace_weights(), pre, c, x, out))
             return
         F = c.n_ff
-        self._lin(pb, pre + "ffn_gate.weight", x, self.FG, step, T, layer, "ffn_gate")
-        self._lin(pb, pre + "ffn_up.weight", x, self.FU, step, T, layer, "ffn_up")
-        K_ew.swiglu(pb, self.FG, self.FU, self.FG, F, step, T)
-        self._mark(pb, lambda: TR.swiglu(self._where, layer, step, self.FG, self.FU, self.FG, F))
+        (g, u), (sg, su) = self._lin_group(pb, pre + "ffn_gate_up", x, step, T, layer, [
+            (pre + "ffn_gate.weight", self.FG), (pre + "ffn_up.weight", self.FU)])
+        # silu(gate) * up for rows that may be strided (stacked gate/up output)
+        if u.buffer is g.buffer:
+            K_moe.swiglu(pb, g, self.FG, step, width=F, k=1, max_tok=T, gu_stride=sg, up_offset=u.offset - g.offset,
+                         out_stride=F)
+        else:
+            K_ew.swiglu(pb, g, u, self.FG, F, step, T)
+        self._mark(pb, lambda: TR.swiglu(self._where, layer, step, g, u, self.FG, F, g_stride=sg, u_stride=su))
         self._lin(pb, pre + "ffn_down.weight", self.FG, out, step, T, layer, "ffn_down")
 
     def _argmax(self, pb: ProgramBuilder, step: Act, ids_out: Act, T: int) -> None:
