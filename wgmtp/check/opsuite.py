@@ -678,7 +678,7 @@ _tables: dict = {}
 def rope_table(ctx, n_ctx: int, n_rot: int, base: float = ROPE_BASE) -> KR.RopeTable:
     key = (id(ctx), n_ctx, n_rot, base)
     if key not in _tables:
-        if n_ctx * n_rot // 2 * 4 > ctx.max_binding:
+        if n_ctx * n_rot // 2 * 4 > ctx.binding_limit:
             raise Skip("rope table exceeds this adapter's binding limit")
         _tables[key] = KR.rope_table(ctx, n_ctx, n_rot, base)
     return _tables[key]

@@ -128,6 +128,13 @@ class GPUContext:
         return self.device.queue
 
     @property
+    def binding_limit(self) -> int:
+        """The adapter's own storage-binding limit. `max_binding` (WGMTP_MAX_BINDING_BYTES) is the
+        size weights and KV caches are split at; activations, workspaces and tables only need to
+        fit this."""
+        return int(self.limits.get("max-storage-buffer-binding-size", self.max_binding))
+
+    @property
     def name(self) -> str:
         return self.desc.name
 

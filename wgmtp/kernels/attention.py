@@ -100,12 +100,15 @@ class KVCache:
 def kv_cache(ctx: GPUContext, n_ctx: int, n_kv_head: int, head_dim: int, *, split: int = SPLIT,
              part_rows: int | None = None, label: str = "kv") -> KVCache:
     """Allocate one layer's K and V caches (zeroed) in parts of at most ctx.max_binding bytes
-    (or `part_rows` rows, rounded down to whole splits)."""
+    (or `part_rows` rows, rounded down to whole splits). A part holds at least one split: when
+    WGMTP_MAX_BINDING_BYTES forces a limit below a split, parts are one split each, as long as
+    the adapter's own limit allows that."""
     f16 = bool(ctx.f16)
     eb = 2 if f16 else 4
     row_bytes = n_kv_head * head_dim * eb
     cap = min(ctx.max_binding, ctx.limits.get("max-buffer-size", 1 << 62))
-    per = cap // row_bytes // split * split
+    real = min(ctx.binding_limit, ctx.limits.get("max-buffer-size", 1 << 62))
+    per = max(cap // row_bytes // split * split, split if split * row_bytes <= real else 0)
     if part_rows is not None:
         per = min(per, part_rows // split * split)
     if per <= 0:
@@ -174,7 +177,7 @@ def workspace_floats(cache: KVCache, n_head: int, max_tok: int, window: int | No
 def fit_window(ctx: GPUContext, cache: KVCache, n_head: int, max_tok: int, max_bytes: int | None = None) -> int:
     """The largest window (splits per round) whose workspace fits one binding (and `max_bytes`):
     all splits for decode/verify at ordinary contexts, fewer for prefill chunks at long ones."""
-    cap = min(ctx.max_binding, max_bytes or ctx.max_binding)
+    cap = min(ctx.binding_limit, max_bytes or ctx.binding_limit)
     for w in (cache.n_splits, *range(cache.n_splits - 1, 0, -1)):
         if workspace_floats(cache, n_head, max_tok, w) * 4 <= cap:
             return w
@@ -208,9 +211,9 @@ def attention(pb: ProgramBuilder, cache: KVCache, q: Act, out: Act, ws: Act, ste
     if ws.offset * 4 + need * 4 > ws.buffer.size:
         raise ValueError(f"attention workspace: needs {need} floats at offset {ws.offset}, buffer has "
                          f"{ws.buffer.size // 4}")
-    if ws.buffer.size > pb.ctx.max_binding:
+    if ws.buffer.size > pb.ctx.binding_limit:
         raise ValueError(f"attention workspace buffer of {ws.buffer.size} bytes exceeds the binding limit "
-                         f"{pb.ctx.max_binding}; use a smaller window (fit_window)")
+                         f"{pb.ctx.binding_limit}; use a smaller window (fit_window)")
     q_hs = D if q_hs is None else q_hs
     q_ts = H * q_hs if q_ts is None else q_ts
     o_hs = D if o_hs is None else o_hs

@@ -24,7 +24,7 @@ def stream_sum(pb: ProgramBuilder, src, n_vec4: int, out: Act) -> int:
 def measure(ctx: GPUContext, n_bytes: int = 256 << 20, reps: int = 5) -> dict:
     """GB/s of the best of `reps` timed reads of an n_bytes buffer (GPU timestamps when the
     adapter has them, else wall time of a submission + 4-byte readback)."""
-    n_bytes = min(n_bytes, ctx.max_binding, ctx.limits.get("max-buffer-size", n_bytes)) // 16 * 16
+    n_bytes = min(n_bytes, ctx.binding_limit, ctx.limits.get("max-buffer-size", n_bytes)) // 16 * 16
     src = ctx.buffer(n_bytes, label="bw_src")
     n_vec4 = n_bytes // 16
     out = Act(ctx.buffer(4 * (-(-n_vec4 // PER_WG)), label="bw_out"))

@@ -45,9 +45,11 @@ def rope_table(ctx: GPUContext, n_ctx: int, n_rot: int, base: float) -> RopeTabl
         raise ValueError(f"rope: n_ctx {n_ctx} must be >= 1")
     half = n_rot // 2
     nbytes = n_ctx * half * 4
-    if nbytes > ctx.max_binding:
+    # the adapter's own limit: WGMTP_MAX_BINDING_BYTES (ctx.max_binding) is for splitting weights
+    limit = ctx.binding_limit
+    if nbytes > limit:
         raise DeviceError(f"rope table for {n_ctx} positions ({nbytes} bytes per cos/sin table) exceeds the "
-                          f"binding limit {ctx.max_binding} of {ctx.name}; use a smaller context (-c)")
+                          f"binding limit {limit} of {ctx.name}; use a smaller context (-c)")
     c = np.empty((n_ctx, half), np.float32)
     s = np.empty((n_ctx, half), np.float32)
     step = 1 << 16
