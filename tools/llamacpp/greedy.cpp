@@ -1,6 +1,8 @@
 // Greedy decoding with libllama, for tools/bench_llamacpp.py: the same prompt token ids as wgmtp
 // gets, and the generated ids with the top-1/top-2 logit margin of every step, as one JSON line.
-//   wgmtp-greedy MODEL NGL REPACK N_PREDICT N_THREADS ID,ID,ID...
+// The model is loaded with its MTP block (load_mtp), so llama.cpp checks that block's tensors too.
+// With TEXT, also llama.cpp's tokenization of TEXT (to compare with wgmtp's tokenizer).
+//   wgmtp-greedy MODEL NGL REPACK N_PREDICT N_THREADS ID,ID,ID... [TEXT]
 #include "llama.h"
 
 #include <cstdio>
@@ -10,7 +12,7 @@
 #include <vector>
 
 static void quiet_log(enum ggml_log_level level, const char * text, void *) {
-    if (level >= GGML_LOG_LEVEL_WARN) fputs(text, stderr);
+    if (level == GGML_LOG_LEVEL_WARN || level == GGML_LOG_LEVEL_ERROR) fputs(text, stderr);
 }
 
 int main(int argc, char ** argv) {
@@ -31,6 +33,7 @@ int main(int argc, char ** argv) {
     llama_model_params mp = llama_model_default_params();
     mp.n_gpu_layers = ngl;
     mp.use_extra_bufts = repack;
+    mp.load_mtp = getenv("WGMTP_GREEDY_NO_MTP") == nullptr;
     llama_model * model = llama_model_load_from_file(path, mp);
     if (!model) { fprintf(stderr, "wgmtp-greedy: failed to load %s\n", path); return 1; }
     const llama_vocab * vocab = llama_model_get_vocab(model);
@@ -65,7 +68,17 @@ int main(int argc, char ** argv) {
     for (size_t i = 0; i < out.size(); i++) printf("%s%d", i ? ", " : "", out[i]);
     printf("], \"margins\": [");
     for (size_t i = 0; i < margins.size(); i++) printf("%s%.6g", i ? ", " : "", margins[i]);
-    printf("], \"n_vocab\": %d}\n", n_vocab);
+    printf("], \"n_vocab\": %d", n_vocab);
+    if (argc > 7) {
+        const std::string text = argv[7];
+        std::vector<llama_token> ids(text.size() + 8);
+        int n = llama_tokenize(vocab, text.c_str(), (int32_t) text.size(), ids.data(), (int32_t) ids.size(),
+                               /*add_special*/ true, /*parse_special*/ true);
+        printf(", \"text_ids\": [");
+        for (int i = 0; i < n; i++) printf("%s%d", i ? ", " : "", ids[i]);
+        printf("]");
+    }
+    printf("}\n");
     llama_free(ctx);
     llama_model_free(model);
     llama_backend_free();
