@@ -4,7 +4,8 @@
 //            SCR[scr_off + 2*(t*n_chunks + c) + {0, 1}]
 //   FINAL:   one workgroup per token combines its n_chunks partials -> IDS[ids_off + t] (u32)
 // Values are compared as order-preserving u32 keys (-0 == +0, NaN highest) with the id as tie-break,
-// a total order, so the result is exact whatever the reduction order (and batch-invariant).
+// a total order, so the result is exact whatever the reduction order (and batch-invariant)
+// (sortkey.wgsl).
 // Bindings: partial: 0 params P (uniform), 1 step record (u32, rw), 2 L logits (f32, rw; row t at
 //             l_off + t*l_ts), 3 SCR (u32, rw)
 //           FINAL:   0 P, 1 step record, 2 SCR (u32, rw), 3 IDS (u32, rw)
@@ -28,52 +29,9 @@ struct P {
 
 const WG: u32 = 256u;
 const E: u32 = {{E}}u;
-const NONE: u32 = 0xffffffffu;
-var<workgroup> rk: array<u32, WG>;
-var<workgroup> ri: array<u32, WG>;
+const KEY_SLOTS: u32 = WG;
 var<workgroup> wg_n: u32;
-
-// Order-preserving key of a float: larger float -> larger key; -0 and +0 equal; NaN the largest.
-fn okey(v: f32) -> u32 {
-    var b = bitcast<u32>(v);
-    if ((b & 0x7fffffffu) > 0x7f800000u) { return NONE; }
-    if (b == 0x80000000u) { b = 0u; }
-    return select(b | 0x80000000u, ~b, (b & 0x80000000u) != 0u);
-}
-
-// (k1, i1) comes before (k2, i2): larger key, then lower id.
-fn better(k1: u32, i1: u32, k2: u32, i2: u32) -> bool {
-    return k1 > k2 || (k1 == k2 && i1 < i2);
-}
-
-// The best (key, id) of the workgroup, the same in every thread.
-fn wg_best(k: u32, i: u32, lid: u32, sgs: u32, sgl: u32) -> vec2<u32> {
-#if SUBGROUPS
-    let mk = subgroupMax(k);
-    let mi = subgroupMin(select(NONE, i, k == mk));
-    if (sgl == 0u) { rk[lid / sgs] = mk; ri[lid / sgs] = mi; }
-    workgroupBarrier();
-    let n_sg = (WG + sgs - 1u) / sgs;
-    var bk = rk[0];
-    var bi = ri[0];
-    for (var s = 1u; s < n_sg; s++) {
-        if (better(rk[s], ri[s], bk, bi)) { bk = rk[s]; bi = ri[s]; }
-    }
-    return vec2<u32>(bk, bi);
-#else
-    rk[lid] = k;
-    ri[lid] = i;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (lid < s && better(rk[lid + s], ri[lid + s], rk[lid], ri[lid])) {
-            rk[lid] = rk[lid + s];
-            ri[lid] = ri[lid + s];
-        }
-        workgroupBarrier();
-    }
-    return vec2<u32>(rk[0], ri[0]);
-#endif
-}
+#include "sortkey.wgsl"
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -99,7 +57,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         let i = SCR[sb + 2u * c + 1u];
         if (better(k, i, bk, bi)) { bk = k; bi = i; }
     }
-    let b = wg_best(bk, bi, lid, sgs, sgl);
+    let b = wg_best(bk, bi, 0u, lid, sgs, sgl);
     if (lid == 0u) { IDS[p.ids_off + t] = b.y; }
 #else
     let t = g / p.n_chunks;
@@ -112,11 +70,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     for (var m = 0u; m < E; m++) {
         let i = base + m * WG;
         if (i < p.n) {
-            let k = okey(L[lb + i]);
+            let k = okey(L[lb + i], NONE);   // NaN above everything
             if (k > bk) { bk = k; bi = i; }     // ids rise with m: the first of equals stays
         }
     }
-    let b = wg_best(bk, bi, lid, sgs, sgl);
+    let b = wg_best(bk, bi, 0u, lid, sgs, sgl);
     if (lid == 0u) {
         let o = p.scr_off + 2u * (t * p.n_chunks + c);
         SCR[o] = b.x;

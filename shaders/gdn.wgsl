@@ -19,28 +19,7 @@
 //   bit for bit. Each thread owns its state elements in every plane: it loads plane src_slot into
 //   registers first, then writes plane T-1-t after token t (planes >= T untouched).
 // Dispatch (gates): ceil(HV / 64) workgroups of 64, one thread per head, token loop inside.
-struct P {
-    step_off: u32, hk: u32, hv: u32, n_slots: u32,
-    c_off: u32, c_stride: u32, a_off: u32, a_stride: u32,
-    b_off: u32, b_stride: u32, st_off: u32, o_off: u32,
-    o_stride: u32, n_cb: u32, eps: f32, q_scale: f32,
-};
-@group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read_write> STEP: array<u32>;
-@group(0) @binding(2) var<storage, read_write> C: array<f32>;
-@group(0) @binding(3) var<storage, read_write> AL: array<f32>;
-@group(0) @binding(4) var<storage, read_write> BE: array<f32>;
-@group(0) @binding(5) var<storage, read_write> ST: array<f32>;
-@group(0) @binding(6) var<storage, read_write> O: array<f32>;
-@group(0) @binding(7) var<storage, read> WA: array<u32>;
-@group(0) @binding(8) var<storage, read> WD: array<u32>;
-
-const DK: u32 = {{DK}}u;
-const DV: u32 = {{DV}}u;
-const L: u32 = {{LANES}}u;            // lanes per value row (power of two)
-const COLS: u32 = {{COLS}}u;          // value rows per workgroup
-const WG: u32 = {{LANES}}u * {{COLS}}u;
-const R: u32 = ({{DK}}u + {{LANES}}u - 1u) / {{LANES}}u;   // state elements per lane
+#include "gdn_common.wgsl"
 
 // lane-sum scratch: four areas of WG floats (|q|^2, |k|^2, M k, M q), so a token needs one barrier
 // per sum and none to protect the next token's writes
@@ -49,34 +28,13 @@ const RQ: u32 = 0u;
 const RK: u32 = {{LANES}}u * {{COLS}}u;
 const RKV: u32 = 2u * {{LANES}}u * {{COLS}}u;
 const RO: u32 = 3u * {{LANES}}u * {{COLS}}u;
-var<workgroup> wg_T: u32;
-var<workgroup> wg_src: u32;
 
-// g = ssm_a * softplus(alpha + dt_bias) (ggml's x > 20 shortcut); beta = sigmoid(beta_raw)
-fn softplus(x: f32) -> f32 {
-    if (x > 20.0) { return x; }
-    return log(1.0 + exp(x));
-}
-fn gate_g(a: f32, alpha: f32, dtb: f32) -> f32 { return a * softplus(alpha + dtb); }
-fn gate_beta(b: f32) -> f32 { return 1.0 / (1.0 + exp(-b)); }
-
-// The L partials red[at .. at+L-1] of one value row, summed as the butterfly tree ((p0+p1)+(p2+p3))+...
+// The L partials red[at .. at+L-1] of one value row, summed in bfly's tree order.
 fn tree(at: u32) -> f32 {
     var v: array<f32, L>;
     for (var i = 0u; i < L; i = i + 1u) { v[i] = red[at + i]; }
-    for (var m = 1u; m < L; m = m * 2u) {
-        for (var i = 0u; i < L; i = i + 2u * m) { v[i] = v[i] + v[i + m]; }
-    }
-    return v[0];
+    return tree_sum(v);
 }
-
-#if SUBGROUPS
-fn bfly(x: f32) -> f32 {
-    var v = x;
-    for (var m = 1u; m < L; m = m * 2u) { v = v + subgroupShuffleXor(v, m); }
-    return v;
-}
-#endif
 
 // Sum over the L lanes of this thread's value row (every lane gets the total); `area` is one of
 // RKV, RO.
@@ -111,31 +69,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 #else
     let use_sg = false;
 #endif
-    if (lid == 0u) {
-        wg_T = STEP[p.step_off];
-        wg_src = min(STEP[p.step_off + 2u], p.n_slots - 1u);
-    }
-    let T = workgroupUniformLoad(&wg_T);
-    let src = workgroupUniformLoad(&wg_src);
+    let ts = step_uniform(lid);
+    let T = ts.x;
     let gid = wid.x + wid.y * nwg.x;
     if (gid >= p.hv * p.n_cb) { return; }
-    let h = gid / p.n_cb;
-    let kh = h % p.hk;
-    let lane = lid % L;
-    let j = (gid % p.n_cb) * COLS + lid / L;
-    let jv = j < DV;
-    let plane = p.hv * DV * DK;
-    let row = p.st_off + (h * DV + j) * DK;
-    let key_dim = p.hk * DK;
-
-    var m: array<f32, R>;
-    for (var r = 0u; r < R; r = r + 1u) {
-        let i = lane + L * r;
-        m[r] = 0.0;
-        if (jv && i < DK) { m[r] = ST[row + src * plane + i]; }
-    }
-    let a_h = bitcast<f32>(WA[h]);
-    let dtb = bitcast<f32>(WD[h]);
+    let c = cell(gid, lid);
+    var m = load_state(c, ts.y);
+    let a_h = bitcast<f32>(WA[c.h]);
+    let dtb = bitcast<f32>(WD[c.h]);
 
     for (var t = 0u; t < T; t = t + 1u) {
         let cbase = p.c_off + t * p.c_stride;
@@ -143,12 +84,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         var k: array<f32, R>;
         var sq = vec2<f32>(0.0, 0.0);
         for (var r = 0u; r < R; r = r + 1u) {
-            let i = lane + L * r;
+            let i = c.lane + L * r;
             q[r] = 0.0;
             k[r] = 0.0;
             if (i < DK) {
-                q[r] = C[cbase + kh * DK + i];
-                k[r] = C[cbase + key_dim + kh * DK + i];
+                q[r] = C[cbase + c.kh * DK + i];
+                k[r] = C[cbase + c.key_dim + c.kh * DK + i];
             }
             sq = sq + vec2<f32>(q[r] * q[r], k[r] * k[r]);
         }
@@ -159,10 +100,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             q[r] = q[r] / qd * p.q_scale;
             k[r] = k[r] / kd;
         }
-        let decay = exp(gate_g(a_h, AL[p.a_off + t * p.a_stride + h], dtb));
-        let beta = gate_beta(BE[p.b_off + t * p.b_stride + h]);
+        let decay = exp(gate_g(a_h, AL[p.a_off + t * p.a_stride + c.h], dtb));
+        let beta = gate_beta(BE[p.b_off + t * p.b_stride + c.h]);
         var v = 0.0;
-        if (jv) { v = C[cbase + 2u * key_dim + h * DV + j]; }
+        if (c.jv) { v = C[cbase + 2u * c.key_dim + c.h * DV + c.j]; }
 
         var kp = 0.0;
         for (var r = 0u; r < R; r = r + 1u) {
@@ -176,14 +117,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             op = op + m[r] * q[r];
         }
         let o = lane_sum(op, RO, lid, use_sg);
-        if (jv && lane == 0u) { O[p.o_off + t * p.o_stride + h * DV + j] = o; }
+        if (c.jv && c.lane == 0u) { O[p.o_off + t * p.o_stride + c.h * DV + c.j] = o; }
         let s = T - 1u - t;
-        if (jv && s < p.n_slots) {
-            for (var r = 0u; r < R; r = r + 1u) {
-                let i = lane + L * r;
-                if (i < DK) { ST[row + s * plane + i] = m[r]; }
-            }
-        }
+        if (c.jv && s < p.n_slots) { store_state(c, s, m); }
     }
 }
 

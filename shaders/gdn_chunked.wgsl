@@ -20,28 +20,8 @@
 //      S_j <- exp(G_last) S_j + sum_t exp(G_last - G_t) u_t k_t.
 //   This is ops.gdn_chunked with (I + L)^-1 applied to beta (v - exp(G) K S) at once instead of to
 //   beta V and beta K exp(G) separately (the same product, one triangular solve per row).
-struct P {
-    step_off: u32, hk: u32, hv: u32, n_slots: u32,
-    c_off: u32, c_stride: u32, a_off: u32, a_stride: u32,
-    b_off: u32, b_stride: u32, st_off: u32, o_off: u32,
-    o_stride: u32, n_cb: u32, eps: f32, q_scale: f32,
-};
-@group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read_write> STEP: array<u32>;
-@group(0) @binding(2) var<storage, read_write> C: array<f32>;
-@group(0) @binding(3) var<storage, read_write> AL: array<f32>;
-@group(0) @binding(4) var<storage, read_write> BE: array<f32>;
-@group(0) @binding(5) var<storage, read_write> ST: array<f32>;
-@group(0) @binding(6) var<storage, read_write> O: array<f32>;
-@group(0) @binding(7) var<storage, read> WA: array<u32>;
-@group(0) @binding(8) var<storage, read> WD: array<u32>;
+#include "gdn_common.wgsl"
 
-const DK: u32 = {{DK}}u;
-const DV: u32 = {{DV}}u;
-const L: u32 = {{LANES}}u;
-const COLS: u32 = {{COLS}}u;
-const WG: u32 = {{LANES}}u * {{COLS}}u;
-const R: u32 = ({{DK}}u + {{LANES}}u - 1u) / {{LANES}}u;
 const CH: u32 = {{CH}}u;
 
 var<workgroup> sQ: array<f32, {{CH}} * {{DK}}>;
@@ -53,32 +33,12 @@ var<workgroup> sB: array<f32, {{CH}}>;
 var<workgroup> sEG: array<f32, {{CH}}>;
 var<workgroup> sEGL: array<f32, {{CH}}>;
 var<workgroup> red: array<f32, {{LANES}} * {{COLS}} * 2 * {{CH}}>;
-var<workgroup> wg_T: u32;
-var<workgroup> wg_src: u32;
 
-fn softplus(x: f32) -> f32 {
-    if (x > 20.0) { return x; }
-    return log(1.0 + exp(x));
-}
-fn gate_g(a: f32, alpha: f32, dtb: f32) -> f32 { return a * softplus(alpha + dtb); }
-fn gate_beta(b: f32) -> f32 { return 1.0 / (1.0 + exp(-b)); }
-
-#if SUBGROUPS
-fn bfly(x: f32) -> f32 {
-    var v = x;
-    for (var m = 1u; m < L; m = m * 2u) { v = v + subgroupShuffleXor(v, m); }
-    return v;
-}
-#endif
-
-// element e of the lanes base .. base+L-1 partials in `red`, summed in butterfly-tree order
+// element e of the lanes base .. base+L-1 partials in `red`, summed in bfly's tree order
 fn tree(base: u32, e: u32) -> f32 {
     var v: array<f32, L>;
     for (var i = 0u; i < L; i = i + 1u) { v[i] = red[(base + i) * 2u * CH + e]; }
-    for (var m = 1u; m < L; m = m * 2u) {
-        for (var i = 0u; i < L; i = i + 2u * m) { v[i] = v[i] + v[i + m]; }
-    }
-    return v[0];
+    return tree_sum(v);
 }
 
 @compute @workgroup_size({{LANES}} * {{COLS}})
@@ -92,31 +52,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 #else
     let use_sg = false;
 #endif
-    if (lid == 0u) {
-        wg_T = STEP[p.step_off];
-        wg_src = min(STEP[p.step_off + 2u], p.n_slots - 1u);
-    }
-    let T = workgroupUniformLoad(&wg_T);
-    let src = workgroupUniformLoad(&wg_src);
+    let ts = step_uniform(lid);
+    let T = ts.x;
     let gid = wid.x + wid.y * nwg.x;
     if (gid >= p.hv * p.n_cb) { return; }
-    let h = gid / p.n_cb;
-    let kh = h % p.hk;
-    let lane = lid % L;
-    let j = (gid % p.n_cb) * COLS + lid / L;
-    let jv = j < DV;
-    let plane = p.hv * DV * DK;
-    let row = p.st_off + (h * DV + j) * DK;
-    let key_dim = p.hk * DK;
-    let a_h = bitcast<f32>(WA[h]);
-    let dtb = bitcast<f32>(WD[h]);
-
-    var m: array<f32, R>;
-    for (var r = 0u; r < R; r = r + 1u) {
-        let i = lane + L * r;
-        m[r] = 0.0;
-        if (jv && i < DK) { m[r] = ST[row + src * plane + i]; }
-    }
+    let c = cell(gid, lid);
+    let a_h = bitcast<f32>(WA[c.h]);
+    let dtb = bitcast<f32>(WD[c.h]);
+    var m = load_state(c, ts.y);
 
     for (var c0 = 0u; c0 < T; c0 = c0 + CH) {
         let n = min(CH, T - c0);
@@ -127,9 +70,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             var qv = 0.0;
             var kv = 0.0;
             if (t < n) {
-                let cb = p.c_off + (c0 + t) * p.c_stride + kh * DK + i;
+                let cb = p.c_off + (c0 + t) * p.c_stride + c.kh * DK + i;
                 qv = C[cb];
-                kv = C[cb + key_dim];
+                kv = C[cb + c.key_dim];
             }
             sQ[e] = qv;
             sK[e] = kv;
@@ -140,8 +83,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                 var g = 0.0;
                 var b = 0.0;
                 if (t < n) {
-                    g = gate_g(a_h, AL[p.a_off + (c0 + t) * p.a_stride + h], dtb);
-                    b = gate_beta(BE[p.b_off + (c0 + t) * p.b_stride + h]);
+                    g = gate_g(a_h, AL[p.a_off + (c0 + t) * p.a_stride + c.h], dtb);
+                    b = gate_beta(BE[p.b_off + (c0 + t) * p.b_stride + c.h]);
                 }
                 G = G + g;
                 sG[t] = G;
@@ -193,7 +136,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             var a = 0.0;
             var b = 0.0;
             for (var r = 0u; r < R; r = r + 1u) {
-                let i = lane + L * r;
+                let i = c.lane + L * r;
                 if (i < DK) {
                     a = a + m[r] * sK[t * DK + i];
                     b = b + m[r] * sQ[t * DK + i];
@@ -215,7 +158,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                 red[lid * 2u * CH + CH + t] = pq[t];
             }
             workgroupBarrier();
-            let base = lid - lane;
+            let base = lid - c.lane;
             for (var t = 0u; t < CH; t = t + 1u) {
                 pk[t] = tree(base, t);
                 pq[t] = tree(base, CH + t);
@@ -226,19 +169,19 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         var u: array<f32, CH>;
         for (var t = 0u; t < CH; t = t + 1u) {
             var v = 0.0;
-            if (jv && t < n) { v = C[p.c_off + (c0 + t) * p.c_stride + 2u * key_dim + h * DV + j]; }
+            if (c.jv && t < n) { v = C[p.c_off + (c0 + t) * p.c_stride + 2u * c.key_dim + c.h * DV + c.j]; }
             var x = sB[t] * (v - sEG[t] * pk[t]);
             for (var s = 0u; s < t; s = s + 1u) { x = x - sL[t * CH + s] * u[s]; }
             u[t] = x;
         }
-        for (var t = lane; t < n; t = t + L) {
+        for (var t = c.lane; t < n; t = t + L) {
             var o = sEG[t] * pq[t];
             for (var s = 0u; s <= t; s = s + 1u) { o = o + sA[t * CH + s] * u[s]; }
-            if (jv) { O[p.o_off + (c0 + t) * p.o_stride + h * DV + j] = o; }
+            if (c.jv) { O[p.o_off + (c0 + t) * p.o_stride + c.h * DV + c.j] = o; }
         }
         let el = sEG[CH - 1u];
         for (var r = 0u; r < R; r = r + 1u) {
-            let i = lane + L * r;
+            let i = c.lane + L * r;
             if (i < DK) {
                 var acc = m[r] * el;
                 for (var t = 0u; t < CH; t = t + 1u) { acc = acc + sK[t * DK + i] * (sEGL[t] * u[t]); }
@@ -247,10 +190,5 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
         workgroupBarrier();
     }
-    if (jv) {
-        for (var r = 0u; r < R; r = r + 1u) {
-            let i = lane + L * r;
-            if (i < DK) { ST[row + i] = m[r]; }
-        }
-    }
+    if (c.jv) { store_state(c, 0u, m); }
 }

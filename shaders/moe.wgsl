@@ -27,7 +27,7 @@
 //   chunk, so row (t, j) equals the n_tok = 1 result bit for bit.
 // Reduction per chunk: subgroupAdd per pair (vec4 = 4 rows), subgroup partials summed in
 //   workgroup memory in a fixed order (#if SUBGROUPS); else a workgroup-memory tree. 4 KiB.
-#include "quant.wgsl"
+#include "matvec_common.wgsl"
 
 struct P {
     cols: u32, row0: u32, rows: u32, row_words: u32,
@@ -42,87 +42,8 @@ struct P {
 @group(0) @binding(3) var<storage, read_write> Y: array<f32>;
 @group(0) @binding(4) var<storage, read_write> WL: array<u32>;
 
-const WG: u32 = 64u;
-
-var<workgroup> red: array<vec4<f32>, 256>;   // [pair of the chunk][slot], vec4 = 4 rows
 var<workgroup> hdr: vec4<u32>;               // (expert, pair_start, pair_count, 0) of a slot
 var<workgroup> wg_na: u32;
-var<private> sg_lane_: u32;
-var<private> sg_size_: u32;
-
-fn x1(e: u32) -> f32 { return X[e >> 2u][e & 3u]; }
-
-// inputs e .. e+7
-fn x8(e: u32, aligned: bool) -> D8 {
-    if (aligned) {
-        return D8(X[e >> 2u], X[(e >> 2u) + 1u]);
-    }
-    return D8(vec4<f32>(x1(e), x1(e + 1u), x1(e + 2u), x1(e + 3u)),
-              vec4<f32>(x1(e + 4u), x1(e + 5u), x1(e + 6u), x1(e + 7u)));
-}
-
-fn dot8(w: D8, x: D8) -> f32 { return dot(w.lo, x.lo) + dot(w.hi, x.hi); }
-
-fn dots(w0: D8, w1: D8, w2: D8, w3: D8, x: D8) -> vec4<f32> {
-    return vec4<f32>(dot8(w0, x), dot8(w1, x), dot8(w2, x), dot8(w3, x));
-}
-
-// Sum the m (1..4) pairs of a chunk (a0..a3, each the partial sums of 4 rows) over the
-// workgroup; write row r of pair i to Y[yb[i] + r] where ok[r].
-fn reduce4(a0: vec4<f32>, a1: vec4<f32>, a2: vec4<f32>, a3: vec4<f32>, m: u32, lid: u32,
-           yb: vec4<u32>, ok: vec4<bool>) {
-#if SUBGROUPS
-    let slot = lid / sg_size_;
-    let nslots = (WG + sg_size_ - 1u) / sg_size_;
-    let s0 = subgroupAdd(a0);
-    if (sg_lane_ == 0u) { red[slot] = s0; }
-    if (m > 1u) {
-        let s1 = subgroupAdd(a1);
-        if (sg_lane_ == 0u) { red[WG + slot] = s1; }
-    }
-    if (m > 2u) {
-        let s2 = subgroupAdd(a2);
-        if (sg_lane_ == 0u) { red[2u * WG + slot] = s2; }
-    }
-    if (m > 3u) {
-        let s3 = subgroupAdd(a3);
-        if (sg_lane_ == 0u) { red[3u * WG + slot] = s3; }
-    }
-    workgroupBarrier();
-    if (lid < 16u) {
-        let j = lid >> 2u;
-        let r = lid & 3u;
-        if (j < m && ok[r]) {
-            var s = red[j * WG][r];
-            for (var i = 1u; i < nslots; i++) { s += red[j * WG + i][r]; }
-            Y[yb[j] + r] = s;
-        }
-    }
-#else
-    red[lid] = a0;
-    red[WG + lid] = a1;
-    red[2u * WG + lid] = a2;
-    red[3u * WG + lid] = a3;
-    for (var h = WG / 2u; h > 0u; h >>= 1u) {
-        workgroupBarrier();
-        if (lid < h) {
-            red[lid] += red[lid + h];
-            red[WG + lid] += red[WG + lid + h];
-            red[2u * WG + lid] += red[2u * WG + lid + h];
-            red[3u * WG + lid] += red[3u * WG + lid + h];
-        }
-    }
-    workgroupBarrier();
-    if (lid < 16u) {
-        let j = lid >> 2u;
-        let r = lid & 3u;
-        if (j < m && ok[r]) {
-            Y[yb[j] + r] = red[j * WG][r];
-        }
-    }
-#endif
-    workgroupBarrier();
-}
 
 // input row start and output row start (row 0 of the 4) of pair code q
 fn xbase(q: u32) -> u32 { return p.x_off + (q / p.k) * p.x_tok + (q % p.k) * p.x_slot; }
@@ -141,12 +62,9 @@ fn expert_rows(e: u32, start: u32, count: u32, rb: u32, lid: u32) {
                         gr + 2u >= p.row0 && gr + 2u < pend && 2u < nr,
                         gr + 3u >= p.row0 && gr + 3u < pend && 3u < nr);
     let fb = max(gr, p.row0) - p.row0;
-    let b0 = select(fb, gr - p.row0, ok.x) * p.row_words;
-    let b1 = select(fb, gr + 1u - p.row0, ok.y) * p.row_words;
-    let b2 = select(fb, gr + 2u - p.row0, ok.z) * p.row_words;
-    let b3 = select(fb, gr + 3u - p.row0, ok.w) * p.row_words;
+    let b = vec4<u32>(select(fb, gr - p.row0, ok.x), select(fb, gr + 1u - p.row0, ok.y),
+                      select(fb, gr + 2u - p.row0, ok.z), select(fb, gr + 3u - p.row0, ok.w)) * p.row_words;
     let al = ((p.x_off | p.x_tok | p.x_slot) & 3u) == 0u;
-    let nu = p.cols >> 3u;
     let pairs = p.wl_off + 4u + 4u * p.n_slots + start;
 
     for (var c0 = 0u; c0 < count; c0 += 4u) {
@@ -156,37 +74,8 @@ fn expert_rows(e: u32, start: u32, count: u32, rb: u32, lid: u32) {
         let q1 = WL[pairs + min(c0 + 1u, last)];
         let q2 = WL[pairs + min(c0 + 2u, last)];
         let q3 = WL[pairs + min(c0 + 3u, last)];
-        let x0 = xbase(q0);
-        let x1_ = xbase(q1);
-        let x2 = xbase(q2);
-        let x3 = xbase(q3);
-        var a0 = vec4<f32>(0.0);
-        var a1 = vec4<f32>(0.0);
-        var a2 = vec4<f32>(0.0);
-        var a3 = vec4<f32>(0.0);
-        for (var u = lid; u < nu; u += WG) {
-            let w0 = deq8(b0, u);
-            let w1 = deq8(b1, u);
-            let w2 = deq8(b2, u);
-            let w3 = deq8(b3, u);
-            let c = u * 8u;
-            a0 += dots(w0, w1, w2, w3, x8(x0 + c, al));
-            if (m > 1u) { a1 += dots(w0, w1, w2, w3, x8(x1_ + c, al)); }
-            if (m > 2u) { a2 += dots(w0, w1, w2, w3, x8(x2 + c, al)); }
-            if (m > 3u) { a3 += dots(w0, w1, w2, w3, x8(x3 + c, al)); }
-        }
-#if FLOAT
-        // row tail (cols % 8 columns), one per thread
-        let c = nu * 8u + lid;
-        if (c < p.cols) {
-            let wt = vec4<f32>(deq1(b0, c), deq1(b1, c), deq1(b2, c), deq1(b3, c));
-            a0 += wt * x1(x0 + c);
-            if (m > 1u) { a1 += wt * x1(x1_ + c); }
-            if (m > 2u) { a2 += wt * x1(x2 + c); }
-            if (m > 3u) { a3 += wt * x1(x3 + c); }
-        }
-#endif
-        reduce4(a0, a1, a2, a3, min(m, 4u), lid, vec4<u32>(ybase(q0, rb), ybase(q1, rb), ybase(q2, rb), ybase(q3, rb)), ok);
+        let a = accum4(b, vec4<u32>(xbase(q0), xbase(q1), xbase(q2), xbase(q3)), m, al, lid);
+        reduce4(a, min(m, 4u), lid, vec4<u32>(ybase(q0, rb), ybase(q1, rb), ybase(q2, rb), ybase(q3, rb)), ok);
     }
 }
 

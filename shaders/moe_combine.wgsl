@@ -21,7 +21,8 @@
 //   Dispatch: ncb * max_tok workgroups of 256 threads (grid1d; linear id g: token g / ncb,
 //   columns 256*(g % ncb) ..), ncb = ceil(n_embd / 256). The gate dot is recomputed by each
 //   column block with the same code and order (thread partials over i = lid, lid+256, ..., then a
-//   fixed-order workgroup sum), so every block and every batch size gets the same value.
+//   fixed-order workgroup sum, wg_sum of wg_reduce.wgsl), so every block and every batch size gets
+//   the same value.
 
 const WG: u32 = 256u;
 var<workgroup> wg_n: u32;
@@ -66,33 +67,7 @@ struct P {
 @group(0) @binding(6) var<storage, read_write> H: array<f32>;
 @group(0) @binding(7) var<storage, read_write> SH: array<f32>;
 
-var<workgroup> red: array<f32, 256>;
-var<workgroup> red_out: f32;
-var<private> sg_lane_: u32;
-var<private> sg_size_: u32;
-
-// sum over the workgroup in a fixed order (subgroup partials summed in slot order, or a tree)
-fn wg_sum(v: f32, lid: u32) -> f32 {
-#if SUBGROUPS
-    let sv = subgroupAdd(v);
-    if (sg_lane_ == 0u) { red[lid / sg_size_] = sv; }
-    workgroupBarrier();
-    if (lid == 0u) {
-        var s = red[0];
-        for (var i = 1u; i < (WG + sg_size_ - 1u) / sg_size_; i++) { s += red[i]; }
-        red_out = s;
-    }
-#else
-    red[lid] = v;
-    for (var h = WG / 2u; h > 0u; h >>= 1u) {
-        workgroupBarrier();
-        if (lid < h) { red[lid] += red[lid + h]; }
-    }
-    workgroupBarrier();
-    if (lid == 0u) { red_out = red[0]; }
-#endif
-    return workgroupUniformLoad(&red_out);
-}
+#include "wg_reduce.wgsl"
 #endif
 
 @compute @workgroup_size(256)

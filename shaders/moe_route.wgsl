@@ -10,7 +10,8 @@
 //   Dispatch: max_tok workgroups of 256 threads (grid1d), one per token; tokens >= n_tok exit.
 //   Rank j of expert e = #{i : p_i > p_e or (p_i == p_e and i < e)} (exact, so ties go to the
 //   lowest id whatever the reduction order); one workgroup per token and a fixed reduction
-//   order per token make the result independent of n_tok (batch invariance).
+//   order per token (wg_max, wg_sum of wg_reduce.wgsl) make the result independent of n_tok
+//   (batch invariance).
 //
 // worklist (#if WORKLIST): the batch's expert work list, from I (written by route):
 //   WL[wl_off + 0] = n_active (distinct experts selected by any token t < n_tok), [1] = n_tok*k;
@@ -130,62 +131,9 @@ fn main(@builtin(local_invocation_index) lid: u32) {
 @group(0) @binding(4) var<storage, read_write> S: array<u32>;
 
 var<workgroup> pr: array<f32, 1024>;         // e_i, then p_i
-var<workgroup> red: array<f32, 256>;
-var<workgroup> red_out: f32;
 var<workgroup> sel_p: array<f32, 16>;
 var<workgroup> sel_i: array<u32, 16>;
-var<private> sg_lane_: u32;
-var<private> sg_size_: u32;
-
-// max over the workgroup (exact in any order); every thread gets it
-fn wg_max(v: f32, lid: u32) -> f32 {
-#if SUBGROUPS
-    let sv = subgroupMax(v);
-    if (sg_lane_ == 0u) { red[lid / sg_size_] = sv; }
-    workgroupBarrier();
-    if (lid == 0u) {
-        var s = red[0];
-        for (var i = 1u; i < (WG + sg_size_ - 1u) / sg_size_; i++) { s = max(s, red[i]); }
-        red_out = s;
-    }
-#else
-    red[lid] = v;
-    for (var h = WG / 2u; h > 0u; h >>= 1u) {
-        workgroupBarrier();
-        if (lid < h) { red[lid] = max(red[lid], red[lid + h]); }
-    }
-    workgroupBarrier();
-    if (lid == 0u) { red_out = red[0]; }
-#endif
-    let r = workgroupUniformLoad(&red_out);
-    workgroupBarrier();
-    return r;
-}
-
-// sum over the workgroup in a fixed order (subgroup partials summed in slot order, or a tree)
-fn wg_sum(v: f32, lid: u32) -> f32 {
-#if SUBGROUPS
-    let sv = subgroupAdd(v);
-    if (sg_lane_ == 0u) { red[lid / sg_size_] = sv; }
-    workgroupBarrier();
-    if (lid == 0u) {
-        var s = red[0];
-        for (var i = 1u; i < (WG + sg_size_ - 1u) / sg_size_; i++) { s += red[i]; }
-        red_out = s;
-    }
-#else
-    red[lid] = v;
-    for (var h = WG / 2u; h > 0u; h >>= 1u) {
-        workgroupBarrier();
-        if (lid < h) { red[lid] += red[lid + h]; }
-    }
-    workgroupBarrier();
-    if (lid == 0u) { red_out = red[0]; }
-#endif
-    let r = workgroupUniformLoad(&red_out);
-    workgroupBarrier();
-    return r;
-}
+#include "wg_reduce.wgsl"
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

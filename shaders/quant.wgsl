@@ -1,6 +1,7 @@
 // Weight decoding for every supported ggml type, in the word-aligned GPU layout of
-// wgmtp/quants.py (repack_for_gpu, GPU_BLOCK_WORDS). Included by matvec.wgsl, matmul.wgsl and
-// embed.wgsl; no bindings of its own: the including shader declares the weight words as
+// wgmtp/quants.py (repack_for_gpu, GPU_BLOCK_WORDS). Included by matvec_common.wgsl (matvec.wgsl,
+// moe.wgsl), matmul.wgsl and embed.wgsl; no bindings of its own: the including shader declares the
+// weight words as
 //     var<storage, read> W: array<u32>;
 // Select the type with exactly one define Q_<NAME> (Q_F32, Q_F16, Q_BF16, Q_Q8_0, Q_Q4_0, Q_Q4_1,
 // Q_Q5_0, Q_Q5_1, Q_Q4_K, Q_Q5_K, Q_Q6_K); FLOAT is defined as well for F32/F16/BF16.
@@ -20,14 +21,27 @@ struct D8 { lo: vec4<f32>, hi: vec4<f32> };
 fn f16lo(w: u32) -> f32 { return unpack2x16float(w).x; }
 fn f16hi(w: u32) -> f32 { return unpack2x16float(w).y; }
 
-// 4 nibbles (bytes 0..3 of w, shifted right by sh = 0 or 4) as floats.
-fn nib4(w: u32, sh: u32) -> vec4<f32> {
-    return vec4<f32>((vec4<u32>(w) >> vec4<u32>(sh, sh + 8u, sh + 16u, sh + 24u)) & vec4<u32>(15u));
+// Bytes 0..3 of w, each shifted right by sh and masked.
+fn byte4(w: u32, sh: u32, mask: u32) -> vec4<u32> {
+    return (vec4<u32>(w) >> vec4<u32>(sh, sh + 8u, sh + 16u, sh + 24u)) & vec4<u32>(mask);
 }
 
-// 4 bits of `bits` starting at bit b0, spaced by `step`, as 0/1 u32.
-fn bit4(bits: u32, b0: u32, step: u32) -> vec4<u32> {
-    return (vec4<u32>(bits) >> vec4<u32>(b0, b0 + step, b0 + 2u * step, b0 + 3u * step)) & vec4<u32>(1u);
+// 4 nibbles (bytes 0..3 of w, shifted right by sh = 0 or 4) as floats.
+fn nib4(w: u32, sh: u32) -> vec4<f32> { return vec4<f32>(byte4(w, sh, 15u)); }
+
+// Q5 5th bits of 4 elements as floats (0 or 16): bits b0, b0 + step, b0 + 2 step, b0 + 3 step.
+fn hi4(bits: u32, b0: u32, step: u32) -> vec4<f32> {
+    let b = (vec4<u32>(bits) >> vec4<u32>(b0, b0 + step, b0 + 2u * step, b0 + 3u * step)) & vec4<u32>(1u);
+    return vec4<f32>(b << vec4<u32>(4u));
+}
+
+// Q4_0/Q4_1/Q5_0/Q5_1: the nibbles of unit s (0..3) of a 32-element block whose qs[16] start at
+// word q (byte j: element j in the low nibble, j+16 in the high one): units 0, 1 are the low
+// nibbles of words q, q+1 and q+2, q+3; units 2, 3 the high nibbles of the same words.
+fn nib8(q: u32, s: u32) -> D8 {
+    let w = q + 2u * (s & 1u);
+    let sh = (s >> 1u) * 4u;
+    return D8(nib4(W[w], sh), nib4(W[w + 1u], sh));
 }
 
 // 4 signed bytes of w as floats.
@@ -88,11 +102,9 @@ fn deq8(base: u32, u: u32) -> D8 {
 const QK: u32 = 32u;
 fn deq8(base: u32, u: u32) -> D8 {
     let o = base + (u >> 2u) * 5u;
-    let s = u & 3u;
-    let w = o + 1u + 2u * (s & 1u);
-    let sh = (s >> 1u) * 4u;
+    let q = nib8(o + 1u, u & 3u);
     let d = f16lo(W[o]);
-    return D8(d * (nib4(W[w], sh) - 8.0), d * (nib4(W[w + 1u], sh) - 8.0));
+    return D8(d * (q.lo - 8.0), d * (q.hi - 8.0));
 }
 #endif
 
@@ -101,11 +113,9 @@ fn deq8(base: u32, u: u32) -> D8 {
 const QK: u32 = 32u;
 fn deq8(base: u32, u: u32) -> D8 {
     let o = base + (u >> 2u) * 5u;
-    let s = u & 3u;
-    let w = o + 1u + 2u * (s & 1u);
-    let sh = (s >> 1u) * 4u;
+    let q = nib8(o + 1u, u & 3u);
     let dm = unpack2x16float(W[o]);
-    return D8(dm.x * nib4(W[w], sh) + dm.y, dm.x * nib4(W[w + 1u], sh) + dm.y);
+    return D8(dm.x * q.lo + dm.y, dm.x * q.hi + dm.y);
 }
 #endif
 
@@ -115,13 +125,10 @@ const QK: u32 = 32u;
 fn deq8(base: u32, u: u32) -> D8 {
     let o = base + (u >> 2u) * 6u;
     let s = u & 3u;
-    let w = o + 2u + 2u * (s & 1u);
-    let sh = (s >> 1u) * 4u;
+    let q = nib8(o + 2u, s);
     let d = f16lo(W[o]);
     let qh = W[o + 1u];
-    let h0 = vec4<f32>(bit4(qh, 8u * s, 1u) << vec4<u32>(4u));
-    let h1 = vec4<f32>(bit4(qh, 8u * s + 4u, 1u) << vec4<u32>(4u));
-    return D8(d * (nib4(W[w], sh) + h0 - 16.0), d * (nib4(W[w + 1u], sh) + h1 - 16.0));
+    return D8(d * (q.lo + hi4(qh, 8u * s, 1u) - 16.0), d * (q.hi + hi4(qh, 8u * s + 4u, 1u) - 16.0));
 }
 #endif
 
@@ -131,13 +138,10 @@ const QK: u32 = 32u;
 fn deq8(base: u32, u: u32) -> D8 {
     let o = base + (u >> 2u) * 6u;
     let s = u & 3u;
-    let w = o + 2u + 2u * (s & 1u);
-    let sh = (s >> 1u) * 4u;
+    let q = nib8(o + 2u, s);
     let dm = unpack2x16float(W[o]);
     let qh = W[o + 1u];
-    let h0 = vec4<f32>(bit4(qh, 8u * s, 1u) << vec4<u32>(4u));
-    let h1 = vec4<f32>(bit4(qh, 8u * s + 4u, 1u) << vec4<u32>(4u));
-    return D8(dm.x * (nib4(W[w], sh) + h0) + dm.y, dm.x * (nib4(W[w + 1u], sh) + h1) + dm.y);
+    return D8(dm.x * (q.lo + hi4(qh, 8u * s, 1u)) + dm.y, dm.x * (q.hi + hi4(qh, 8u * s + 4u, 1u)) + dm.y);
 }
 #endif
 
@@ -156,22 +160,27 @@ fn kscale(o: u32, j: u32) -> vec2<f32> {
     return vec2<f32>(f32(sc), f32(mn));
 }
 
+// Q4_K/Q5_K: (d * scale, dmin * min) of sub-block j of the block at word o.
+fn kdm(o: u32, j: u32) -> vec2<f32> { return unpack2x16float(W[o]) * kscale(o, j); }
+
+// Q4_K/Q5_K: the nibbles of unit s (0..31) of a block whose qs[128] start at word q: chunk
+// c = s/8 (64 elements, qs[32c..32c+32)), p = s%8: p<4 low nibbles (sub-block 2c = s/4), p>=4
+// high nibbles (sub-block 2c+1 = s/4), l = 8*(p%4) .. +8.
+fn knib8(q: u32, s: u32) -> D8 {
+    let w = q + 8u * (s >> 3u) + 2u * (s & 3u);
+    let sh = 4u * ((s >> 2u) & 1u);
+    return D8(nib4(W[w], sh), nib4(W[w + 1u], sh));
+}
+
 #if Q_Q4_K
-// 36 words: [0] d | dmin << 16, [1..3] scales[12], [4..35] qs[128]
-// unit s of a block: chunk c = s/8 (64 elements, qs[32c..32c+32)), p = s%8: p<4 low nibbles
-// (sub-block 2c), p>=4 high nibbles (sub-block 2c+1), l = 8*(p%4) .. +8
+// 36 words: [0] d | dmin << 16, [1..3] scales[12], [4..35] qs[128]; unit s of a block: knib8
 const QK: u32 = 256u;
 fn deq8(base: u32, u: u32) -> D8 {
     let o = base + (u >> 5u) * 36u;
     let s = u & 31u;
-    let c = s >> 3u;
-    let hi = (s >> 2u) & 1u;
-    let w = o + 4u + 8u * c + 2u * (s & 3u);
-    let sm = kscale(o, 2u * c + hi);
-    let dd = unpack2x16float(W[o]);
-    let ds = dd.x * sm.x;
-    let dm = dd.y * sm.y;
-    return D8(ds * nib4(W[w], 4u * hi) - dm, ds * nib4(W[w + 1u], 4u * hi) - dm);
+    let q = knib8(o + 4u, s);
+    let dm = kdm(o, s >> 2u);
+    return D8(dm.x * q.lo - dm.y, dm.x * q.hi - dm.y);
 }
 #endif
 
@@ -182,20 +191,11 @@ const QK: u32 = 256u;
 fn deq8(base: u32, u: u32) -> D8 {
     let o = base + (u >> 5u) * 44u;
     let s = u & 31u;
-    let c = s >> 3u;
-    let hi = (s >> 2u) & 1u;
-    let sb = 2u * c + hi;
-    let l0 = 8u * (s & 3u);
-    let w = o + 12u + 8u * c + 2u * (s & 3u);
-    let qh0 = W[o + 4u + (l0 >> 2u)];
-    let qh1 = W[o + 5u + (l0 >> 2u)];
-    let h0 = vec4<f32>(bit4(qh0, sb, 8u) << vec4<u32>(4u));
-    let h1 = vec4<f32>(bit4(qh1, sb, 8u) << vec4<u32>(4u));
-    let sm = kscale(o, sb);
-    let dd = unpack2x16float(W[o]);
-    let ds = dd.x * sm.x;
-    let dm = dd.y * sm.y;
-    return D8(ds * (nib4(W[w], 4u * hi) + h0) - dm, ds * (nib4(W[w + 1u], 4u * hi) + h1) - dm);
+    let sb = s >> 2u;
+    let q = knib8(o + 12u, s);
+    let qh = o + 4u + 2u * (s & 3u);          // qh[l0 .. l0+8], l0 = 8 * (s % 4)
+    let dm = kdm(o, sb);
+    return D8(dm.x * (q.lo + hi4(W[qh], sb, 8u)) - dm.y, dm.x * (q.hi + hi4(W[qh + 1u], sb, 8u)) - dm.y);
 }
 #endif
 
@@ -217,12 +217,8 @@ fn deq8(base: u32, u: u32) -> D8 {
     let k = 8u * n + (l0 >> 4u) + 2u * g;
     let sc = f32((bitcast<i32>(W[o + 48u + (k >> 2u)] << (24u - 8u * (k & 3u)))) >> 24u);
     let d = f16lo(W[o + 52u]) * sc;
-    let h = W[wh];
-    let h1 = W[wh + 1u];
-    let q0 = ((vec4<u32>(W[wl]) >> vec4<u32>(sh, sh + 8u, sh + 16u, sh + 24u)) & vec4<u32>(15u))
-           | (((vec4<u32>(h) >> vec4<u32>(hsh, hsh + 8u, hsh + 16u, hsh + 24u)) & vec4<u32>(3u)) << vec4<u32>(4u));
-    let q1 = ((vec4<u32>(W[wl + 1u]) >> vec4<u32>(sh, sh + 8u, sh + 16u, sh + 24u)) & vec4<u32>(15u))
-           | (((vec4<u32>(h1) >> vec4<u32>(hsh, hsh + 8u, hsh + 16u, hsh + 24u)) & vec4<u32>(3u)) << vec4<u32>(4u));
+    let q0 = byte4(W[wl], sh, 15u) | (byte4(W[wh], hsh, 3u) << vec4<u32>(4u));
+    let q1 = byte4(W[wl + 1u], sh, 15u) | (byte4(W[wh + 1u], hsh, 3u) << vec4<u32>(4u));
     return D8(d * (vec4<f32>(q0) - 32.0), d * (vec4<f32>(q1) - 32.0));
 }
 #endif

@@ -9,8 +9,8 @@
 //   FINAL:   one workgroup per token selects the top k of its n_chunks*k candidates the same way
 //            (E2 candidates per thread) and writes IDS[ids_off + t*k + j], VALS[vals_off + t*k + j]
 //            (the logit re-read from L: exact bits) and, with PTOP, PT[pt_off + t].
-// (key, id) is a total order, so the selection is exact and independent of the reduction order:
-// batch-invariant.
+// (key, id) is a total order (sortkey.wgsl; NaN keys 0: after everything, as lexsort puts NaN
+// last), so the selection is exact and independent of the reduction order: batch-invariant.
 // Bindings: partial: 0 params P (uniform), 1 step record (u32, rw), 2 L logits (f32, rw; row t at
 //             l_off + t*l_ts), 3 SCR (u32, rw)
 //           FINAL:   0 P, 1 step, 2 L, 3 SCR, 4 IDS (u32, rw), 5 VALS (f32, rw), [PTOP: 6 PT (f32, rw)]
@@ -39,53 +39,9 @@ const E: u32 = {{E}}u;
 #endif
 
 const WG: u32 = 256u;
-const NONE: u32 = 0xffffffffu;
-var<workgroup> rk: array<u32, 2 * WG>;   // double-buffered by round parity: one barrier per round
-var<workgroup> ri: array<u32, 2 * WG>;
+const KEY_SLOTS: u32 = 2u * WG;     // double-buffered by round parity: one barrier per round
 var<workgroup> wg_n: u32;
-
-// Order-preserving key: larger float -> larger key; -0 and +0 equal; NaN 0 (after everything, as
-// lexsort puts NaN last); real keys are >= key(-inf) = 0x007fffff.
-fn okey(v: f32) -> u32 {
-    var b = bitcast<u32>(v);
-    if ((b & 0x7fffffffu) > 0x7f800000u) { return 0u; }
-    if (b == 0x80000000u) { b = 0u; }
-    return select(b | 0x80000000u, ~b, (b & 0x80000000u) != 0u);
-}
-
-// (k1, i1) comes before (k2, i2): larger key, then lower id.
-fn better(k1: u32, i1: u32, k2: u32, i2: u32) -> bool {
-    return k1 > k2 || (k1 == k2 && i1 < i2);
-}
-
-// The best (key, id) of the workgroup, the same in every thread; `o` = 0 or WG (round parity).
-fn wg_best(k: u32, i: u32, o: u32, lid: u32, sgs: u32, sgl: u32) -> vec2<u32> {
-#if SUBGROUPS
-    let mk = subgroupMax(k);
-    let mi = subgroupMin(select(NONE, i, k == mk));
-    if (sgl == 0u) { rk[o + lid / sgs] = mk; ri[o + lid / sgs] = mi; }
-    workgroupBarrier();
-    let n_sg = (WG + sgs - 1u) / sgs;
-    var bk = rk[o];
-    var bi = ri[o];
-    for (var s = 1u; s < n_sg; s++) {
-        if (better(rk[o + s], ri[o + s], bk, bi)) { bk = rk[o + s]; bi = ri[o + s]; }
-    }
-    return vec2<u32>(bk, bi);
-#else
-    rk[o + lid] = k;
-    ri[o + lid] = i;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (lid < s && better(rk[o + lid + s], ri[o + lid + s], rk[o + lid], ri[o + lid])) {
-            rk[o + lid] = rk[o + lid + s];
-            ri[o + lid] = ri[o + lid + s];
-        }
-        workgroupBarrier();
-    }
-    return vec2<u32>(rk[o], ri[o]);
-#endif
-}
+#include "sortkey.wgsl"
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -129,7 +85,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         let i = base + m * WG;
         ck[m] = 0u;
         ci[m] = NONE;
-        if (i < p.n) { ck[m] = okey(L[lb + i]); ci[m] = i; }
+        if (i < p.n) { ck[m] = okey(L[lb + i], 0u); ci[m] = i; }
     }
     let ob = p.scr_off + 2u * (t * p.n_chunks + c) * p.k;
 #endif

@@ -1,7 +1,8 @@
 """ssm_conv.wgsl, gdn.wgsl and gdn_chunked.wgsl against their twins (reference.ops.ssm_conv,
 reference.gdn), plus the exact properties speculative decoding relies on: batch invariance
 (an N-token step equals N one-token steps bit for bit, outputs and every snapshot plane), snapshot
-planes, and rollback (a step from plane r equals re-running the kept tokens)."""
+planes, and rollback (a step from plane r equals re-running the kept tokens). gdn.wgsl and
+gdn_chunked.wgsl share gdn_common.wgsl (bindings, gates, lane tree, state load/store)."""
 from __future__ import annotations
 
 import struct

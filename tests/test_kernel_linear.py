@@ -1,5 +1,6 @@
 """matvec.wgsl, matmul.wgsl and embed.wgsl (kernels.linear) against reference.linear, for every
-weight type, on every adapter variant.
+weight type, on every adapter variant (all three decode weights with quant.wgsl; matvec.wgsl's
+accumulate/reduce block is matvec_common.wgsl, shared with moe.wgsl).
 
 - every type at one shape (67 rows; 672 / 768 columns so each matvec thread sums several units,
   531 for the float types' row tail):

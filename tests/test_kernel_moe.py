@@ -1,5 +1,6 @@
 """MoE kernels (kernels/moe.py: moe_route.wgsl, moe.wgsl, moe_combine.wgsl) against reference.moe /
-reference.ops, on every adapter variant.
+reference.ops, on every adapter variant (moe.wgsl includes matvec_common.wgsl; moe_route.wgsl and
+moe_combine.wgsl share the workgroup sum/max of wg_reduce.wgsl).
 
 - route: NE 4 .. 1024 x k 1, 2, 8, 16 on logits from a 1/8 grid (many exact ties in
   probability, inside the top k and across its boundary), a token whose logits are all equal and

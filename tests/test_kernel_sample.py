@@ -1,6 +1,6 @@
 """argmax.wgsl and topk.wgsl against reference.ops.argmax / ops.topk (exact equality: ids and the
 logits' bits), ties, -inf/+inf/huge/NaN/-0 values, the softmax_top p-min gate, and exact batch
-invariance."""
+invariance. Both include sortkey.wgsl (order-preserving keys, the workgroup best pair)."""
 from __future__ import annotations
 
 import numpy as np
