@@ -43,15 +43,28 @@ fn accum4(b: vec4<u32>, xb: vec4<u32>, m: u32, al: bool, lid: u32) -> Acc4 {
     var a2 = vec4<f32>(0.0);
     var a3 = vec4<f32>(0.0);
     for (var u = lid; u < nu; u += WG) {
+        let c = u * 8u;
+#if SCALED
+        // w = s * q: the unit's dot product on the integer quants, times the scale once
+        let w0 = deq8s(b.x, u);
+        let w1 = deq8s(b.y, u);
+        let w2 = deq8s(b.z, u);
+        let w3 = deq8s(b.w, u);
+        let sc = vec4<f32>(w0.s, w1.s, w2.s, w3.s);
+        a0 += sc * dots(w0.q, w1.q, w2.q, w3.q, x8(xb.x + c, al));
+        if (m > 1u) { a1 += sc * dots(w0.q, w1.q, w2.q, w3.q, x8(xb.y + c, al)); }
+        if (m > 2u) { a2 += sc * dots(w0.q, w1.q, w2.q, w3.q, x8(xb.z + c, al)); }
+        if (m > 3u) { a3 += sc * dots(w0.q, w1.q, w2.q, w3.q, x8(xb.w + c, al)); }
+#else
         let w0 = deq8(b.x, u);
         let w1 = deq8(b.y, u);
         let w2 = deq8(b.z, u);
         let w3 = deq8(b.w, u);
-        let c = u * 8u;
         a0 += dots(w0, w1, w2, w3, x8(xb.x + c, al));
         if (m > 1u) { a1 += dots(w0, w1, w2, w3, x8(xb.y + c, al)); }
         if (m > 2u) { a2 += dots(w0, w1, w2, w3, x8(xb.z + c, al)); }
         if (m > 3u) { a3 += dots(w0, w1, w2, w3, x8(xb.w + c, al)); }
+#endif
     }
 #if FLOAT
     // row tail (cols % 8 columns), one per thread

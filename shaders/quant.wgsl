@@ -17,6 +17,11 @@
 
 struct D8 { lo: vec4<f32>, hi: vec4<f32> };
 
+// Symmetric formats (Q8_0, Q4_0, Q5_0, Q6_K) also give a unit as (integer quants q, scale s) with
+// w = s * q exactly (SCALED is defined for them): a mat-vec can then take s out of the dot
+// product, one multiply per unit instead of eight. (kernels/linear.qtype_defines sets SCALED.)
+struct DS { q: D8, s: f32 };
+
 // f16 halves of a word (IEEE, subnormals included on conforming drivers).
 fn f16lo(w: u32) -> f32 { return unpack2x16float(w).x; }
 fn f16hi(w: u32) -> f32 { return unpack2x16float(w).y; }
@@ -46,8 +51,7 @@ fn nib8(q: u32, s: u32) -> D8 {
 
 // 4 signed bytes of w as floats.
 fn sbytes4(w: u32) -> vec4<f32> {
-    let v = vec4<i32>(bitcast<i32>(w << 24u), bitcast<i32>(w << 16u), bitcast<i32>(w << 8u), bitcast<i32>(w));
-    return vec4<f32>(v >> vec4<u32>(24u));
+    return vec4<f32>(unpack4xI8(w));
 }
 
 #if Q_F32
@@ -89,22 +93,20 @@ fn deq1(base: u32, c: u32) -> f32 {
 #if Q_Q8_0
 // 9 words: [0] d (low half), [1..8] q int8[32]
 const QK: u32 = 32u;
-fn deq8(base: u32, u: u32) -> D8 {
+fn deq8s(base: u32, u: u32) -> DS {
     let o = base + (u >> 2u) * 9u;
     let s = u & 3u;
-    let d = f16lo(W[o]);
-    return D8(d * sbytes4(W[o + 1u + 2u * s]), d * sbytes4(W[o + 2u + 2u * s]));
+    return DS(D8(sbytes4(W[o + 1u + 2u * s]), sbytes4(W[o + 2u + 2u * s])), f16lo(W[o]));
 }
 #endif
 
 #if Q_Q4_0
 // 5 words: [0] d, [1..4] qs[16]; byte j: element j (low nibble), j+16 (high nibble)
 const QK: u32 = 32u;
-fn deq8(base: u32, u: u32) -> D8 {
+fn deq8s(base: u32, u: u32) -> DS {
     let o = base + (u >> 2u) * 5u;
     let q = nib8(o + 1u, u & 3u);
-    let d = f16lo(W[o]);
-    return D8(d * (q.lo - 8.0), d * (q.hi - 8.0));
+    return DS(D8(q.lo - 8.0, q.hi - 8.0), f16lo(W[o]));
 }
 #endif
 
@@ -122,13 +124,12 @@ fn deq8(base: u32, u: u32) -> D8 {
 #if Q_Q5_0
 // 6 words: [0] d, [1] qh (bit j = 5th bit of element j), [2..5] qs[16]
 const QK: u32 = 32u;
-fn deq8(base: u32, u: u32) -> D8 {
+fn deq8s(base: u32, u: u32) -> DS {
     let o = base + (u >> 2u) * 6u;
     let s = u & 3u;
     let q = nib8(o + 2u, s);
-    let d = f16lo(W[o]);
     let qh = W[o + 1u];
-    return D8(d * (q.lo + hi4(qh, 8u * s, 1u) - 16.0), d * (q.hi + hi4(qh, 8u * s + 4u, 1u) - 16.0));
+    return DS(D8(q.lo + hi4(qh, 8u * s, 1u) - 16.0, q.hi + hi4(qh, 8u * s + 4u, 1u) - 16.0), f16lo(W[o]));
 }
 #endif
 
@@ -204,7 +205,7 @@ fn deq8(base: u32, u: u32) -> D8 {
 // element 128n + 32g + l (g 0..3, l 0..31): low 4 bits from ql[64n + 32(g&1) + l] (nibble g>>1),
 // high 2 bits from qh[32n + l] >> 2g, scale scales[8n + l/16 + 2g]; value d*sc*(q - 32)
 const QK: u32 = 256u;
-fn deq8(base: u32, u: u32) -> D8 {
+fn deq8s(base: u32, u: u32) -> DS {
     let o = base + (u >> 5u) * 53u;
     let s = u & 31u;
     let n = s >> 4u;
@@ -216,10 +217,16 @@ fn deq8(base: u32, u: u32) -> D8 {
     let hsh = 2u * g;
     let k = 8u * n + (l0 >> 4u) + 2u * g;
     let sc = f32((bitcast<i32>(W[o + 48u + (k >> 2u)] << (24u - 8u * (k & 3u)))) >> 24u);
-    let d = f16lo(W[o + 52u]) * sc;
     let q0 = byte4(W[wl], sh, 15u) | (byte4(W[wh], hsh, 3u) << vec4<u32>(4u));
     let q1 = byte4(W[wl + 1u], sh, 15u) | (byte4(W[wh + 1u], hsh, 3u) << vec4<u32>(4u));
-    return D8(d * (vec4<f32>(q0) - 32.0), d * (vec4<f32>(q1) - 32.0));
+    return DS(D8(vec4<f32>(q0) - 32.0, vec4<f32>(q1) - 32.0), f16lo(W[o + 52u]) * sc);
+}
+#endif
+
+#if SCALED
+fn deq8(base: u32, u: u32) -> D8 {
+    let v = deq8s(base, u);
+    return D8(v.s * v.q.lo, v.s * v.q.hi);
 }
 #endif
 

@@ -38,9 +38,13 @@ def _variants() -> tuple[list[tuple[str, int, dict]], list[str]]:
             unusable.append(f"{a.name}: cannot run compute shaders ({why})")
             continue
         tag = a.backend.lower()
+        # both mat-vec layouts everywhere: the adapter's default, and the other one on a variant
+        other = "tiled" if a.adapter_type == "CPU" else "rowwise"
         out.append((tag, a.index, {}))
         if "subgroup" in a.features or "shader-f16" in a.features:
-            out.append((tag + "-nosg-nof16", a.index, {"subgroups": False, "f16": False}))
+            out.append((tag + "-nosg-nof16", a.index, {"subgroups": False, "f16": False, "matvec": other}))
+            if "subgroup" in a.features:
+                out.append((tag + "-" + other, a.index, {"matvec": other}))
     return out, unusable
 
 

@@ -121,6 +121,7 @@ class GPUContext:
     limits: dict[str, int]
     features: set[str]
     label: str = ""
+    matvec_rowwise: bool = False    # mat-vec layout: a row per thread (CPU adapters) or 4 rows per workgroup
     _staging: dict[int, Any] = field(default_factory=dict)
 
     @property
@@ -139,7 +140,9 @@ class GPUContext:
         return self.desc.name
 
     def variant(self) -> str:
-        return f"{self.desc.backend.lower()}{'' if self.subgroups else '-nosg'}{'' if self.f16 else '-nof16'}"
+        return (f"{self.desc.backend.lower()}{'' if self.subgroups else '-nosg'}{'' if self.f16 else '-nof16'}"
+                f"{'-rowwise' if self.matvec_rowwise and self.desc.adapter_type != 'CPU' else ''}"
+                f"{'-tiled' if not self.matvec_rowwise and self.desc.adapter_type == 'CPU' else ''}")
 
     # ---- buffers
 
@@ -229,7 +232,7 @@ _contexts: dict[tuple, GPUContext] = {}
 
 
 def open_context(selector: str | int | None = None, *, subgroups: bool | None = None, f16: bool | None = None,
-                 max_binding: int | None = None) -> GPUContext:
+                 max_binding: int | None = None, matvec: str | None = None) -> GPUContext:
     """A device on the selected adapter, requesting its optional features and real limits.
 
     `subgroups`/`f16` None = use when the adapter has them unless WGMTP_DISABLE_* says no;
@@ -249,7 +252,10 @@ def open_context(selector: str | int | None = None, *, subgroups: bool | None = 
             raise DeviceError(f"WGMTP_MAX_BINDING_BYTES={env_mb!r} is not a number of bytes") from None
     mb = min(lim_bind, max_binding) if max_binding else lim_bind
     mb = max(256, mb // 256 * 256)
-    key = (desc.index, desc.backend, desc.device, sg, h, mb)
+    layout = matvec or os.environ.get("WGMTP_MATVEC", "").strip().lower() or ("rowwise" if desc.adapter_type == "CPU" else "tiled")
+    if layout not in ("rowwise", "tiled"):
+        raise DeviceError(f"WGMTP_MATVEC={layout!r}: use rowwise or tiled")
+    key = (desc.index, desc.backend, desc.device, sg, h, mb, layout)
     ctx = _contexts.get(key)
     if ctx is not None:
         return ctx
@@ -263,6 +269,7 @@ def open_context(selector: str | int | None = None, *, subgroups: bool | None = 
         raise DeviceError(f"could not open a device on {desc.name}: {e}") from None
     _own_polling(dev)
     ctx = GPUContext(desc=desc, device=dev, subgroups=sg, f16=h, max_binding=mb,
-                     limits=dict(desc.limits), features=set(feats), label=desc.name)
+                     limits=dict(desc.limits), features=set(feats), label=desc.name,
+                     matvec_rowwise=layout == "rowwise")
     _contexts[key] = ctx
     return ctx

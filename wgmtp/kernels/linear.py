@@ -28,13 +28,17 @@ MATMUL_TILE_ROWS, MATMUL_TILE_TOK = 64, 64
 _FLOAT = (QT.F32, QT.F16, QT.BF16)
 
 
+_SCALED = (QT.Q8_0, QT.Q4_0, QT.Q5_0, QT.Q6_K)
+
+
 def qtype_defines(qtype: QT | int) -> dict[str, bool]:
-    """Shader defines selecting the decoder of `qtype` in quant.wgsl (Q_<NAME>, FLOAT)."""
+    """Shader defines selecting the decoder of `qtype` in quant.wgsl (Q_<NAME>, FLOAT, and
+    SCALED for the symmetric block types whose units are scale x integer quants)."""
     qt = QT(qtype)
     if qt not in quants.SUPPORTED:
         raise ValueError(f"no GPU kernel for weight type {qt.name} "
                          f"(supported: {', '.join(t.name for t in quants.SUPPORTED)})")
-    return {f"Q_{qt.name}": True, "FLOAT": qt in _FLOAT}
+    return {f"Q_{qt.name}": True, "FLOAT": qt in _FLOAT, "SCALED": qt in _SCALED}
 
 
 def _check(W: GPUTensor) -> dict[str, bool]:
@@ -58,10 +62,20 @@ def matvec(pb: ProgramBuilder, W: GPUTensor, x: Act, y: Act, step: Act, *,
     defs = _check(W)
     xs = W.cols if x_stride is None else int(x_stride)
     ys = W.rows if y_stride is None else int(y_stride)
+    rowwise = row_per_thread(pb.ctx)
     for part in W.parts:
-        pb.add("matvec", [part.buffer, x.buffer, y.buffer, step.buffer],
+        pb.add("matvec_rowwise" if rowwise else "matvec", [part.buffer, x.buffer, y.buffer, step.buffer],
                pack(W.cols, part.row0, part.rows, W.row_words, x.offset, xs, y.offset, ys, step.offset),
-               -(-part.rows // MATVEC_ROWS), defines=defs, label=label or f"matvec:{W.name}[{part.row0}]")
+               -(-part.rows // (64 if rowwise else MATVEC_ROWS)), defines=defs,
+               label=label or f"matvec:{W.name}[{part.row0}]")
+
+
+def row_per_thread(ctx) -> bool:
+    """The mat-vec layout chosen when the device was opened (device.open_context): one row per
+    thread on CPU adapters (lavapipe, llvmpipe: invocations are SIMD lanes, so no cross-lane
+    reduction and 16x fewer workgroups), else 4 rows per 64-thread workgroup with coalesced
+    loads (GPUs). WGMTP_MATVEC=rowwise|tiled overrides. Decode and verify use the same one."""
+    return bool(getattr(ctx, "matvec_rowwise", False))
 
 
 def matmul(pb: ProgramBuilder, W: GPUTensor, x: Act, y: Act, step: Act, *, max_tok: int,
