@@ -3,7 +3,13 @@
 
     apt-get install python3-doc          # (Debian/Ubuntu) the corpus: Python's documentation sources
     pip install -e '.[train]'            # torch (CPU build is enough)
-    nice -n 19 python tools/train_demo.py --minutes 60 --threads 2
+    # how the shipped wgmtp/data/wgmtp-demo.gguf was made (65 minutes on a shared 2-core machine):
+    nice -n 19 python tools/train_demo.py --minutes 50 --threads 1 --save-ckpt /tmp/demo.pt
+    nice -n 19 python tools/train_demo.py --init-ckpt /tmp/demo.pt --mtp-phase 1 --mtp-true 0 --minutes 15 --threads 1
+
+The first run trains everything (the last --mtp-phase of its time the MTP head alone); the second
+continues the MTP head alone on the frozen trunk. Use --threads 2 (the default) on an idle machine;
+under contention from other jobs one thread was much faster than two.
 
 Steps (each prints what it did):
   1. corpus: the reStructuredText sources of the Python documentation as Debian's `python3-doc`
@@ -38,7 +44,6 @@ import argparse
 import glob
 import json
 import math
-import os
 import random
 import re
 import sys
