@@ -52,8 +52,8 @@ def _weight_type(gm) -> str:
 
 
 def bytes_per_token(be, ctx_len: float) -> dict:
-    """What one decode step reads: every trunk weight once (one embedding row), the KV of every
-    attention layer up to the context, and the GDN state (read and written)."""
+    """What one decode step reads: every trunk weight once (one embedding row; k of NE experts),
+    the KV of every attention layer up to the context, and the GDN state (read and written)."""
     gm, c, st = be.gm, be.cfg, be.model.state
     w = 0
     for n in gm.used_tensors:
@@ -62,6 +62,8 @@ def bytes_per_token(be, ctx_len: float) -> dict:
         t = gm.tensors[n]
         if n == "token_embd.weight" and not c.tied_embeddings:
             w += t.n_bytes // max(1, c.n_vocab)
+        elif n.endswith("_exps.weight"):          # MoE: only the selected experts are read
+            w += t.n_bytes * c.n_expert_used // c.n_expert
         else:
             w += t.n_bytes
     n_attn = sum(1 for i in range(c.n_layer) if not c.is_gdn[i])
@@ -97,8 +99,14 @@ def run_bench(a: argparse.Namespace) -> tuple[list[dict], dict]:
     base = {"engine": "wgmtp", "model": path, "weight_type": wtype, "adapter": adapter,
             "weights_bytes": gm.weight_bytes(mtp=False), "peak_gb_s": bw["gb_s"]}
 
-    # pp: a fresh prompt of n_prompt tokens, one prefill
+    # warm-up: compile every pipeline the measured runs use (not timed)
     sess = Session(be, n_ctx, set())
+    list(sess.generate([int(x) for x in rng.integers(0, V, a.n_prompt)], GenRequest(max_tokens=2)))
+    for n_max in n_max_list:
+        if n_max > 0 and gm.has_mtp:
+            list(sess.generate([1, 2, 3], GenRequest(max_tokens=n_max + 2, spec=True, n_max=n_max,
+                                                     p_min=a.spec_draft_p_min)))
+    # pp: a fresh prompt of n_prompt tokens, one prefill
     tps = []
     for _ in range(a.reps):
         prompt = [int(x) for x in rng.integers(0, V, a.n_prompt)]
