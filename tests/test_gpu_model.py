@@ -62,3 +62,24 @@ def test_prefill_in_chunks_same_continuation(synth, variant):
     a = list(Session(one, 256, set()).generate(prompt, GenRequest(max_tokens=16)))
     b = list(Session(chunked, 256, set()).generate(prompt, GenRequest(max_tokens=16)))
     assert a == b
+
+
+@pytest.mark.parametrize("variant", ctx_params()[:1])
+def test_run_ahead_decoding(synth, variant):
+    """Greedy decoding queues the next step before reading this one's token: same tokens as
+    step-by-step decoding, and a continuation after an early stop (EOS) feeds nothing twice."""
+    path = synth(seed=12)
+    gm, ahead = _gpu(variant, path)
+    _, sync = _gpu(variant, path)
+    sync.run_ahead = False
+    prompt = list(np.random.default_rng(2).integers(0, gm.config.n_vocab, 9))
+    a = list(Session(ahead, 256, set()).generate(prompt, GenRequest(max_tokens=24)))
+    assert a == list(Session(sync, 256, set()).generate(prompt, GenRequest(max_tokens=24)))
+    # stop at an "EOS" (pretend a[7] ends generation), then continue with more prompt
+    s = Session(ahead, 256, {a[7]})
+    first = list(s.generate(prompt, GenRequest(max_tokens=24)))
+    assert ahead.pending_fed and first == a[:first.index(a[7]) + 1]
+    more = [5, 6, 7]
+    second = list(s.generate(more, GenRequest(max_tokens=10), cont=True))
+    fresh = list(Session(sync, 256, set()).generate(prompt + first + more, GenRequest(max_tokens=10)))
+    assert second == fresh

@@ -102,7 +102,9 @@ class Session:
             self.reset(req)
             cont = False
         self.in_sync = True
-        feed = ([self.pending] if cont and self.pending is not None else []) + list(prompt)
+        # a backend that decodes one step ahead may already have fed the pending token
+        fed = getattr(self.be, "pending_fed", False)
+        feed = ([self.pending] if cont and self.pending is not None and not fed else []) + list(prompt)
         if not feed:
             raise ValueError("empty prompt")
         from .errors import ContextOverflowError

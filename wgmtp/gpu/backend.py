@@ -42,6 +42,8 @@ class GPUBackend:
         self.capture: list | None = None   # tests: when a list, logits rows of each step/round land here
         self.profile = self.runner.can_time   # GPU time of draft vs verify per round (timestamp queries)
         self.synthetic_p: float | None = None   # bench only: force each draft accepted with this probability
+        self.run_ahead = not env_flag("WGMTP_NO_RUN_AHEAD")
+        self._inflight = None                   # a queued decode step (greedy run-ahead)
         # WGMTP_CHECK=1: every op is checked against its numpy twin as it runs; the first divergence
         # stops the run with a message naming layer, op, shape and error (check/trace.py)
         self.check_results: list = []
@@ -57,6 +59,7 @@ class GPUBackend:
         return self._n_past
 
     def reset(self, n_ctx: int, n_max: int, mtp: bool, eog: set[int] | None = None) -> None:
+        self._retire()
         if n_ctx > self.n_ctx:
             raise ContextOverflowError(f"context {n_ctx} exceeds the {self.n_ctx} this model was loaded with")
         self.model.ensure_state(n_max + 1, mtp)
@@ -142,12 +145,52 @@ class GPUBackend:
         return out
 
     def prefill(self, tokens: list[int], n_cand: int):
+        self._retire()
         return self._feed(list(tokens), n_cand)
 
     def decode(self, token: int, n_cand: int):
-        return self._feed([int(token)], n_cand)
+        """One token. Greedy plain decoding runs one step ahead: the step that feeds the next
+        token (which the GPU's argmax wrote where the embedding reads it) is queued before this
+        step's token is read back, so the GPU never waits for Python. That queued step feeds the
+        token this call returns, so afterwards `pending_fed` is True: the engine's pending token
+        is already in the state."""
+        if n_cand > 1 or self.mtp or not self.run_ahead or self.model.tracing or self.capture is not None:
+            self._retire()
+            return self._feed([int(token)], n_cand)
+        m = self.model
+        prog = m.program("feed", 1, False, 1)
+        rb = self._cand_reads(1)
+        if self._inflight is None:          # the first step after a prefill: token comes from the host
+            if self._n_past + 2 > self.n_ctx:
+                return self._feed([int(token)], n_cand)
+            h1 = self.runner.submit([prog], writes=[self._write_head(self._records(1, self._n_past, self.src_slot), [token])],
+                                    reads=rb)
+            self._n_past += 1
+            self.src_slot = 0
+        else:
+            h1 = self._inflight
+        self._inflight = None
+        if self._n_past + 1 < self.n_ctx:   # queue the next step: only the step records are written
+            recs = self._records(1, self._n_past, 0)
+            self._inflight = self.runner.submit([prog], writes=[(m.IDS.buffer, 0, recs.tobytes())], reads=rb)
+            self._n_past += 1
+        return self._candidates(self.runner.collect(h1), 1)
+
+    @property
+    def pending_fed(self) -> bool:
+        return self._inflight is not None
+
+    def _retire(self) -> None:
+        """Wait for a queued run-ahead step (its token stays in the state: pending_fed)."""
+        if self._inflight is not None:
+            self.runner.collect(self._inflight)
+            self._inflight = None
 
     def spec_round(self, id_last: int, n_max: int, p_min: float, sampler: Sampler, is_eog, max_emit: int):
+        self._retire()
+        return self._spec_round(id_last, n_max, p_min, sampler, is_eog, max_emit)
+
+    def _spec_round(self, id_last: int, n_max: int, p_min: float, sampler: Sampler, is_eog, max_emit: int):
         """One submission: n greedy MTP drafts, verify of n+1 rows, MTP KV fill, acceptance (on the
         GPU for greedy; on the host from top-k candidates when sampling), rollback by slot choice."""
         m, lay = self.model, self.lay
@@ -242,6 +285,7 @@ class GPUBackend:
         """GPU time of one decode step and of one verify batch of n + 1 tokens (timestamp queries,
         else wall time of submit + a 4-byte readback), at the current position. Clobbers the
         sequence state: call it after the measured generation."""
+        self._retire()
         m, lay = self.model, self.lay
         pos = min(self._n_past, self.n_ctx - n - 2)
         rb = [Readback(m.IDS.buffer, 0, 4)]

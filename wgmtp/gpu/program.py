@@ -163,6 +163,14 @@ class ProgramBuilder:
 
 
 @dataclass
+class Pending:
+    """A submitted step whose reads are not collected yet."""
+    staging: Any
+    parts: list[tuple[int, int]]
+    timed: bool
+
+
+@dataclass
 class Readback:
     buffer: Any
     offset: int
@@ -181,6 +189,7 @@ class Runner:
         self.host_s = 0.0                     # Python time writing, encoding and submitting
         self.last_gpu_s: list[float] = []     # per program, from the last timed run
         self._qs: dict[int, tuple[Any, Any]] = {}
+        self._ring: dict[int, list[Any]] = {}
 
     @property
     def can_time(self) -> bool:
@@ -210,6 +219,13 @@ class Runner:
             reads: Sequence[Readback] = (), timed: bool = False) -> list[bytes]:
         """Encode `programs` into one compute pass (with `timed`, one pass each with timestamps:
         their GPU times land in `last_gpu_s`), submit once, and return the `reads`."""
+        return self.collect(self.submit(programs, writes=writes, reads=reads, timed=timed))
+
+    def submit(self, programs: Iterable[Program], *, writes: Iterable[tuple[Any, int, bytes]] = (),
+               reads: Sequence[Readback] = (), timed: bool = False) -> "Pending":
+        """Like `run`, but return at once: `collect(handle)` waits for the reads later, so the host
+        can queue the next step while the GPU runs this one. Each in-flight submission has its own
+        staging buffer (a small ring)."""
         ctx = self.ctx
         t_start = time.perf_counter()
         programs = list(programs)
@@ -235,9 +251,10 @@ class Runner:
                 n += len(p)
             cpass.end()
         stagings = []
+        st = None
         if reads:
             total = sum((r.size + 3) // 4 * 4 for r in reads)
-            st = ctx.staging(total)
+            st = self._ring_staging(total)
             off = 0
             for r in reads:
                 sz = (r.size + 3) // 4 * 4
@@ -248,13 +265,26 @@ class Runner:
         self.host_s += time.perf_counter() - t_start
         self.submissions += 1
         self.dispatches += n
-        if not reads:
+        return Pending(st, stagings, timed)
+
+    def _ring_staging(self, size: int) -> Any:
+        import wgpu
+        size = max(256, 1 << (int(size) - 1).bit_length())
+        ring = self._ring.setdefault(size, [])
+        if len(ring) < 3:
+            ring.append(self.ctx.device.create_buffer(size=size, usage=wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.COPY_DST))
+        buf = ring.pop(0)
+        ring.append(buf)
+        return buf
+
+    def collect(self, h: "Pending") -> list[bytes]:
+        if h.staging is None:
             return []
         t0 = time.perf_counter()
-        blob = map_read(st, sum((r.size + 3) // 4 * 4 for r in reads))
+        blob = map_read(h.staging, sum((s + 3) // 4 * 4 for _, s in h.parts))
         self.gpu_wait_s += time.perf_counter() - t0
-        out = [blob[o:o + s] for o, s in stagings]
-        if timed:
+        out = [blob[o:o + s] for o, s in h.parts]
+        if h.timed:
             # timestamps are device ticks; WebGPU defines them in ns (a period of 1 on the
             # adapters measured here: lavapipe, NVIDIA)
             t = np.frombuffer(out.pop(), np.uint64).astype(np.float64)
