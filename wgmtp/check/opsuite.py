@@ -3,9 +3,11 @@ FIXED grid of shapes and weight types, awkward sizes included, with the bounds o
 wgmtp/tolerances.py (equality where the arithmetic is identical), plus the batch-invariance suite
 (N = 1..16, bit-exact) and snapshot rollback of the recurrent state.
 
-The cases drive the kernels through their public wrappers (wgmtp/kernels/*.py) exactly as
-tests/test_kernel_*.py do, at small sizes (the whole suite runs in seconds on lavapipe); they live
-in the package because an installed `wgmtp check` cannot import tests/.
+The cases drive the kernels through their public wrappers (wgmtp/kernels/*.py) at small sizes
+(the whole suite runs in seconds on lavapipe). They live in the package because an installed
+`wgmtp check` cannot import tests/; tests/test_kernel_*.py import them and their input builders
+(Layer, Batch, rand_rows, logit_rows, make_weight, fill_cache, ...) from here, and run a case with
+`require(case_fn, ctx, **params)`.
 
 A case is `Case(family, name, fn, op, tags)`; `fn(ctx, chk)` runs kernels on the GPUContext and
 records every comparison in `chk` (a `Check`); it raises `Skip` when it does not apply to the
@@ -187,6 +189,13 @@ class Check:
                     tol=worst["tol"], exact=all(it["exact"] for it in self.items),
                     checks=len(self.items), failed_checks=[it["what"] for it in failed], note=note)
 
+    def require(self) -> None:
+        """Raise AssertionError naming the failed comparisons unless the case passed (a case that
+        compared nothing fails too): how tests/test_kernel_*.py assert a case."""
+        out = self.outcome()
+        if out["status"] != "pass":
+            raise AssertionError(out["note"])
+
 
 # ---- shared helpers ---------------------------------------------------------------------------
 
@@ -195,6 +204,15 @@ CASES: list[Case] = []
 
 def _add(family: str, name: str, fn: Callable, *, op: str = "", tags: tuple[str, ...] = ()) -> None:
     CASES.append(Case(family, name, fn, op, tags))
+
+
+def require(fn: Callable[..., None], ctx, **kw: Any) -> Check:
+    """Run the case function fn(ctx, chk, **kw) with a fresh Check and raise AssertionError unless
+    every comparison passed; the kernel tests call the op suite's cases this way (Skip propagates)."""
+    chk = Check()
+    fn(ctx, chk, **kw)
+    chk.require()
+    return chk
 
 
 def run(ctx, build: Callable[[ProgramBuilder], Any], *, writes=(), reads=()) -> list[bytes]:
@@ -347,7 +365,7 @@ def matmul_case(ctx, chk: Check, qt: QT, rows: int, cols: int, seed: int, counts
         chk.expect(f"rows past n_tok={n} untouched", not Y[i, n:].any())
 
 
-def _embed_compare(chk: Check, qt: QT, raw, ids, got, what="embed") -> None:
+def embed_compare(chk: Check, qt: QT, raw, ids, got, what="embed") -> None:
     want = RL.embed(raw, qt, ids)
     if qt in EXACT_EMBED:
         chk.equal(what, got, want)
@@ -367,7 +385,7 @@ def embed_case(ctx, chk: Check, qt: QT) -> None:
     St = steps(ctx, [len(ids)])
     run(ctx, lambda pb: KL.embed(pb, Wt, Act(Ib), Act(Ob), Act(St), max_tok=T))
     got = read_f32(ctx, Ob, T * cols).reshape(T, cols)
-    _embed_compare(chk, qt, raw, ids, got[:len(ids)])
+    embed_compare(chk, qt, raw, ids, got[:len(ids)])
     chk.expect("slots past n_tok untouched", np.all(got[len(ids):] == 7.0))
 
 
@@ -405,7 +423,7 @@ def split_case(ctx, chk: Check, qt: QT, kernel: str) -> None:
     run(ctx, build)
     out = read_f32(ctx, A, oS)
     if kernel == "embed":
-        _embed_compare(chk, qt, raw, ids, out[oY:oS].reshape(len(ids), cols), "embed (parts)")
+        embed_compare(chk, qt, raw, ids, out[oY:oS].reshape(len(ids), cols), "embed (parts)")
     else:
         want = RL.matvec(raw, qt, rows, cols, X)
         chk.close(f"{kernel} (parts)", out[oY:oS].reshape(T, rows), want, tol.matvec_tol(Wd, X, qt.name))
@@ -458,7 +476,7 @@ STEP_OFF = 4          # the step record at a non-zero word offset, as in an aren
 SENTINEL = f32(-12345.0)
 
 
-def _rows(rng, shape, spread: bool = True) -> np.ndarray:
+def rand_rows(rng, shape, spread: bool = True) -> np.ndarray:
     """Random rows; with `spread`, row scales from 1e-3 to 1e3 (norms are scale-free)."""
     x = rng.standard_normal(shape).astype(f32)
     if spread:
@@ -549,7 +567,7 @@ class Batch:
 def rmsnorm_case(ctx, chk: Check, n: int) -> None:
     rng = np.random.default_rng(n)
     T, stride = 3, n + 5
-    x = _rows(rng, (T, n))
+    x = rand_rows(rng, (T, n))
     w = (1 + 0.5 * rng.standard_normal(n)).astype(f32)
     xs = np.zeros((T, stride), f32)
     xs[:, :n] = x
@@ -568,7 +586,7 @@ def add_rmsnorm_case(ctx, chk: Check, n: int) -> None:
     the normed output share another buffer."""
     rng = np.random.default_rng(10 + n)
     T = 2
-    x, r = _rows(rng, (T, n)), _rows(rng, (T, n))
+    x, r = rand_rows(rng, (T, n)), rand_rows(rng, (T, n))
     w = (1 + 0.5 * rng.standard_normal(n)).astype(f32)
     X = ctx.upload(x)
     RB = ctx.upload(np.concatenate([r.ravel(), np.zeros(T * n, f32)]))
@@ -581,25 +599,30 @@ def add_rmsnorm_case(ctx, chk: Check, n: int) -> None:
 
 
 def head_rmsnorm_case(ctx, chk: Check, heads: int, D: int) -> None:
-    """q interleaved with its gate [T, heads, 2, D], normed in place: the gate halves untouched."""
+    """q interleaved with its gate [T, heads, 2, D], normed out of place to a contiguous
+    [T, heads, D], then in place: the gate halves untouched."""
     rng = np.random.default_rng(heads * D)
     T = 3
-    qg = _rows(rng, (T, heads, 2, D))
+    qg = rand_rows(rng, (T, heads, 2, D))
     w = (1 + 0.3 * rng.standard_normal(D)).astype(f32)
     QG = ctx.upload(qg)
     Wb = ctx.upload(w)
+    O = ctx.buffer(4 * T * heads * D)
+    run_step(ctx, lambda pb, st: KN.head_rmsnorm(pb, st, Act(QG), Wb, Act(O), heads, D, EPS, T,
+                                                 x_head_stride=2 * D), T)
+    ref = ops.rmsnorm(qg[:, :, 0], w, EPS)
+    chk.close("head_rmsnorm (copy)", read_f32(ctx, O, ref.size).reshape(ref.shape), ref, tol.rmsnorm_tol(D, ref))
     run_step(ctx, lambda pb, st: KN.head_rmsnorm(pb, st, Act(QG), Wb, Act(QG), heads, D, EPS, T,
                                                  x_head_stride=2 * D, out_head_stride=2 * D), T)
-    ref = ops.rmsnorm(qg[:, :, 0], w, EPS)
     got = read_f32(ctx, QG, qg.size).reshape(qg.shape)
     chk.equal("gate halves untouched", got[:, :, 1], qg[:, :, 1], bits=True)
-    chk.close("head_rmsnorm", got[:, :, 0], ref, tol.rmsnorm_tol(D, ref))
+    chk.close("head_rmsnorm (in place)", got[:, :, 0], ref, tol.rmsnorm_tol(D, ref))
 
 
 def gated_rmsnorm_case(ctx, chk: Check, heads: int, D: int) -> None:
     rng = np.random.default_rng(7 * heads + D)
     T = 2
-    o = _rows(rng, (T, heads, D))
+    o = rand_rows(rng, (T, heads, D))
     z = (rng.standard_normal((T, heads, D)) * 4).astype(f32)
     w = rng.standard_normal(D).astype(f32)
     OB = ctx.upload(o)
@@ -613,7 +636,7 @@ def gated_rmsnorm_case(ctx, chk: Check, heads: int, D: int) -> None:
 def l2norm_case(ctx, chk: Check, heads: int, D: int, scale: float) -> None:
     rng = np.random.default_rng(heads + 3 * D)
     T = 3
-    x = _rows(rng, (T, heads, D))
+    x = rand_rows(rng, (T, heads, D))
     x[0, 0] = 0.0                                              # eps keeps a zero head finite
     X = ctx.upload(x)
     O = ctx.buffer(x.nbytes)
@@ -627,16 +650,16 @@ def norm_batch_case(ctx, chk: Check) -> None:
     M = 16
     b = Batch(ctx, M)
     n = 257
-    x = b.input(_rows(rng, (M, n)))
-    r = b.input(_rows(rng, (M, n)))
+    x = b.input(rand_rows(rng, (M, n)))
+    r = b.input(rand_rows(rng, (M, n)))
     y1 = b.output(n)
     y2 = b.output(n)
     b.output(n, buf=x)
     H, D = 3, 64
-    qg = b.input(_rows(rng, (M, H * 2 * D)))
+    qg = b.input(rand_rows(rng, (M, H * 2 * D)))
     yq = b.output(H * 2 * D, buf=qg)
     Hv, Dv = 3, 32
-    o = b.input(_rows(rng, (M, Hv * Dv)))
+    o = b.input(rand_rows(rng, (M, Hv * Dv)))
     z = b.input((rng.standard_normal((M, Hv * Dv)) * 3).astype(f32))
     yg = b.output(Hv * Dv)
     yl = b.output(2 * 48)
@@ -703,7 +726,7 @@ def rope_case(ctx, chk: Check, heads: int, D: int, R: int) -> None:
     in place: unrotated dims copied exactly, gate halves untouched."""
     rng = np.random.default_rng(heads * D + R)
     T, n_ctx, pos0 = 3, 64, 60
-    qg = _rows(rng, (T, heads, 2, D))
+    qg = rand_rows(rng, (T, heads, 2, D))
     tb = rope_table(ctx, n_ctx, R)
     QG = ctx.upload(qg)
     O = ctx.buffer(4 * T * heads * D)
@@ -718,13 +741,14 @@ def rope_case(ctx, chk: Check, heads: int, D: int, R: int) -> None:
                                          x_head_stride=2 * D, out_head_stride=2 * D), T, pos0)
     got = read_f32(ctx, QG, qg.size).reshape(qg.shape)
     chk.equal("gate halves untouched", got[:, :, 1], qg[:, :, 1], bits=True)
+    chk.equal("unrotated dims kept in place", got[:, :, 0, R:], qg[:, :, 0, R:], bits=True)
     chk.close("rope (in place)", got[:, :, 0], ref, tol.rope_tol(qg[:, :, 0], ref))
 
 
-def rope_far_case(ctx, chk: Check) -> None:
+def rope_far_case(ctx, chk: Check, heads: int = 2, D: int = 64) -> None:
     """Positions up to 262143 (Qwen3.5's R = 64, base 1e7) from the f64-made table."""
-    heads, D, T, R = 2, 64, 4, 64
-    x = _rows(np.random.default_rng(D), (T, heads, D))
+    T, R = 4, 64
+    x = rand_rows(np.random.default_rng(D), (T, heads, D))
     tb = rope_table(ctx, N_CTX_BIG, R)
     X = ctx.upload(x)
     O = ctx.buffer(x.nbytes)
@@ -738,7 +762,7 @@ def rmsnorm_rope_case(ctx, chk: Check, heads: int, D: int, R: int, n_ctx: int) -
     """The attention q path: q interleaved with its gate, normed and rotated in place."""
     rng = np.random.default_rng(heads + D + R)
     T = 3
-    qg = _rows(rng, (T, heads, 2, D))
+    qg = rand_rows(rng, (T, heads, 2, D))
     w = (1 + 0.3 * rng.standard_normal(D)).astype(f32)
     tb = rope_table(ctx, n_ctx, R)
     QG = ctx.upload(qg)
@@ -753,13 +777,13 @@ def rmsnorm_rope_case(ctx, chk: Check, heads: int, D: int, R: int, n_ctx: int) -
     chk.close("rmsnorm_rope", got[:, :, 0], ref, rmsnorm_rope_tol(qg[:, :, 0], w, pos, R, ref))
 
 
-def rope_batch_case(ctx, chk: Check) -> None:
+def rope_batch_case(ctx, chk: Check, R: int = 64) -> None:
     rng = np.random.default_rng(3)
-    M, H, D, R = 16, 3, 64, 64
+    M, H, D = 16, 3, 64
     b = Batch(ctx, M, pos0=N_CTX_BIG - M - 2)
     tb = rope_table(ctx, N_CTX_BIG, R)
-    x = b.input(_rows(rng, (M, H * 2 * D)))
-    k = b.input(_rows(rng, (M, 2 * D)))
+    x = b.input(rand_rows(rng, (M, H * 2 * D)))
+    k = b.input(rand_rows(rng, (M, 2 * D)))
     yq = b.output(H * D)
     b.output(2 * D, buf=k)
     yr = b.output(H * D)
@@ -889,14 +913,14 @@ _register_sample()
 
 # ---- attention + kv_store (kernels/attention.py) -------------------------------------------------
 
-def _fill(ctx, cache: KA.KVCache, K: np.ndarray, V: np.ndarray) -> None:
+def fill_cache(ctx, cache: KA.KVCache, K: np.ndarray, V: np.ndarray) -> None:
     dt = np.float16 if cache.f16 else f32
     for p in cache.parts:
         ctx.queue.write_buffer(p.k, p.k_off * cache.elem_bytes, np.ascontiguousarray(K[p.row0:p.row0 + p.rows], dt).tobytes())
         ctx.queue.write_buffer(p.v, p.v_off * cache.elem_bytes, np.ascontiguousarray(V[p.row0:p.row0 + p.rows], dt).tobytes())
 
 
-def _read_cache(ctx, cache: KA.KVCache) -> tuple[np.ndarray, np.ndarray]:
+def read_cache(ctx, cache: KA.KVCache) -> tuple[np.ndarray, np.ndarray]:
     dt = np.float16 if cache.f16 else f32
     shp = (-1, cache.n_kv_head, cache.head_dim)
     K = np.concatenate([ctx.read_array(p.k, dt, p.rows * cache.row_elems, p.k_off).reshape(shp) for p in cache.parts])
@@ -913,7 +937,7 @@ def kv_store_case(ctx, chk: Check) -> None:
     rng = np.random.default_rng(1)
     K0 = rng.standard_normal((n_ctx, Hkv, D)).astype(f32)
     V0 = rng.standard_normal((n_ctx, Hkv, D)).astype(f32)
-    _fill(ctx, cache, K0, V0)
+    fill_cache(ctx, cache, K0, V0)
     T, max_tok, pos0, pos_add = 5, 8, 58, 3
     kin = (rng.standard_normal((max_tok, Hkv, 3 * D)) * 100).astype(f32)
     vin = (rng.standard_normal((max_tok, Hkv, D)) * 1e-3).astype(f32)
@@ -922,7 +946,7 @@ def kv_store_case(ctx, chk: Check) -> None:
     kb, vb = ctx.upload(np.concatenate([np.zeros(7, f32), kin.ravel()])), ctx.upload(vin)
     run(ctx, lambda pb: KA.kv_store(pb, cache, Act(kb, 7), Act(vb), Act(st), max_tok=max_tok, k_ts=Hkv * 3 * D,
                                     k_hs=3 * D, pos_add=pos_add))
-    K, V = _read_cache(ctx, cache)
+    K, V = read_cache(ctx, cache)
     Kr, Vr = RA.kv_store(K0, V0, kin[:T, :, :D], vin[:T], pos0 + pos_add, cache.f16)
     if not cache.f16:
         chk.equal("K cache", K, Kr)
@@ -947,7 +971,7 @@ def attention_case(ctx, chk: Check, D: int, H: int, Hkv: int, S: int) -> None:
     cache = KA.kv_cache(ctx, n_ctx, Hkv, D, split=S)
     K0 = rng.standard_normal((n_ctx, Hkv, D)).astype(f32)
     V0 = (rng.standard_normal((n_ctx, Hkv, D)) * 2).astype(f32)
-    _fill(ctx, cache, K0, V0)
+    fill_cache(ctx, cache, K0, V0)
     ctxs = [1, 7, S - 1, S, S + 1, 3 * S + 5]
     Tb, pb0, pos_add = 6, S - 3, 2
     runs = [(Tb, pb0)] + [(1, n - 1) for n in ctxs]
@@ -972,7 +996,7 @@ def attention_case(ctx, chk: Check, D: int, H: int, Hkv: int, S: int) -> None:
                      q_ts=2 * H * D, q_hs=2 * D, gate=q.at(D), o_ts=o_ts, pos_add=pa)
         progs.append(pb.build())
     Runner(ctx).run(progs)
-    K, V = _read_cache(ctx, cache)
+    K, V = read_cache(ctx, cache)
     out = read_f32(ctx, ob, len(runs) * max_tok * o_ts, 3).reshape(len(runs), max_tok, o_ts)
     for i, (n, p0) in enumerate(runs):
         q, gate = qg[i, :n, :, 0], qg[i, :n, :, 1]
@@ -982,18 +1006,19 @@ def attention_case(ctx, chk: Check, D: int, H: int, Hkv: int, S: int) -> None:
         chk.close(f"{'verify' if n > 1 else 'decode'} n_tok={n} n_kv={p0 + 1}..{p0 + n}", got, ref, bound)
 
 
-def attention_batch_case(ctx, chk: Check, D: int, H: int, Hkv: int, lim: int | None) -> None:
+def attention_batch_case(ctx, chk: Check, D: int, H: int, Hkv: int, lim: int | None, twin: bool = False) -> None:
     """Row t of every N-token verify run (N = 2..16, positions across a split and a chunk boundary)
     bit-identical to the 1-token decode program at that position; a cache in parts of one split and
-    windowed programs (1 and 3 splits per window) give the same bits."""
+    windowed programs (1 and 3 splits per window) give the same bits. With `twin`, the decode rows
+    are also compared with ops.attention (the batch-invariance suite makes only exact comparisons)."""
     S, n_ctx, P, MT = 64, 200, 57, 16
     rng = np.random.default_rng(D + H)
     K0 = rng.standard_normal((n_ctx, Hkv, D)).astype(f32)
     V0 = rng.standard_normal((n_ctx, Hkv, D)).astype(f32)
     cache = KA.kv_cache(ctx, n_ctx, Hkv, D, split=S)
     parted = KA.kv_cache(ctx, n_ctx, Hkv, D, split=S, part_rows=S)
-    _fill(ctx, cache, K0, V0)
-    _fill(ctx, parted, K0, V0)
+    fill_cache(ctx, cache, K0, V0)
+    fill_cache(ctx, parted, K0, V0)
     q = (rng.standard_normal((MT, H, D)) * 3).astype(f32)
     gate = rng.standard_normal((MT, H, D)).astype(f32)
     qb, gb = ctx.upload(q), ctx.upload(gate)
@@ -1024,6 +1049,11 @@ def attention_batch_case(ctx, chk: Check, D: int, H: int, Hkv: int, lim: int | N
     single = out[:MT, 0]
     for i, (n, p0) in enumerate(recs[MT:], MT):
         chk.equal(f"verify {labels[i]} vs decode", out[i, :n], single[:n], bits=True)
+    if twin:
+        K, V = read_cache(ctx, cache)
+        ref = RA.attention(q, K, V, P, gate)
+        chk.close("decode vs twin", single.reshape(MT, H, D), ref,
+                  tol.gated_attention_tol(q, K, V, P + np.arange(MT) + 1, gate, ref))
 
 
 def _register_attention() -> None:
@@ -1045,7 +1075,7 @@ GDN_CHUNK = 16
 NMAX = 16
 
 
-def _step_words(*records) -> bytes:
+def step_words(*records) -> bytes:
     """Step records (n_tok, pos0 = 0, src_slot) at word offsets 0, 4, 8, ..."""
     return b"".join(struct.pack("<4I", n, 0, src, 0) for n, src in records)
 
@@ -1115,7 +1145,7 @@ class Layer:
         return ge, be
 
 
-def _gdn_run(ctx, build, step_bytes: bytes, step_buf, reads) -> list[np.ndarray]:
+def gdn_run(ctx, build, step_bytes: bytes, step_buf, reads) -> list[np.ndarray]:
     """One submission: step records, the program and every readback (one map per case)."""
     rb = [Readback(buf, 0, int(np.prod(shape)) * 4) for buf, shape in reads]
     blobs = run(ctx, build, writes=[(step_buf, 0, step_bytes)], reads=rb)
@@ -1132,8 +1162,8 @@ def ssm_conv_case(ctx, chk: Check, T: int) -> None:
     S = ctx.upload(init)
     OUT = ctx.buffer(T * L.d.conv_dim * 4)
     STEP = ctx.upload(np.zeros(4, np.uint32))
-    y, planes = _gdn_run(ctx, lambda pb: L.conv(pb, Act(STEP), 0, Act(S), Act(OUT), n_slots), _step_words((T, src)),
-                         STEP, [(OUT, (T, L.d.conv_dim)), (S, init.shape)])
+    y, planes = gdn_run(ctx, lambda pb: L.conv(pb, Act(STEP), 0, Act(S), Act(OUT), n_slots), step_words((T, src)),
+                        STEP, [(OUT, (T, L.d.conv_dim)), (S, init.shape)])
     ry, rplanes = ops.ssm_conv(L.x, init[src], L.w, n_slots, init)
     chk.equal("conv planes", planes, rplanes)
     win = np.concatenate([init[src].astype(np.float64), L.x.T.astype(np.float64)], axis=1)
@@ -1152,8 +1182,8 @@ def gdn_gates_case(ctx, chk: Check) -> None:
     L.upload_gates()
     OUT = ctx.buffer(L.T * L.d.hv * 2 * 4)
     STEP = ctx.upload(np.zeros(4, np.uint32))
-    out, = _gdn_run(ctx, lambda pb: KG.gdn_gates(pb, Act(STEP), Act(L.AL), Act(L.BE), L.A, L.DTB, Act(OUT), L.d),
-                    _step_words((L.T, 0)), STEP, [(OUT, (L.T, L.d.hv, 2))])
+    out, = gdn_run(ctx, lambda pb: KG.gdn_gates(pb, Act(STEP), Act(L.AL), Act(L.BE), L.A, L.DTB, Act(OUT), L.d),
+                   step_words((L.T, 0)), STEP, [(OUT, (L.T, L.d.hv, 2))])
     g, b = RG.gdn_gates(L.alpha, L.beta, L.a, L.dtb)
     x = (L.alpha + L.dtb).astype(f32)
     chk.close("g", out[..., 0], g, tol.gdn_gates_tol(np.broadcast_to(L.a, x.shape), x, g))
@@ -1172,8 +1202,8 @@ def gdn_case(ctx, chk: Check, hk: int, hv: int, dk: int, dv: int) -> None:
     S = ctx.upload(init)
     OUT = ctx.buffer(T * d.value_dim * 4)
     STEP = ctx.upload(np.zeros(4, np.uint32))
-    o, planes = _gdn_run(ctx, lambda pb: L.gdn(pb, Act(STEP), 0, Act(L.C), Act(S), Act(OUT), n_slots),
-                         _step_words((T, src)), STEP, [(OUT, (T, hv, dv)), (S, init.shape)])
+    o, planes = gdn_run(ctx, lambda pb: L.gdn(pb, Act(STEP), 0, Act(L.C), Act(S), Act(OUT), n_slots),
+                        step_words((T, src)), STEP, [(OUT, (T, hv, dv)), (S, init.shape)])
     ro, rplanes = RG.gdn(L.c, L.alpha, L.beta, L.a, L.dtb, init[src], hk=hk, hv=hv, dk=dk, dv=dv, eps=EPS,
                          n_slots=n_slots, slots=init)
     _, _, v = RG.split_qkv(L.c, hk, hv, dk, dv, EPS)
@@ -1198,8 +1228,8 @@ def gdn_chunked_case(ctx, chk: Check, hk: int, hv: int, dk: int, dv: int) -> Non
     S = ctx.upload(init)
     OUT = ctx.buffer(T * d.value_dim * 4)
     STEP = ctx.upload(np.zeros(4, np.uint32))
-    o, planes = _gdn_run(ctx, lambda pb: L.gdn(pb, Act(STEP), 0, Act(L.C), Act(S), Act(OUT), n_slots, chunked=True),
-                         _step_words((T, src)), STEP, [(OUT, (T, hv, dv)), (S, init.shape)])
+    o, planes = gdn_run(ctx, lambda pb: L.gdn(pb, Act(STEP), 0, Act(L.C), Act(S), Act(OUT), n_slots, chunked=True),
+                        step_words((T, src)), STEP, [(OUT, (T, hv, dv)), (S, init.shape)])
     chk.equal("other planes untouched", planes[1:], init[1:], bits=True)
     kw = dict(hk=hk, hv=hv, dk=dk, dv=dv, eps=EPS)
     ro, rM = RG.gdn(L.c, L.alpha, L.beta, L.a, L.dtb, init[src], **kw)
@@ -1301,9 +1331,9 @@ def conv_gdn_exact_case(ctx, chk: Check, hk: int, hv: int, dk: int, *, use_conv:
             layer(pb, Act(STEP, rec[("re", (N, r))]), 0, p0, c, o, 1)
             layer(pb, Act(STEP, rec["one0"]), X_ROW, p0, c, o, 1, row0=N - r)
 
-    conv, ssm, cc, oo = _gdn_run(ctx, build, _step_words(*recs), STEP,
-                                 [(CS, conv_init.shape), (SS, ssm_init.shape), (CB, (n_runs, RR, d.conv_dim)),
-                                  (OB, (n_runs, RR, hv, dk))])
+    conv, ssm, cc, oo = gdn_run(ctx, build, step_words(*recs), STEP,
+                                [(CS, conv_init.shape), (SS, ssm_init.shape), (CB, (n_runs, RR, d.conv_dim)),
+                                 (OB, (n_runs, RR, hv, dk))])
     if batch:
         ch = regions["chain"][0]
         if use_gdn and not exact_only:   # the chain is right (to the twin's bound): the exact checks mean something
@@ -1405,39 +1435,53 @@ _register_elementwise()
 
 # ---- spec (kernels/spec.py) --------------------------------------------------------------------
 
-def accept_case(ctx, chk: Check) -> None:
-    """40 random verify rounds (drafts matching 70 %, EOG ids, token budgets) in one program, each
-    on its own id buffer, against reference.spec.accept_greedy."""
-    layouts, bufs = [], []
-    for case in range(40):
-        rng = np.random.default_rng(case)
-        n = int(rng.integers(0, 8))
-        tgt = rng.integers(0, 5, n + 1).astype(np.uint32)
-        drafts = np.where(rng.random(n) < 0.7, tgt[:n], rng.integers(0, 5, n)).astype(np.uint32)
-        n_valid = int(rng.integers(0, n + 1))
-        eog = {4} if case % 3 == 0 else set()
-        max_emit = int(rng.integers(0, 4)) if case % 4 == 0 else 0
-        words = np.zeros(64, np.uint32)
-        words[3] = max_emit
-        words[4:4 + n + 1] = tgt
-        words[20] = 99
-        words[21:21 + n] = drafts
-        words[30] = n_valid
-        words[31] = 4
-        bufs.append(ctx.upload(words))
-        layouts.append((n, tgt, drafts, n_valid, eog, max_emit))
+def accept_round(case: int) -> tuple[np.ndarray, tuple]:
+    """Verify round `case` (drafts matching 70 %, EOG ids, token budgets): the 64 words of its id
+    buffer ([step 4] [targets n+1] ... [id_last + drafts] ... [n_valid] [eog] ... [result]) and its
+    layout (n, targets, drafts, n_valid, eog, max_emit)."""
+    rng = np.random.default_rng(case)
+    n = int(rng.integers(0, 8))
+    tgt = rng.integers(0, 5, n + 1).astype(np.uint32)
+    drafts = np.where(rng.random(n) < 0.7, tgt[:n], rng.integers(0, 5, n)).astype(np.uint32)
+    n_valid = int(rng.integers(0, n + 1))
+    eog = {4} if case % 3 == 0 else set()
+    max_emit = int(rng.integers(0, 4)) if case % 4 == 0 else 0
+    words = np.zeros(64, np.uint32)
+    words[3] = max_emit
+    words[4:4 + n + 1] = tgt
+    words[20] = 99
+    words[21:21 + n] = drafts
+    words[30] = n_valid
+    words[31] = 4
+    return words, (n, tgt, drafts, n_valid, eog, max_emit)
 
-    def build(pb):
-        for buf, (n, _, _, _, eog, _) in zip(bufs, layouts):
-            KSP.accept(pb, buf, n=n, tgt_off=4, draft_off=21, nvalid_off=30, eog_off=31, n_eog=len(eog),
-                       res_off=40, next_off=20, step_off=0)
-    blobs = run(ctx, build, reads=[Readback(b, 0, 256) for b in bufs])
-    for i, (blob, (n, tgt, drafts, n_valid, eog, max_emit)) in enumerate(zip(blobs, layouts)):
-        out = np.frombuffer(blob, np.uint32)
-        expect = RSP.accept_greedy(tgt, drafts, n_valid, eog, max_emit)
-        got = [int(out[40]), int(out[41])] + [int(x) for x in out[42:42 + len(expect)]] + [int(out[20])]
-        want = [len(expect) - 1, len(expect)] + expect + [expect[-1]]
-        chk.equal(f"round {i} (n={n}, n_valid={n_valid})", np.array(got), np.array(want))
+
+def accept_dispatch(pb, buf, layout: tuple) -> None:
+    """KSP.accept on an id buffer laid out by accept_round."""
+    n, eog = layout[0], layout[4]
+    KSP.accept(pb, buf, n=n, tgt_off=4, draft_off=21, nvalid_off=30, eog_off=31, n_eog=len(eog), res_off=40,
+               next_off=20, step_off=0)
+
+
+def accept_result(out: np.ndarray, layout: tuple) -> tuple[list[int], list[int]]:
+    """(got, want): [accepted drafts, emitted count, emitted ids..., next id] from the buffer after
+    accept_dispatch and from reference.spec.accept_greedy."""
+    _, tgt, drafts, n_valid, eog, max_emit = layout
+    expect = RSP.accept_greedy(tgt, drafts, n_valid, eog, max_emit)
+    got = [int(out[40]), int(out[41])] + [int(x) for x in out[42:42 + len(expect)]] + [int(out[20])]
+    return got, [len(expect) - 1, len(expect)] + expect + [expect[-1]]
+
+
+def accept_case(ctx, chk: Check) -> None:
+    """40 random verify rounds (accept_round) in one program, each on its own id buffer, against
+    reference.spec.accept_greedy."""
+    rounds = [accept_round(case) for case in range(40)]
+    bufs = [ctx.upload(words) for words, _ in rounds]
+    blobs = run(ctx, lambda pb: [accept_dispatch(pb, b, lay) for b, (_, lay) in zip(bufs, rounds)],
+                reads=[Readback(b, 0, 256) for b in bufs])
+    for i, (blob, (_, lay)) in enumerate(zip(blobs, rounds)):
+        got, want = accept_result(np.frombuffer(blob, np.uint32), lay)
+        chk.equal(f"round {i} (n={lay[0]}, n_valid={lay[3]})", np.array(got), np.array(want))
 
 
 def copy_row_case(ctx, chk: Check) -> None:
@@ -1449,15 +1493,15 @@ def copy_row_case(ctx, chk: Check) -> None:
     chk.equal("copy_row", read_f32(ctx, D, 300, 1), RSP.copy_row(src, 2), bits=True)
 
 
-def draft_gate_case(ctx, chk: Check) -> None:
+def draft_gate_case(ctx, chk: Check, mins: tuple[float, ...] = (0.0, 0.3, 0.9)) -> None:
     p = np.array([0.95, 0.5, 0.31, 0.2, 0.99], f32)
-    mins = (0.0, 0.3, 0.9)
     ids = [ctx.upload(np.zeros(8, np.uint32)) for _ in mins]
     P = ctx.upload(np.concatenate([[7.0], p]).astype(f32))
     blobs = run(ctx, lambda pb: [KSP.draft_gate(pb, b, Act(P, 1), 5, 3, m) for b, m in zip(ids, mins)],
                 reads=[Readback(b, 0, 32) for b in ids])
     got = np.array([int(np.frombuffer(b, np.uint32)[3]) for b in blobs])
-    chk.equal("drafts passing p_min 0, 0.3, 0.9", got, np.array([RSP.draft_gate(p, m) for m in mins]))
+    chk.equal(f"drafts passing p_min {', '.join(f'{m:g}' for m in mins)}", got,
+              np.array([RSP.draft_gate(p, m) for m in mins]))
 
 
 def _register_spec() -> None:
