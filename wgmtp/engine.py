@@ -14,6 +14,7 @@ from typing import Iterator, Protocol
 
 import numpy as np
 
+from .errors import ContextOverflowError, MTPUnavailableError
 from .gguf_file import ModelConfig
 from .sampling import Sampler, SamplerParams
 from .speculative import SpecStats
@@ -94,7 +95,6 @@ class Session:
         """Yield generated token ids. With `cont`, `prompt` continues the state (after the
         pending token, which is fed first) instead of starting a fresh sequence."""
         if req.spec and not self.be.has_mtp:
-            from .errors import MTPUnavailableError
             raise MTPUnavailableError("draft-mtp needs an MTP block: this model has none "
                                       "(give the MTP sidecar with -md mtp-*.gguf, or use --spec-type none)")
         want = (req.n_max if req.spec else 0, req.spec)
@@ -107,7 +107,6 @@ class Session:
         feed = ([self.pending] if cont and self.pending is not None and not fed else []) + list(prompt)
         if not feed:
             raise ValueError("empty prompt")
-        from .errors import ContextOverflowError
         if self.be.n_past + len(feed) >= self.n_ctx:
             raise ContextOverflowError(f"prompt of {len(feed)} tokens does not fit the context "
                                        f"({self.be.n_past} used of {self.n_ctx}); raise -c")

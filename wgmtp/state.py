@@ -10,8 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from .gguf_file import ModelConfig
 from .gpu.device import GPUContext
 from .kernels import attention as K_attn, gdn as K_gdn
@@ -66,13 +64,3 @@ class GPUState:
             for p in cache.parts:
                 n += p.k.size + (p.v.size if p.v is not p.k else 0)
         return n
-
-    def read_plane(self, layer: int, which: str, plane: int) -> np.ndarray:
-        """A snapshot plane of a GDN layer (tests and `wgmtp check`)."""
-        c = self.cfg
-        if which == "ssm":
-            n = c.ssm_dt_rank * c.head_v_dim * c.head_k_dim
-            a = self.ctx.read_array(self.ssm[layer], np.float32, n, plane * n)
-            return a.reshape(c.ssm_dt_rank, c.head_v_dim, c.head_k_dim)
-        n = K_gdn.conv_plane(c.conv_dim, c.conv_kernel)
-        return self.ctx.read_array(self.conv[layer], np.float32, n, plane * n).reshape(c.conv_dim, c.conv_kernel - 1)

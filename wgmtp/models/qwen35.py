@@ -112,9 +112,6 @@ class Qwen35GPU:
             groups[p + "ffn_gate_up"] = [p + "ffn_gate.weight", p + "ffn_up.weight"]
         return groups
 
-    def fused(self, group: str) -> GPUTensor | None:
-        return self.w.get(group)
-
     def upload(self, *, mtp: bool) -> None:
         """Upload the trunk (and with `mtp`, the MTP block); MTP tensors stay on the host
         until speculative decoding is asked for (DESIGN invariant 7). Fusable projections are
