@@ -4,7 +4,12 @@
 // and reduce code is matvec_common.wgsl, shared with moe.wgsl).
 // Bindings: 0 params (uniform P), 1 W weight words (storage read, array<u32>, one row part),
 //   2 X (storage read_write, read as vec4<f32>), 3 Y (storage read_write f32), 4 S step records
-//   (read_write u32). X, Y and S may be the same arena buffer; offsets are in elements / words.
+//   (read_write u32), NORM: 5 NW norm weight (storage read, f32 words at p.nw_off). X, Y and S
+//   may be the same arena buffer; offsets are in elements / words.
+// Defines: the weight type's (quant.wgsl), SUBGROUPS, and the fusions of matvec_input.wgsl:
+//   NORM  X[t] is the residual stream; the product is W . rmsnorm(X[t]) * NW (eps p.eps), the
+//         sum of squares reduced with the dot products (no norm dispatch of its own);
+//   ADD   Y[t] += W . X[t] (the block's output projection adds into the residual stream).
 // Dispatch: one workgroup of WG = 64 threads per 4 consecutive rows of the part, spread over x/y
 //   (grid1d). Tokens go in chunks of 4 (a uniform loop over ceil(n_tok / 4) chunks). Per chunk,
 //   thread i takes units (8 consecutive columns) i, i+WG, i+2WG, ...: it decodes the unit of the
@@ -23,13 +28,16 @@
 struct P {
     cols: u32, row0: u32, rows: u32, row_words: u32,
     x_off: u32, x_stride: u32, y_off: u32, y_stride: u32,
-    step_off: u32,
+    step_off: u32, eps: f32, nw_off: u32,
 };
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> W: array<u32>;
 @group(0) @binding(2) var<storage, read_write> X: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> Y: array<f32>;
 @group(0) @binding(4) var<storage, read_write> S: array<u32>;
+#if NORM
+@group(0) @binding(5) var<storage, read> NW: array<u32>;
+#endif
 
 const MAXT: u32 = 16u;
 

@@ -2,36 +2,30 @@
 // inputs mat-vec block of a 64-thread workgroup, with the weight decoders of quant.wgsl (included
 // here). The including shader declares P (with `cols`), W (weight words), X (array<vec4<f32>>)
 // and Y (array<f32>), and copies its subgroup builtins into sg_lane_ / sg_size_ (SUBGROUPS).
-// Provides: x1/x8 input loads, accum4 (a thread's partial sums of 4 rows x up to 4 inputs) and
-// reduce4 (their workgroup sums, written to Y). Every input goes through the same accumulate
-// statement arithmetic and the same reduction code, whichever of the 4 slots it occupies.
+// Provides: accum4 (a thread's partial sums of 4 rows x up to 4 inputs) and reduce4 (their
+// workgroup sums, written to Y), with matvec_input.wgsl's loads, fused norm prologue (NORM: the
+// including shader declares NW and p.eps / p.nw_off) and residual-add epilogue (ADD). Every
+// input goes through the same accumulate statement arithmetic and the same reduction code,
+// whichever of the 4 slots it occupies; its sum of squares (NORM) likewise.
 #include "quant.wgsl"
+#include "matvec_input.wgsl"
 
 const WG: u32 = 64u;
 
 var<workgroup> red: array<vec4<f32>, 256>;   // [input of the chunk][slot], vec4 = 4 rows
+#if NORM
+var<workgroup> red_ss: array<vec4<f32>, 64>;  // [slot], component i = input i's sum of squares
+#endif
 var<private> sg_lane_: u32;
 var<private> sg_size_: u32;
-
-fn x1(e: u32) -> f32 { return X[e >> 2u][e & 3u]; }
-
-// inputs e .. e+7
-fn x8(e: u32, aligned: bool) -> D8 {
-    if (aligned) {
-        return D8(X[e >> 2u], X[(e >> 2u) + 1u]);
-    }
-    return D8(vec4<f32>(x1(e), x1(e + 1u), x1(e + 2u), x1(e + 3u)),
-              vec4<f32>(x1(e + 4u), x1(e + 5u), x1(e + 6u), x1(e + 7u)));
-}
-
-fn dot8(w: D8, x: D8) -> f32 { return dot(w.lo, x.lo) + dot(w.hi, x.hi); }
 
 fn dots(w0: D8, w1: D8, w2: D8, w3: D8, x: D8) -> vec4<f32> {
     return vec4<f32>(dot8(w0, x), dot8(w1, x), dot8(w2, x), dot8(w3, x));
 }
 
-// a_i: the partial sums of input i's 4 rows (vec4 = rows 0..3)
-struct Acc4 { a0: vec4<f32>, a1: vec4<f32>, a2: vec4<f32>, a3: vec4<f32> };
+// a_i: the partial sums of input i's 4 rows (vec4 = rows 0..3); ss: input i's partial sum of
+// squares in component i (NORM; else zero)
+struct Acc4 { a0: vec4<f32>, a1: vec4<f32>, a2: vec4<f32>, a3: vec4<f32>, ss: vec4<f32> };
 
 // This thread's partial sums for the 4 rows whose words start at W[b.x], .. W[b.w] and the
 // inputs i < min(m, 4) starting at X element xb[i]: units (8 columns) u = lid, lid + WG, ...
@@ -42,8 +36,13 @@ fn accum4(b: vec4<u32>, xb: vec4<u32>, m: u32, al: bool, lid: u32) -> Acc4 {
     var a1 = vec4<f32>(0.0);
     var a2 = vec4<f32>(0.0);
     var a3 = vec4<f32>(0.0);
+    var s0 = 0.0;
+    var s1 = 0.0;
+    var s2 = 0.0;
+    var s3 = 0.0;
     for (var u = lid; u < nu; u += WG) {
         let c = u * 8u;
+        let nw = nw8(c);
 #if SCALED
         // w = s * q: the unit's dot product on the integer quants, times the scale once
         let w0 = deq8s(b.x, u);
@@ -51,19 +50,19 @@ fn accum4(b: vec4<u32>, xb: vec4<u32>, m: u32, al: bool, lid: u32) -> Acc4 {
         let w2 = deq8s(b.z, u);
         let w3 = deq8s(b.w, u);
         let sc = vec4<f32>(w0.s, w1.s, w2.s, w3.s);
-        a0 += sc * dots(w0.q, w1.q, w2.q, w3.q, x8(xb.x + c, al));
-        if (m > 1u) { a1 += sc * dots(w0.q, w1.q, w2.q, w3.q, x8(xb.y + c, al)); }
-        if (m > 2u) { a2 += sc * dots(w0.q, w1.q, w2.q, w3.q, x8(xb.z + c, al)); }
-        if (m > 3u) { a3 += sc * dots(w0.q, w1.q, w2.q, w3.q, x8(xb.w + c, al)); }
+        a0 += sc * dots(w0.q, w1.q, w2.q, w3.q, xin(xb.x + c, al, nw, &s0));
+        if (m > 1u) { a1 += sc * dots(w0.q, w1.q, w2.q, w3.q, xin(xb.y + c, al, nw, &s1)); }
+        if (m > 2u) { a2 += sc * dots(w0.q, w1.q, w2.q, w3.q, xin(xb.z + c, al, nw, &s2)); }
+        if (m > 3u) { a3 += sc * dots(w0.q, w1.q, w2.q, w3.q, xin(xb.w + c, al, nw, &s3)); }
 #else
         let w0 = deq8(b.x, u);
         let w1 = deq8(b.y, u);
         let w2 = deq8(b.z, u);
         let w3 = deq8(b.w, u);
-        a0 += dots(w0, w1, w2, w3, x8(xb.x + c, al));
-        if (m > 1u) { a1 += dots(w0, w1, w2, w3, x8(xb.y + c, al)); }
-        if (m > 2u) { a2 += dots(w0, w1, w2, w3, x8(xb.z + c, al)); }
-        if (m > 3u) { a3 += dots(w0, w1, w2, w3, x8(xb.w + c, al)); }
+        a0 += dots(w0, w1, w2, w3, xin(xb.x + c, al, nw, &s0));
+        if (m > 1u) { a1 += dots(w0, w1, w2, w3, xin(xb.y + c, al, nw, &s1)); }
+        if (m > 2u) { a2 += dots(w0, w1, w2, w3, xin(xb.z + c, al, nw, &s2)); }
+        if (m > 3u) { a3 += dots(w0, w1, w2, w3, xin(xb.w + c, al, nw, &s3)); }
 #endif
     }
 #if FLOAT
@@ -71,18 +70,18 @@ fn accum4(b: vec4<u32>, xb: vec4<u32>, m: u32, al: bool, lid: u32) -> Acc4 {
     let c = nu * 8u + lid;
     if (c < p.cols) {
         let wt = vec4<f32>(deq1(b.x, c), deq1(b.y, c), deq1(b.z, c), deq1(b.w, c));
-        a0 += wt * x1(xb.x + c);
-        if (m > 1u) { a1 += wt * x1(xb.y + c); }
-        if (m > 2u) { a2 += wt * x1(xb.z + c); }
-        if (m > 3u) { a3 += wt * x1(xb.w + c); }
+        a0 += wt * xin1(xb.x + c, c, &s0);
+        if (m > 1u) { a1 += wt * xin1(xb.y + c, c, &s1); }
+        if (m > 2u) { a2 += wt * xin1(xb.z + c, c, &s2); }
+        if (m > 3u) { a3 += wt * xin1(xb.w + c, c, &s3); }
     }
 #endif
-    return Acc4(a0, a1, a2, a3);
+    return Acc4(a0, a1, a2, a3, vec4<f32>(s0, s1, s2, s3));
 }
 
 // Sum the inputs i < min(m, 4) of a chunk over the workgroup (subgroupAdd, then the subgroup
-// partials in slot order; else a workgroup-memory tree); write row r of input i to Y[yb[i] + r]
-// where ok[r].
+// partials in slot order; else a workgroup-memory tree), and with NORM their sums of squares
+// the same way; write row r of input i to Y[yb[i] + r] where ok[r] (matvec_input.wgsl's out1).
 fn reduce4(a: Acc4, m: u32, lid: u32, yb: vec4<u32>, ok: vec4<bool>) {
 #if SUBGROUPS
     let slot = lid / sg_size_;
@@ -101,6 +100,10 @@ fn reduce4(a: Acc4, m: u32, lid: u32, yb: vec4<u32>, ok: vec4<bool>) {
         let s3 = subgroupAdd(a.a3);
         if (sg_lane_ == 0u) { red[3u * WG + slot] = s3; }
     }
+#if NORM
+    let sq = subgroupAdd(a.ss);
+    if (sg_lane_ == 0u) { red_ss[slot] = sq; }
+#endif
     workgroupBarrier();
     if (lid < 16u) {
         let j = lid >> 2u;
@@ -108,7 +111,12 @@ fn reduce4(a: Acc4, m: u32, lid: u32, yb: vec4<u32>, ok: vec4<bool>) {
         if (j < m && ok[r]) {
             var s = red[j * WG][r];
             for (var i = 1u; i < nslots; i++) { s += red[j * WG + i][r]; }
-            Y[yb[j] + r] = s;
+            var ss = 0.0;
+#if NORM
+            ss = red_ss[0][j];
+            for (var i = 1u; i < nslots; i++) { ss += red_ss[i][j]; }
+#endif
+            out1(yb[j] + r, s, ss);
         }
     }
 #else
@@ -116,6 +124,9 @@ fn reduce4(a: Acc4, m: u32, lid: u32, yb: vec4<u32>, ok: vec4<bool>) {
     red[WG + lid] = a.a1;
     red[2u * WG + lid] = a.a2;
     red[3u * WG + lid] = a.a3;
+#if NORM
+    red_ss[lid] = a.ss;
+#endif
     for (var h = WG / 2u; h > 0u; h >>= 1u) {
         workgroupBarrier();
         if (lid < h) {
@@ -123,6 +134,9 @@ fn reduce4(a: Acc4, m: u32, lid: u32, yb: vec4<u32>, ok: vec4<bool>) {
             red[WG + lid] += red[WG + lid + h];
             red[2u * WG + lid] += red[2u * WG + lid + h];
             red[3u * WG + lid] += red[3u * WG + lid + h];
+#if NORM
+            red_ss[lid] += red_ss[lid + h];
+#endif
         }
     }
     workgroupBarrier();
@@ -130,7 +144,11 @@ fn reduce4(a: Acc4, m: u32, lid: u32, yb: vec4<u32>, ok: vec4<bool>) {
         let j = lid >> 2u;
         let r = lid & 3u;
         if (j < m && ok[r]) {
-            Y[yb[j] + r] = red[j * WG][r];
+            var ss = 0.0;
+#if NORM
+            ss = red_ss[0][j];
+#endif
+            out1(yb[j] + r, red[j * WG][r], ss);
         }
     }
 #endif

@@ -3,7 +3,9 @@
 // per workgroup keep the per-workgroup cost low). Same contract as matvec.wgsl:
 //     Y[y_off + t*y_stride + row0 + r] = sum_c W[r, c] * X[x_off + t*x_stride + c], t < n_tok <= 16.
 // Bindings: 0 params P, 1 W (storage read u32, one row part), 2 X (read_write vec4<f32>),
-//   3 Y (read_write f32), 4 S step records (read_write u32).
+//   3 Y (read_write f32), 4 S step records (read_write u32), NORM: 5 NW (storage read u32).
+// Defines: as matvec.wgsl (NORM: each thread sums the token's squares over the whole row itself,
+//   in column order, so every row sees the same sum; ADD).
 // Dispatch: ceil(rows / 64) workgroups of 64 threads (grid1d); thread i owns row 64*wg + i.
 // Batch invariance: each token's sum runs over the units in order in its own accumulator, by the
 //   same statement whatever n_tok is (tokens in chunks of 4: a_(t%4) in chunk t/4).
@@ -12,25 +14,18 @@
 struct P {
     cols: u32, row0: u32, rows: u32, row_words: u32,
     x_off: u32, x_stride: u32, y_off: u32, y_stride: u32,
-    step_off: u32,
+    step_off: u32, eps: f32, nw_off: u32,
 };
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> W: array<u32>;
 @group(0) @binding(2) var<storage, read_write> X: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> Y: array<f32>;
 @group(0) @binding(4) var<storage, read_write> S: array<u32>;
+#if NORM
+@group(0) @binding(5) var<storage, read> NW: array<u32>;
+#endif
 
-fn x1(e: u32) -> f32 { return X[e >> 2u][e & 3u]; }
-
-fn x8(e: u32, aligned: bool) -> D8 {
-    if (aligned) {
-        return D8(X[e >> 2u], X[(e >> 2u) + 1u]);
-    }
-    return D8(vec4<f32>(x1(e), x1(e + 1u), x1(e + 2u), x1(e + 3u)),
-              vec4<f32>(x1(e + 4u), x1(e + 5u), x1(e + 6u), x1(e + 7u)));
-}
-
-fn dot8(w: D8, x: D8) -> f32 { return dot(w.lo, x.lo) + dot(w.hi, x.hi); }
+#include "matvec_input.wgsl"
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -49,35 +44,40 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         var a1 = 0.0;
         var a2 = 0.0;
         var a3 = 0.0;
+        var s0 = 0.0;
+        var s1 = 0.0;
+        var s2 = 0.0;
+        var s3 = 0.0;
         for (var u = 0u; u < nu; u++) {
             let c = u * 8u;
+            let nw = nw8(c);
 #if SCALED
             let w = deq8s(base, u);
-            a0 += w.s * dot8(w.q, x8(xc + c, al));
-            if (m > 1u) { a1 += w.s * dot8(w.q, x8(xc + xs + c, al)); }
-            if (m > 2u) { a2 += w.s * dot8(w.q, x8(xc + 2u * xs + c, al)); }
-            if (m > 3u) { a3 += w.s * dot8(w.q, x8(xc + 3u * xs + c, al)); }
+            a0 += w.s * dot8(w.q, xin(xc + c, al, nw, &s0));
+            if (m > 1u) { a1 += w.s * dot8(w.q, xin(xc + xs + c, al, nw, &s1)); }
+            if (m > 2u) { a2 += w.s * dot8(w.q, xin(xc + 2u * xs + c, al, nw, &s2)); }
+            if (m > 3u) { a3 += w.s * dot8(w.q, xin(xc + 3u * xs + c, al, nw, &s3)); }
 #else
             let w = deq8(base, u);
-            a0 += dot8(w, x8(xc + c, al));
-            if (m > 1u) { a1 += dot8(w, x8(xc + xs + c, al)); }
-            if (m > 2u) { a2 += dot8(w, x8(xc + 2u * xs + c, al)); }
-            if (m > 3u) { a3 += dot8(w, x8(xc + 3u * xs + c, al)); }
+            a0 += dot8(w, xin(xc + c, al, nw, &s0));
+            if (m > 1u) { a1 += dot8(w, xin(xc + xs + c, al, nw, &s1)); }
+            if (m > 2u) { a2 += dot8(w, xin(xc + 2u * xs + c, al, nw, &s2)); }
+            if (m > 3u) { a3 += dot8(w, xin(xc + 3u * xs + c, al, nw, &s3)); }
 #endif
         }
 #if FLOAT
         for (var c = nu * 8u; c < p.cols; c++) {
             let w = deq1(base, c);
-            a0 += w * x1(xc + c);
-            if (m > 1u) { a1 += w * x1(xc + xs + c); }
-            if (m > 2u) { a2 += w * x1(xc + 2u * xs + c); }
-            if (m > 3u) { a3 += w * x1(xc + 3u * xs + c); }
+            a0 += w * xin1(xc + c, c, &s0);
+            if (m > 1u) { a1 += w * xin1(xc + xs + c, c, &s1); }
+            if (m > 2u) { a2 += w * xin1(xc + 2u * xs + c, c, &s2); }
+            if (m > 3u) { a3 += w * xin1(xc + 3u * xs + c, c, &s3); }
         }
 #endif
         let yc = p.y_off + c0 * p.y_stride + p.row0 + r;
-        Y[yc] = a0;
-        if (m > 1u) { Y[yc + p.y_stride] = a1; }
-        if (m > 2u) { Y[yc + 2u * p.y_stride] = a2; }
-        if (m > 3u) { Y[yc + 3u * p.y_stride] = a3; }
+        out1(yc, a0, s0);
+        if (m > 1u) { out1(yc + p.y_stride, a1, s1); }
+        if (m > 2u) { out1(yc + 2u * p.y_stride, a2, s2); }
+        if (m > 3u) { out1(yc + 3u * p.y_stride, a3, s3); }
     }
 }

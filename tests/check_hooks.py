@@ -44,9 +44,9 @@ def validation_case(ctx, chk) -> None:
 _real_matvec = KL.matvec
 
 
-def perturbed_matvec(pb, W, x, y, step, *, x_stride=None, y_stride=None, label=""):
+def perturbed_matvec(pb, W, x, y, step, *, x_stride=None, y_stride=None, label="", **fuse):
     """The real matvec, then +PERTURB on output 0 of every token row (a GPU-side wrong answer)."""
-    _real_matvec(pb, W, x, y, step, x_stride=x_stride, y_stride=y_stride, label=label)
+    _real_matvec(pb, W, x, y, step, x_stride=x_stride, y_stride=y_stride, label=label, **fuse)
     ys = W.rows if y_stride is None else int(y_stride)
     d = np.zeros(16 * ys, np.float32)
     d[::ys] = PERTURB

@@ -77,3 +77,30 @@ def test_model_with_every_weight_split(synth, monkeypatch):
     lg = m.logits(toks)
     lr = RefBackend(GGUFModel(path), kv_f16=m.backend.ctx.f16).logits(toks)
     assert np.abs(lg - lr).max() <= tol.model_logits_tol(m.config, lr)
+
+
+@pytest.mark.parametrize("fuse", ["0", "1"])
+def test_fuse_norm_switch(synth, monkeypatch, fuse):
+    """WGMTP_FUSE_NORM=0|1 overrides the layout's default: with 1 a decode step has no norm
+    dispatch before a projection (only output_norm, and the MTP's own), with 0 one per block;
+    either way the model matches the reference. A bad value is a one-line error."""
+    from wgmtp import tolerances as tol
+    from wgmtp.api import load
+    from wgmtp.gguf_file import GGUFModel
+    from wgmtp.kernels import linear
+    from wgmtp.reference.backend import RefBackend
+    monkeypatch.setenv("WGMTP_FUSE_NORM", fuse)
+    path = synth(wtype="Q8_0", seed=22)
+    m = load(path, n_ctx=256)
+    gpu = m.backend.model
+    assert gpu.fuse_norm is (fuse == "1")
+    toks = list(np.random.default_rng(0).integers(0, m.config.n_vocab, 12))
+    lg = m.logits(toks)
+    prog = gpu.program("logits_only", 1)
+    norms = sum(1 for d in prog.dispatches if d.label in ("rmsnorm", "add_rmsnorm"))
+    assert norms == (1 if fuse == "1" else 2 * m.config.n_layer + 1), norms
+    lr = RefBackend(GGUFModel(path), kv_f16=m.backend.ctx.f16).logits(toks)
+    assert np.abs(lg - lr).max() <= tol.model_logits_tol(m.config, lr)
+    monkeypatch.setenv("WGMTP_FUSE_NORM", "maybe")
+    with pytest.raises(DeviceError, match="WGMTP_FUSE_NORM"):
+        linear.fuse_norm(m.backend.ctx)

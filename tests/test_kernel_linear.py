@@ -11,6 +11,8 @@ accumulate/reduce block is matvec_common.wgsl, shared with moe.wgsl).
   within embed_tol otherwise;
 - awkward shapes (1 and 3 rows; one block of columns and several; 256 and 512 for K-quants;
   padded x/y strides, unaligned inputs) on three representative types;
+- the fused forms the model uses (rmsnorm prologue, residual-add epilogue, both) on four types,
+  padded and unaligned inputs: twin bounds and bit-exact batch invariance;
 - a device opened with a small max_binding (4 KiB: 12 to 67 row parts) for matvec, matmul and
   embed, with X, Y, ids and the step records all in one arena buffer (as the model lays them
   out), ids at every part's first and last row.
@@ -70,6 +72,18 @@ def test_awkward_shapes(ctx, qt, rows, cols, x_pad, y_pad):
               x_pad=x_pad, y_pad=y_pad, batch=True)
     S.require(S.matmul_case, ctx, qt=qt, rows=rows, cols=cols, seed=400 + rows + cols, counts=(1, 33),
               x_pad=x_pad, y_pad=y_pad)
+
+
+# ---- the fusions the model uses (norm prologue, residual-add epilogue) -----------------------------
+
+@pytest.mark.parametrize("qt,rows,cols,x_pad,y_pad", S.FUSED, ids=lambda v: getattr(v, "name", str(v)))
+@pytest.mark.parametrize("norm,add", [(True, False), (False, True), (True, True)], ids=["norm", "add", "norm+add"])
+def test_matvec_fused(ctx, qt, rows, cols, x_pad, y_pad, norm, add):
+    """matvec with rmsnorm fused into its input (x = the residual stream) and/or its output added
+    into y: within norm_matvec_tol / residual_add_tol of ops.rmsnorm + matvec (+ add) per token, and
+    n_tok = 2..16 bit-identical to n_tok = 1, token by token."""
+    S.require(S.matvec_fused_case, ctx, qt=qt, rows=rows, cols=cols, seed=600 + int(qt) + rows, norm=norm,
+              add=add, x_pad=x_pad, y_pad=y_pad)
 
 
 # ---- row parts (a device opened with a small max_binding), one arena buffer -------------------

@@ -52,6 +52,26 @@ def matvec_tol(W: np.ndarray, X: np.ndarray, qtype_name: str) -> np.ndarray:
     return dot_bound(X @ W.T, W.shape[1], dequant_ulps(qtype_name))
 
 
+def norm_matvec_tol(W: np.ndarray, Xn: np.ndarray, qtype_name: str) -> np.ndarray:
+    """The mat-vec with the RMSNorm fused in (kernels.linear.matvec norm=): the GPU computes
+    inv * (W . (x * w)) with its own sum of squares, the twin W . rmsnorm(x) * w. Xn = the twin's
+    normalized input [T, in]. Each input of the product differs between the two by the norm's
+    pair bound (n + 24)u (rmsnorm_tol) plus 2u (x * w rounded before, not after, the 1/rms
+    multiply), and the final multiply by inv rounds once more (u of the result): matvec_tol of
+    the inputs plus (n + 28)u of sum |W||Xn|, n = in."""
+    n = np.asarray(W).shape[1]
+    aw = np.abs(np.asarray(W, np.float64))
+    return matvec_tol(W, Xn, qtype_name) + (n + 28) * U * (np.abs(np.asarray(Xn, np.float64)) @ aw.T)
+
+
+def residual_add_tol(product_bound: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """y = r + (W x) (the output projection's fused add, and ops.add after a product): the
+    product's own bound carries over unchanged through the add, and each side rounds the sum once
+    (u of |y| each, |y| taken with the product's bound as slack)."""
+    b = np.asarray(product_bound, np.float64)
+    return b + 2 * U * (np.abs(np.asarray(y, np.float64)) + b)
+
+
 def embed_tol(rows: np.ndarray, qtype_name: str) -> np.ndarray:
     return 2 * dequant_ulps(qtype_name) * U * np.abs(np.asarray(rows, np.float64))
 

@@ -177,20 +177,34 @@ class Weights:
 
 
 def linear(where, layer, op, step, W: Weights, name: str, x: Act, y: Act, cols: int, rows: int,
-           x_stride: int | None = None, y_stride: int | None = None) -> OpCheck:
+           x_stride: int | None = None, y_stride: int | None = None, *, norm: np.ndarray | None = None,
+           eps: float = 0.0, add: bool = False) -> OpCheck:
+    """y = W x, or the fused forms: norm (x is the residual stream, W reads rmsnorm(x) * norm)
+    and add (y += W x)."""
     xs, ys = x_stride or cols, y_stride or rows
     qt = W.gm.tensors[name.split("+")[0]].qtype.name
 
+    def grab(buf, n, stride, width):
+        return np.stack([buf[t * stride: t * stride + width] for t in range(n)])
+
     def before(io, n, pos0):
-        return {"x": io.f32(x, (n - 1) * xs + cols).reshape(-1)}
+        inp = {"x": io.f32(x, (n - 1) * xs + cols).reshape(-1)}
+        if add:
+            inp["y"] = io.f32(y, (n - 1) * ys + rows)
+        return inp
 
     def after(io, inp, n, pos0):
-        X = np.stack([inp["x"][t * xs: t * xs + cols] for t in range(n)])
+        X = grab(inp["x"], n, xs, cols)
+        if norm is not None:
+            X = ops.rmsnorm(X, norm, eps)
         ids, Wr, _ = W.rows(name)
-        Y = io.f32(y, (n - 1) * ys + rows)
-        got = np.stack([Y[t * ys: t * ys + rows][ids] for t in range(n)])
+        got = grab(io.f32(y, (n - 1) * ys + rows), n, ys, rows)[:, ids]
         exp = ops.matvec_rows(Wr, X)
-        return [Cmp(op, got, exp, tol.matvec_tol(Wr, X, qt))]
+        bound = tol.norm_matvec_tol(Wr, X, qt) if norm is not None else tol.matvec_tol(Wr, X, qt)
+        if add:
+            exp = ops.add(grab(inp["y"], n, ys, rows)[:, ids], exp)
+            bound = tol.residual_add_tol(bound, exp)
+        return [Cmp(op, got, exp, bound)]
     _, _, note = W.rows(name) if rows * cols > LINEAR_FULL_LIMIT and "+" not in name else (None, None, "")
     return OpCheck(where, layer, op, step, before, after, f"[{rows}x{cols}] {qt}", note)
 

@@ -14,12 +14,17 @@ Twins: reference.linear.matvec / matmul / embed (= ops.matvec_rows / quants.dequ
 """
 from __future__ import annotations
 
+import os
+from typing import Any
+
 from gguf import GGMLQuantizationType as QT
 
 from .. import quants
+from ..errors import DeviceError
 from ..gpu.program import MAX_WG, ProgramBuilder, pack
 from ..gpu.weights import GPUTensor
 from . import Act
+from .norm import weight_binding
 
 MATVEC_MAX_TOK = 16
 """Most tokens one matvec dispatch handles (a verify batch of n_draft + 1 <= 16)."""
@@ -49,9 +54,15 @@ def _check(W: GPUTensor) -> dict[str, bool]:
 
 
 def matvec(pb: ProgramBuilder, W: GPUTensor, x: Act, y: Act, step: Act, *,
-           x_stride: int | None = None, y_stride: int | None = None, label: str = "") -> None:
+           x_stride: int | None = None, y_stride: int | None = None, norm: tuple[Any, float] | None = None,
+           add: bool = False, label: str = "") -> None:
     """Y[t] = W @ X[t] for t < n_tok <= 16 (decode: n_tok = 1; verify: n_draft + 1); a larger
     n_tok in the step record is clamped to 16.
+
+    Fusions (each saves a dispatch per use and a round trip of the activation through memory):
+    norm=(w, eps): X[t] is the residual stream and the product reads rmsnorm(X[t]) * w (twin:
+    ops.matvec_rows(W, ops.rmsnorm(X, w, eps))); w is a norm weight as kernels.norm takes it.
+    add: Y[t] += W @ X[t] (the block's output projection into the residual stream).
 
     One 64-thread workgroup per 4 rows; tokens in chunks of 4, so a batch of up to 4 tokens
     streams each weight word once, like a decode step (longer ones re-read the rows per chunk,
@@ -59,13 +70,17 @@ def matvec(pb: ProgramBuilder, W: GPUTensor, x: Act, y: Act, step: Act, *,
     Inputs are loaded as vec4 when x.offset and x_stride are multiples of 4 (keep arena
     offsets 16-byte aligned), else element by element (same values, same pipeline).
     Twin: reference.linear.matvec."""
-    defs = _check(W)
+    defs = dict(_check(W), NORM=norm is not None, ADD=bool(add))
     xs = W.cols if x_stride is None else int(x_stride)
     ys = W.rows if y_stride is None else int(y_stride)
+    extra, eps, nw_off = [], 0.0, 0
+    if norm is not None:
+        nwb, nw_off = weight_binding(norm[0])
+        extra, eps = [nwb], float(norm[1])
     rowwise = row_per_thread(pb.ctx)
     for part in W.parts:
-        pb.add("matvec_rowwise" if rowwise else "matvec", [part.buffer, x.buffer, y.buffer, step.buffer],
-               pack(W.cols, part.row0, part.rows, W.row_words, x.offset, xs, y.offset, ys, step.offset),
+        pb.add("matvec_rowwise" if rowwise else "matvec", [part.buffer, x.buffer, y.buffer, step.buffer] + extra,
+               pack(W.cols, part.row0, part.rows, W.row_words, x.offset, xs, y.offset, ys, step.offset, eps, nw_off),
                -(-part.rows // (64 if rowwise else MATVEC_ROWS)), defines=defs,
                label=label or f"matvec:{W.name}[{part.row0}]")
 
@@ -76,6 +91,20 @@ def row_per_thread(ctx) -> bool:
     reduction and 16x fewer workgroups), else 4 rows per 64-thread workgroup with coalesced
     loads (GPUs). WGMTP_MATVEC=rowwise|tiled overrides. Decode and verify use the same one."""
     return bool(getattr(ctx, "matvec_rowwise", False))
+
+
+def fuse_norm(ctx) -> bool:
+    """Whether models fuse RMSNorm into the mat-vec that reads it (matvec norm=). Default: with
+    the tiled layout (GPUs: a workgroup's 4 rows share each input load and its squares, and the
+    product is bound by weight bandwidth, not by the extra ALU), not with the row-per-thread one
+    (every row would redo the norm's work: measured slower on lavapipe). WGMTP_FUSE_NORM=0|1
+    overrides (a kill switch, and a way to time both on one adapter)."""
+    v = os.environ.get("WGMTP_FUSE_NORM", "").strip().lower()
+    if v in ("", "auto"):
+        return not row_per_thread(ctx)
+    if v not in ("0", "1"):
+        raise DeviceError(f"WGMTP_FUSE_NORM={v!r}: use 0 or 1")
+    return v == "1"
 
 
 def matmul(pb: ProgramBuilder, W: GPUTensor, x: Act, y: Act, step: Act, *, max_tok: int,
@@ -99,11 +128,15 @@ def matmul(pb: ProgramBuilder, W: GPUTensor, x: Act, y: Act, step: Act, *, max_t
 
 
 def linear(pb: ProgramBuilder, W: GPUTensor, x: Act, y: Act, step: Act, *, max_tok: int,
-           x_stride: int | None = None, y_stride: int | None = None, label: str = "") -> None:
+           x_stride: int | None = None, y_stride: int | None = None, norm: tuple[Any, float] | None = None,
+           add: bool = False, label: str = "") -> None:
     """matvec when the program's batches hold at most 16 tokens (decode and verify programs then
-    share the matvec pipeline), else matmul (prefill chunks)."""
+    share the matvec pipeline), else matmul (prefill chunks). The fusions (norm=, add=) exist in
+    matvec only: a caller building prefill programs applies them as separate ops."""
     if max_tok <= MATVEC_MAX_TOK:
-        matvec(pb, W, x, y, step, x_stride=x_stride, y_stride=y_stride, label=label)
+        matvec(pb, W, x, y, step, x_stride=x_stride, y_stride=y_stride, norm=norm, add=add, label=label)
+    elif norm is not None or add:
+        raise ValueError(f"{W.name}: the norm/add fusions are mat-vec only (max_tok {max_tok} > {MATVEC_MAX_TOK})")
     else:
         matmul(pb, W, x, y, step, max_tok=max_tok, x_stride=x_stride, y_stride=y_stride, label=label)
 

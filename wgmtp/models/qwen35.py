@@ -89,6 +89,7 @@ class Qwen35GPU:
         self.state = GPUState.allocate(ctx, c, n_ctx)
         shape = K_attn.KVCache(n_ctx, c.n_head_kv, c.head_dim, ctx.f16)   # dims only, no buffers
         self.WS = Act(ctx.buffer(K_attn.workspace_floats(shape, c.n_head, self.t_max) * 4, label="attn_ws"))
+        self.fuse_norm = K_lin.fuse_norm(ctx)
         self.programs: dict[tuple, Program] = {}
         self.tracing = False          # build programs with op checks (WGMTP_CHECK=1, wgmtp check -m)
         self._tw = None
@@ -224,27 +225,66 @@ class Qwen35GPU:
             self._tw = Weights(self.gm)
         return self._tw
 
+    # The residual stream lives in X. A block reads rmsnorm(X) through its first projection and
+    # adds its output back into X through its last one. In decode/verify programs (mat-vec) both
+    # are fused into those mat-vecs (kernels.linear.matvec norm= / add=), so a layer has no norm
+    # or add dispatch of its own. Where a product cannot take them (prefill's mat-mul, the MoE
+    # FFN), the output goes to MO and the add is left pending: the next norm then runs as one
+    # add_rmsnorm dispatch (X += MO; H = rmsnorm(X) * w), which the product reads.
+    # The norm is fused by default only into the tiled mat-vec (GPUs; kernels.linear.fuse_norm):
+    # the row-per-thread layout of CPU adapters would redo its work for every row (on lavapipe,
+    # +11% mat-vec time against 0.6% for the norm dispatches), so there it stays a dispatch.
+
     def _lin(self, pb: ProgramBuilder, name: str, x: Act, y: Act, step: Act, T: int, layer: int, op: str,
-             x_stride: int | None = None) -> None:
-        W = self.w[name]
-        K_lin.linear(pb, W, x, y, step, max_tok=T, x_stride=x_stride)
-        self._mark(pb, lambda: TR.linear(self._where, layer, op, step, self._trace_weights(), name, x, y,
-                                         W.cols, W.rows, x_stride=x_stride))
+             x_stride: int | None = None, *, norm: str | None = None, add: bool = False) -> None:
+        """y = W x; norm: x is the residual stream X and W reads rmsnorm(X) * w[norm]; add: y is X
+        and gets W x added (deferred to the next norm when it cannot be fused)."""
+        x, norm, x_stride = self._prenorm(pb, norm, step, T, layer, x, x_stride)
+        if add and T > MATVEC_MAX:
+            y, add = self.MO, False
+            self._pending = True
+        W, eps = self.w[name], self.cfg.eps
+        K_lin.linear(pb, W, x, y, step, max_tok=T, x_stride=x_stride, norm=(self.w[norm], eps) if norm else None,
+                     add=add)
+        self._mark(pb, lambda: TR.linear(self._where, layer, _fused_op(op, norm, add), step, self._trace_weights(),
+                                         name, x, y, W.cols, W.rows, x_stride=x_stride,
+                                         norm=self._np(norm) if norm else None, eps=eps, add=add))
+
+    def _prenorm(self, pb: ProgramBuilder, norm: str | None, step: Act, T: int, layer: int, x: Act,
+                 x_stride: int | None) -> tuple[Act, str | None, int | None]:
+        """(input, norm left to fuse, stride) of a product reading rmsnorm(X) * w[norm]: X itself
+        with the norm fused into a mat-vec, or H after a norm dispatch (prefill, or an add pending)."""
+        if norm is None or (T <= MATVEC_MAX and self.fuse_norm and not self._pending):
+            return x, norm, x_stride
+        self._norm_to(pb, norm, self.H, step, T, layer)
+        return self.H, None, None
+
+    def _norm_to(self, pb: ProgramBuilder, norm: str, out: Act, step: Act, T: int, layer: int) -> None:
+        """out = rmsnorm(X) * w[norm], first adding a pending block output (X += MO)."""
+        op = _short(norm)
+        if self._pending:
+            self._add_rms(pb, norm, self.MO, out, step, T, layer, op)
+            self._pending = False
+        else:
+            self._rms(pb, norm, self.X, out, step, T, layer, op)
 
     def _lin_group(self, pb: ProgramBuilder, group: str, x: Act, step: Act, T: int, layer: int,
-                   outs: list[tuple[str, Act]]) -> tuple[list[Act], list[int]]:
-        """Projections sharing input x: one mat-vec over the stacked weight into `self.FUSED`
-        when the group was fused at upload, else one per member into its own buffer. Returns each
-        member's output and row stride."""
+                   outs: list[tuple[str, Act]], *, norm: str | None = None) -> tuple[list[Act], list[int]]:
+        """Projections sharing input x (through norm): one mat-vec over the stacked weight into
+        `self.FUSED` when the group was fused at upload, else one per member into its own buffer.
+        Returns each member's output and row stride."""
+        x, norm, _ = self._prenorm(pb, norm, step, T, layer, x, None)
         W = self.w.get(group)
         if W is None:
             for name, y in outs:
-                self._lin(pb, name, x, y, step, T, layer, name.split(".")[2])
+                self._lin(pb, name, x, y, step, T, layer, name.split(".")[2], norm=norm)
             return [y for _, y in outs], [self.w[n].rows for n, _ in outs]
-        K_lin.linear(pb, W, x, self.FUSED, step, max_tok=T)
+        eps = self.cfg.eps
+        K_lin.linear(pb, W, x, self.FUSED, step, max_tok=T, norm=(self.w[norm], eps) if norm else None)
         names = [n for n, _ in outs]
-        self._mark(pb, lambda: TR.linear(self._where, layer, group.split(".")[-1], step, self._trace_weights(),
-                                         "+".join(names), x, self.FUSED, W.cols, W.rows))
+        self._mark(pb, lambda: TR.linear(self._where, layer, _fused_op(group.split(".")[-1], norm, False), step,
+                                         self._trace_weights(), "+".join(names), x, self.FUSED, W.cols, W.rows,
+                                         norm=self._np(norm) if norm else None, eps=eps))
         acts, off = [], 0
         for n in names:
             acts.append(self.FUSED.at(off))
@@ -265,14 +305,15 @@ class Qwen35GPU:
         self._mark(pb, lambda: TR.add_rmsnorm(self._where, layer, op, step, self._np(name), self.X, r, self.X, out,
                                               c.n_embd, c.eps))
 
-    def _attn_block(self, pb: ProgramBuilder, pre: str, cache: K_attn.KVCache, x: Act, out: Act,
-                    step: Act, T: int, layer: int) -> None:
-        """Gated attention: q+gate, k, v projections (one stacked mat-vec when fused); q/k norm +
-        rope in place; KV append; attention with the sigmoid gate; output projection into `out`."""
+    def _attn_block(self, pb: ProgramBuilder, pre: str, cache: K_attn.KVCache, step: Act, T: int, layer: int) -> None:
+        """Gated attention on rmsnorm(X) (attn_norm): q+gate, k, v projections (one stacked mat-vec
+        when fused); q/k norm + rope in place; KV append; attention with the sigmoid gate; output
+        projection added into X."""
         c, w = self.cfg, self.w
         H, Hkv, D = c.n_head, c.n_head_kv, c.head_dim
-        (qg, k, v), (sq, sk, sv) = self._lin_group(pb, pre + "attn_in", x, step, T, layer, [
-            (pre + "attn_q.weight", self.QG), (pre + "attn_k.weight", self.KB), (pre + "attn_v.weight", self.VB)])
+        (qg, k, v), (sq, sk, sv) = self._lin_group(pb, pre + "attn_in", self.X, step, T, layer, [
+            (pre + "attn_q.weight", self.QG), (pre + "attn_k.weight", self.KB), (pre + "attn_v.weight", self.VB)],
+            norm=pre + "attn_norm.weight")
         K_rope.rmsnorm_rope(pb, step, qg, w[pre + "attn_q_norm.weight"], self.rope, qg, H, D, c.eps, T,
                             x_stride=sq, x_head_stride=2 * D, out_stride=sq, out_head_stride=2 * D)
         self._mark(pb, lambda: TR.rmsnorm_rope(self._where, layer, "q_norm_rope", step, self._np(pre + "attn_q_norm.weight"),
@@ -286,14 +327,16 @@ class Qwen35GPU:
                          q_ts=sq, q_hs=2 * D, gate=qg.at(D), g_ts=sq, g_hs=2 * D)
         self._mark(pb, lambda: TR.attention(self._where, layer, "attention", step, cache, k, v, qg,
                                             self.ATT, H, D, q_ts=sq, k_ts=sk, v_ts=sv))
-        self._lin(pb, pre + "attn_output.weight", self.ATT, out, step, T, layer, "attn_output")
+        self._lin(pb, pre + "attn_output.weight", self.ATT, self.X, step, T, layer, "attn_output", add=True)
 
-    def _gdn_block(self, pb: ProgramBuilder, i: int, x: Act, out: Act, step: Act, T: int, chunked: bool) -> None:
+    def _gdn_block(self, pb: ProgramBuilder, i: int, step: Act, T: int, chunked: bool) -> None:
+        """Gated DeltaNet on rmsnorm(X) (attn_norm): in-projections, conv, delta rule, gated norm,
+        ssm_out added into X."""
         c, w, st = self.cfg, self.w, self.state
         pre = f"blk.{i}."
-        (mix, z, al, be), (s_mix, s_z, s_al, s_be) = self._lin_group(pb, pre + "gdn_in", x, step, T, i, [
+        (mix, z, al, be), (s_mix, s_z, s_al, s_be) = self._lin_group(pb, pre + "gdn_in", self.X, step, T, i, [
             (pre + "attn_qkv.weight", self.MIX), (pre + "attn_gate.weight", self.Z),
-            (pre + "ssm_alpha.weight", self.AL), (pre + "ssm_beta.weight", self.BE)])
+            (pre + "ssm_alpha.weight", self.AL), (pre + "ssm_beta.weight", self.BE)], norm=pre + "attn_norm.weight")
         K_gdn.ssm_conv(pb, step, mix, w[pre + "ssm_conv1d.weight"], Act(st.conv[i]), self.CC, n_slots=st.n_slots,
                        x_stride=s_mix)
         self._mark(pb, lambda: TR.ssm_conv(self._where, i, step, self._np(pre + "ssm_conv1d.weight"), mix,
@@ -309,11 +352,15 @@ class Qwen35GPU:
                              c.ssm_dt_rank, c.head_v_dim, c.eps, T, z_stride=s_z)
         self._mark(pb, lambda: TR.gated_rmsnorm(self._where, i, step, self._np(pre + "ssm_norm.weight"), self.O, z,
                                                 self.O, c.ssm_dt_rank, c.head_v_dim, c.eps, z_stride=s_z))
-        self._lin(pb, pre + "ssm_out.weight", self.O, out, step, T, i, "ssm_out")
+        self._lin(pb, pre + "ssm_out.weight", self.O, self.X, step, T, i, "ssm_out", add=True)
 
-    def _ffn(self, pb: ProgramBuilder, pre: str, x: Act, out: Act, step: Act, T: int, layer: int) -> None:
+    def _ffn(self, pb: ProgramBuilder, pre: str, step: Act, T: int, layer: int) -> None:
+        """The FFN on rmsnorm(X) (post_attention_norm), its output added into X."""
         c = self.cfg
+        norm = pre + "post_attention_norm.weight"
         if c.is_moe:
+            self._norm_to(pb, norm, self.H, step, T, layer)
+            x = self.H
             w = self.w
             L = K_moe.MoEWeights(
                 router=w[pre + "ffn_gate_inp.weight"], down=w[pre + "ffn_down_exps.weight"],
@@ -321,12 +368,13 @@ class Qwen35GPU:
                 gate_up=w.get(pre + "ffn_gate_up_exps.weight"), shexp_gate_inp=w.get(pre + "ffn_gate_inp_shexp.weight"),
                 shexp_gate=w.get(pre + "ffn_gate_shexp.weight"), shexp_up=w.get(pre + "ffn_up_shexp.weight"),
                 shexp_down=w.get(pre + "ffn_down_shexp.weight"))
-            K_moe.ffn(pb, L, x, out, step, self.MOE, k=c.n_expert_used, max_tok=T)
-            self._mark(pb, lambda: TR.moe_ffn(self._where, layer, step, self._trace_weights(), pre, c, x, out))
+            K_moe.ffn(pb, L, x, self.MO, step, self.MOE, k=c.n_expert_used, max_tok=T)
+            self._mark(pb, lambda: TR.moe_ffn(self._where, layer, step, self._trace_weights(), pre, c, x, self.MO))
+            self._pending = True       # X += MO at the next norm
             return
         F = c.n_ff
-        (g, u), (sg, su) = self._lin_group(pb, pre + "ffn_gate_up", x, step, T, layer, [
-            (pre + "ffn_gate.weight", self.FG), (pre + "ffn_up.weight", self.FU)])
+        (g, u), (sg, su) = self._lin_group(pb, pre + "ffn_gate_up", self.X, step, T, layer, [
+            (pre + "ffn_gate.weight", self.FG), (pre + "ffn_up.weight", self.FU)], norm=norm)
         # silu(gate) * up for rows that may be strided (stacked gate/up output)
         if u.buffer is g.buffer:
             K_moe.swiglu(pb, g, self.FG, step, width=F, k=1, max_tok=T, gu_stride=sg, up_offset=u.offset - g.offset,
@@ -334,7 +382,7 @@ class Qwen35GPU:
         else:
             K_ew.swiglu(pb, g, u, self.FG, F, step, T)
         self._mark(pb, lambda: TR.swiglu(self._where, layer, step, g, u, self.FG, F, g_stride=sg, u_stride=su))
-        self._lin(pb, pre + "ffn_down.weight", self.FG, out, step, T, layer, "ffn_down")
+        self._lin(pb, pre + "ffn_down.weight", self.FG, self.X, step, T, layer, "ffn_down", add=True)
 
     def _argmax(self, pb: ProgramBuilder, step: Act, ids_out: Act, T: int) -> None:
         K_smp.argmax(pb, step, self.LOGITS, ids_out, self.cfg.n_vocab, T, scratch=self.SCR)
@@ -350,24 +398,24 @@ class Qwen35GPU:
         K_lin.embed(pb, self.w[name], ids, self.X, step, max_tok=T)
         self._mark(pb, lambda: TR.embed(self._where, layer, step, self.gm, name, ids, self.X, self.cfg.n_embd))
 
+    def _layer(self, pb: ProgramBuilder, i: int, cache, step: Act, T: int, chunked: bool) -> None:
+        """Decoder layer i on the residual stream X: mixer (GDN, or gated attention on `cache`),
+        then the FFN, each reading its norm of X and adding its output into X."""
+        if i < self.cfg.n_layer and self.cfg.is_gdn[i]:
+            self._gdn_block(pb, i, step, T, chunked)
+        else:
+            self._attn_block(pb, f"blk.{i}.", cache, step, T, i)
+        self._ffn(pb, f"blk.{i}.", step, T, i)
+
     def _trunk(self, pb: ProgramBuilder, step: Act, T: int, *, chunked: bool = False) -> None:
         """embed IN[0..n_tok) -> layers -> output_norm into HPREV rows 1..n_tok."""
         c, E = self.cfg, self.cfg.n_embd
         self._where = "trunk"
+        self._pending = False
         self._embed(pb, "token_embd.weight", self.IDS.at(self.lay.IN), step, T, -1)
         for i in range(c.n_layer):
-            pre = f"blk.{i}."
-            if i == 0:
-                self._rms(pb, pre + "attn_norm.weight", self.X, self.H, step, T, i, "attn_norm")
-            if c.is_gdn[i]:
-                self._gdn_block(pb, i, self.H, self.MO, step, T, chunked)
-            else:
-                self._attn_block(pb, pre, self.state.caches[i], self.H, self.MO, step, T, i)
-            self._add_rms(pb, pre + "post_attention_norm.weight", self.MO, self.H, step, T, i, "post_attention_norm")
-            self._ffn(pb, pre, self.H, self.MO, step, T, i)
-            last = i + 1 == c.n_layer
-            self._add_rms(pb, "output_norm.weight" if last else f"blk.{i + 1}.attn_norm.weight", self.MO,
-                          self.HPREV.at(E) if last else self.H, step, T, i, "output_norm" if last else "next_attn_norm")
+            self._layer(pb, i, self.state.caches.get(i), step, T, chunked)
+        self._norm_to(pb, "output_norm.weight", self.HPREV.at(E), step, T, c.n_layer - 1)
 
     def _mtp_rows(self, pb: ProgramBuilder, step: Act, T: int, ids: Act, hprev: Act, hprev_stride: int,
                   h_out: Act, *, where: str = "mtp") -> None:
@@ -377,18 +425,16 @@ class Qwen35GPU:
         m = c.mtp_layer
         pre = f"blk.{m}."
         self._where = where
+        self._pending = False
         emb = pre + "nextn.embed_tokens.weight" if pre + "nextn.embed_tokens.weight" in w else "token_embd.weight"
         self._embed(pb, emb, ids, step, T, m)
         self._rms(pb, pre + "nextn.enorm.weight", self.X, self.MU, step, T, m, "enorm", out_stride=2 * E)
         self._rms(pb, pre + "nextn.hnorm.weight", hprev, self.MU.at(E), step, T, m, "hnorm",
                   x_stride=hprev_stride, out_stride=2 * E)
         self._lin(pb, pre + "nextn.eh_proj.weight", self.MU, self.X, step, T, m, "eh_proj")
-        self._rms(pb, pre + "attn_norm.weight", self.X, self.H, step, T, m, "attn_norm")
-        self._attn_block(pb, pre, self.state.mtp_cache, self.H, self.MO, step, T, m)
-        self._add_rms(pb, pre + "post_attention_norm.weight", self.MO, self.H, step, T, m, "post_attention_norm")
-        self._ffn(pb, pre, self.H, self.MO, step, T, m)
+        self._layer(pb, m, self.state.mtp_cache, step, T, False)
         norm = pre + "nextn.shared_head_norm.weight" if pre + "nextn.shared_head_norm.weight" in w else "output_norm.weight"
-        self._add_rms(pb, norm, self.MO, h_out, step, T, m, "shared_head_norm")
+        self._norm_to(pb, norm, h_out, step, T, m)
 
     def _logits(self, pb: ProgramBuilder, step: Act, h: Act, T: int, *, mtp: bool = False) -> None:
         if not mtp:
@@ -499,3 +545,15 @@ class Qwen35GPU:
         return pb.build()
 
     n_eog: int = 0          # end-of-generation ids the backend wrote at lay.EOG
+    _pending: bool = False  # a block output waits in MO to be added into X by the next norm
+
+
+def _short(norm: str) -> str:
+    """'blk.3.post_attention_norm.weight' -> 'post_attention_norm' (op names in check reports)."""
+    parts = norm.split(".")
+    return parts[-2]
+
+
+def _fused_op(op: str, norm: str | None, add: bool) -> str:
+    """The op name of a fused mat-vec in check reports: 'attn_norm+gdn_in', 'ssm_out+add'."""
+    return (_short(norm) + "+" if norm else "") + op + ("+add" if add else "")
