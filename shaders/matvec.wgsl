@@ -4,12 +4,15 @@
 // and reduce code is matvec_common.wgsl, shared with moe.wgsl).
 // Bindings: 0 params (uniform P), 1 W weight words (storage read, array<u32>, one row part),
 //   2 X (storage read_write, read as vec4<f32>), 3 Y (storage read_write f32), 4 S step records
-//   (read_write u32), NORM: 5 NW norm weight (storage read, f32 words at p.nw_off). X, Y and S
-//   may be the same arena buffer; offsets are in elements / words.
+//   (read_write u32), NORM: 5 NW norm weight (storage read, vec4<f32>, from element p.nw_off,
+//   a multiple of 4). X, Y and S may be the same arena buffer; offsets are in elements / words.
 // Defines: the weight type's (quant.wgsl), SUBGROUPS, and the fusions of matvec_input.wgsl:
 //   NORM  X[t] is the residual stream; the product is W . rmsnorm(X[t]) * NW (eps p.eps), the
 //         sum of squares reduced with the dot products (no norm dispatch of its own);
-//   ADD   Y[t] += W . X[t] (the block's output projection adds into the residual stream).
+//   ADD   Y[t] += W . X[t] (the block's output projection adds into the residual stream);
+//   GLU   W is a stacked [gate; up] of 2 * p.half rows (one part); Y[t][r] = silu(gate_r . x) *
+//         (up_r . x) for r < p.half: a workgroup takes 2 outputs, its 4 rows being their gate
+//         and up rows (dispatch: ceil(half / 2) workgroups).
 // Dispatch: one workgroup of WG = 64 threads per 4 consecutive rows of the part, spread over x/y
 //   (grid1d). Tokens go in chunks of 4 (a uniform loop over ceil(n_tok / 4) chunks). Per chunk,
 //   thread i takes units (8 consecutive columns) i, i+WG, i+2WG, ...: it decodes the unit of the
@@ -28,7 +31,7 @@
 struct P {
     cols: u32, row0: u32, rows: u32, row_words: u32,
     x_off: u32, x_stride: u32, y_off: u32, y_stride: u32,
-    step_off: u32, eps: f32, nw_off: u32,
+    step_off: u32, eps: f32, nw_off: u32, half: u32,
 };
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> W: array<u32>;
@@ -36,7 +39,7 @@ struct P {
 @group(0) @binding(3) var<storage, read_write> Y: array<f32>;
 @group(0) @binding(4) var<storage, read_write> S: array<u32>;
 #if NORM
-@group(0) @binding(5) var<storage, read> NW: array<u32>;
+@group(0) @binding(5) var<storage, read> NW: array<vec4<f32>>;
 #endif
 
 const MAXT: u32 = 16u;
@@ -56,12 +59,20 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 #endif
     if (lid == 0u) { wg_n = min(S[p.step_off], MAXT); }
     let n = workgroupUniformLoad(&wg_n);
+#if GLU
+    let rb = (wid.x + wid.y * nwg.x) * 2u;
+    if (rb >= p.half) { return; }
+    let g1 = min(rb + 1u, p.half - 1u);
+    let b = vec4<u32>(rb, g1, rb + p.half, g1 + p.half) * p.row_words;
+    let ok = vec4<bool>(true, rb + 1u < p.half, false, false);
+#else
     let rb = (wid.x + wid.y * nwg.x) * 4u;
     if (rb >= p.rows) { return; }
     // rows past the part's end are computed from a duplicate of its last row, never written
     let last = p.rows - 1u;
     let b = vec4<u32>(min(rb, last), min(rb + 1u, last), min(rb + 2u, last), min(rb + 3u, last)) * p.row_words;
     let ok = vec4<bool>(rb < p.rows, rb + 1u < p.rows, rb + 2u < p.rows, rb + 3u < p.rows);
+#endif
     let al = ((p.x_off | p.x_stride) & 3u) == 0u;
     let xs = p.x_stride;
     let ys = p.y_stride;

@@ -81,7 +81,8 @@ fn accum4(b: vec4<u32>, xb: vec4<u32>, m: u32, al: bool, lid: u32) -> Acc4 {
 
 // Sum the inputs i < min(m, 4) of a chunk over the workgroup (subgroupAdd, then the subgroup
 // partials in slot order; else a workgroup-memory tree), and with NORM their sums of squares
-// the same way; write row r of input i to Y[yb[i] + r] where ok[r] (matvec_input.wgsl's out1).
+// the same way; write row r of input i to Y[yb[i] + r] where ok[r] (matvec_input.wgsl's out1),
+// or with GLU (rows 0, 1 = gate rows of outputs 0, 1 and rows 2, 3 their up rows) output r < 2.
 fn reduce4(a: Acc4, m: u32, lid: u32, yb: vec4<u32>, ok: vec4<bool>) {
 #if SUBGROUPS
     let slot = lid / sg_size_;
@@ -104,22 +105,8 @@ fn reduce4(a: Acc4, m: u32, lid: u32, yb: vec4<u32>, ok: vec4<bool>) {
     let sq = subgroupAdd(a.ss);
     if (sg_lane_ == 0u) { red_ss[slot] = sq; }
 #endif
-    workgroupBarrier();
-    if (lid < 16u) {
-        let j = lid >> 2u;
-        let r = lid & 3u;
-        if (j < m && ok[r]) {
-            var s = red[j * WG][r];
-            for (var i = 1u; i < nslots; i++) { s += red[j * WG + i][r]; }
-            var ss = 0.0;
-#if NORM
-            ss = red_ss[0][j];
-            for (var i = 1u; i < nslots; i++) { ss += red_ss[i][j]; }
-#endif
-            out1(yb[j] + r, s, ss);
-        }
-    }
 #else
+    let nslots = 1u;                  // the tree leaves each total in slot 0
     red[lid] = a.a0;
     red[WG + lid] = a.a1;
     red[2u * WG + lid] = a.a2;
@@ -139,18 +126,32 @@ fn reduce4(a: Acc4, m: u32, lid: u32, yb: vec4<u32>, ok: vec4<bool>) {
 #endif
         }
     }
+#endif
     workgroupBarrier();
     if (lid < 16u) {
         let j = lid >> 2u;
         let r = lid & 3u;
-        if (j < m && ok[r]) {
-            var ss = 0.0;
+        var ss = 0.0;
 #if NORM
-            ss = red_ss[0][j];
+        ss = red_ss[0][j];
+        for (var i = 1u; i < nslots; i++) { ss += red_ss[i][j]; }
 #endif
-            out1(yb[j] + r, red[j * WG][r], ss);
+#if GLU
+        if (j < m && r < 2u && ok[r]) {
+            out_glu(yb[j] + r, slot_sum(j, r, nslots), slot_sum(j, r + 2u, nslots), ss);
         }
-    }
+#else
+        if (j < m && ok[r]) {
+            out1(yb[j] + r, slot_sum(j, r, nslots), ss);
+        }
 #endif
+    }
     workgroupBarrier();
+}
+
+// row r of input j: its partials over the first n slots of `red`, in slot order
+fn slot_sum(j: u32, r: u32, n: u32) -> f32 {
+    var s = red[j * WG][r];
+    for (var i = 1u; i < n; i++) { s += red[j * WG + i][r]; }
+    return s;
 }

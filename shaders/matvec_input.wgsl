@@ -1,8 +1,9 @@
 // matvec_input: include file (not a kernel) shared by matvec_common.wgsl (matvec.wgsl, moe.wgsl)
-// and matvec_rowwise.wgsl: the loads of a mat-vec's input X (array<vec4<f32>>) and, with NORM,
+// and matvec_rowwise.wgsl: the loads of a mat-vec's input X (array<vec4<f32>>), the output
+// epilogues (ADD: into the residual stream; GLU: silu(gate row) * up row), and, with NORM,
 // the fused RMSNorm prologue: the input is the un-normalized residual stream x, each load adds
-// x^2 to the token's running sum of squares and returns x * w (the norm weight, f32 words of
-// binding NW from p.nw_off); the kernel multiplies the reduced dot products by
+// x^2 to the token's running sum of squares and returns x * w (the norm weight: binding NW,
+// array<vec4<f32>>, from element p.nw_off, a multiple of 4); the kernel multiplies the reduced dot products by
 // 1/sqrt(sum/cols + eps) once per output (rmsnorm(x)*w . W = inv * (x*w . W)), so the norm costs
 // no dispatch and no pass over x of its own. Needs quant.wgsl's D8.
 
@@ -20,14 +21,17 @@ fn x8(e: u32, aligned: bool) -> D8 {
 fn dot8(w: D8, x: D8) -> f32 { return dot(w.lo, x.lo) + dot(w.hi, x.hi); }
 
 #if NORM
-fn nw1(c: u32) -> f32 { return bitcast<f32>(NW[p.nw_off + c]); }
+fn nw1(c: u32) -> f32 {
+    let e = p.nw_off + c;
+    return NW[e >> 2u][e & 3u];
+}
 #endif
 
-// the norm weight of columns c .. c+7 (ones without NORM: unused, folded away)
+// the norm weight of columns c .. c+7, c a multiple of 8 (ones without NORM: unused, folded away)
 fn nw8(c: u32) -> D8 {
 #if NORM
-    return D8(vec4<f32>(nw1(c), nw1(c + 1u), nw1(c + 2u), nw1(c + 3u)),
-              vec4<f32>(nw1(c + 4u), nw1(c + 5u), nw1(c + 6u), nw1(c + 7u)));
+    let o = (p.nw_off + c) >> 2u;
+    return D8(NW[o], NW[o + 1u]);
 #else
     return D8(vec4<f32>(1.0), vec4<f32>(1.0));
 #endif
@@ -56,15 +60,30 @@ fn xin1(e: u32, c: u32, ss: ptr<function, f32>) -> f32 {
 #endif
 }
 
-// the output epilogue: the reduced dot product s of a token whose sum of squares is ss, written
-// to Y[i]: times the norm's 1/rms (NORM), plus the old Y[i] (ADD: y += W x, the residual add)
-fn out1(i: u32, s: f32, ss: f32) {
-    var v = s;
+// The output epilogue. A reduced dot product s of a token whose sum of squares is ss, times the
+// norm's 1/rms (NORM):
+fn fin(s: f32, ss: f32) -> f32 {
 #if NORM
-    v = v * inverseSqrt(ss / f32(p.cols) + p.eps);
+    return s * inverseSqrt(ss / f32(p.cols) + p.eps);
+#else
+    return s;
 #endif
+}
+
+// v written to Y[i], or added to it (ADD: y += W x, the residual add)
+fn store(i: u32, v: f32) {
 #if ADD
-    v = Y[i] + v;
-#endif
+    Y[i] = Y[i] + v;
+#else
     Y[i] = v;
+#endif
+}
+
+fn out1(i: u32, s: f32, ss: f32) { store(i, fin(s, ss)); }
+
+// GLU: the gate row's and the up row's sums of one output: silu(gate) * up (as elementwise.wgsl's
+// swiglu computes it)
+fn out_glu(i: u32, g: f32, u: f32, ss: f32) {
+    let gn = fin(g, ss);
+    store(i, (gn / (1.0 + exp(-gn))) * fin(u, ss));
 }

@@ -3,9 +3,10 @@
 // per workgroup keep the per-workgroup cost low). Same contract as matvec.wgsl:
 //     Y[y_off + t*y_stride + row0 + r] = sum_c W[r, c] * X[x_off + t*x_stride + c], t < n_tok <= 16.
 // Bindings: 0 params P, 1 W (storage read u32, one row part), 2 X (read_write vec4<f32>),
-//   3 Y (read_write f32), 4 S step records (read_write u32), NORM: 5 NW (storage read u32).
+//   3 Y (read_write f32), 4 S step records (read_write u32), NORM: 5 NW (storage read vec4<f32>).
 // Defines: as matvec.wgsl (NORM: each thread sums the token's squares over the whole row itself,
-//   in column order, so every row sees the same sum; ADD).
+//   in column order, so every row sees the same sum; ADD; GLU: thread r computes gate row r, then
+//   up row half + r, and writes silu(gate) * up; ceil(half / 64) workgroups).
 // Dispatch: ceil(rows / 64) workgroups of 64 threads (grid1d); thread i owns row 64*wg + i.
 // Batch invariance: each token's sum runs over the units in order in its own accumulator, by the
 //   same statement whatever n_tok is (tokens in chunks of 4: a_(t%4) in chunk t/4).
@@ -14,7 +15,7 @@
 struct P {
     cols: u32, row0: u32, rows: u32, row_words: u32,
     x_off: u32, x_stride: u32, y_off: u32, y_stride: u32,
-    step_off: u32, eps: f32, nw_off: u32,
+    step_off: u32, eps: f32, nw_off: u32, half: u32,
 };
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> W: array<u32>;
@@ -22,62 +23,77 @@ struct P {
 @group(0) @binding(3) var<storage, read_write> Y: array<f32>;
 @group(0) @binding(4) var<storage, read_write> S: array<u32>;
 #if NORM
-@group(0) @binding(5) var<storage, read> NW: array<u32>;
+@group(0) @binding(5) var<storage, read> NW: array<vec4<f32>>;
 #endif
 
 #include "matvec_input.wgsl"
+
+// Up to 4 tokens' sums (inputs from X element xc, stride xs) of the row whose words start at
+// W[base], and (NORM) their sums of squares.
+struct R4 { a: vec4<f32>, ss: vec4<f32> };
+
+fn row4(base: u32, xc: u32, xs: u32, m: u32, al: bool) -> R4 {
+    let nu = p.cols >> 3u;
+    var a0 = 0.0;
+    var a1 = 0.0;
+    var a2 = 0.0;
+    var a3 = 0.0;
+    var s0 = 0.0;
+    var s1 = 0.0;
+    var s2 = 0.0;
+    var s3 = 0.0;
+    for (var u = 0u; u < nu; u++) {
+        let c = u * 8u;
+        let nw = nw8(c);
+#if SCALED
+        let w = deq8s(base, u);
+        a0 += w.s * dot8(w.q, xin(xc + c, al, nw, &s0));
+        if (m > 1u) { a1 += w.s * dot8(w.q, xin(xc + xs + c, al, nw, &s1)); }
+        if (m > 2u) { a2 += w.s * dot8(w.q, xin(xc + 2u * xs + c, al, nw, &s2)); }
+        if (m > 3u) { a3 += w.s * dot8(w.q, xin(xc + 3u * xs + c, al, nw, &s3)); }
+#else
+        let w = deq8(base, u);
+        a0 += dot8(w, xin(xc + c, al, nw, &s0));
+        if (m > 1u) { a1 += dot8(w, xin(xc + xs + c, al, nw, &s1)); }
+        if (m > 2u) { a2 += dot8(w, xin(xc + 2u * xs + c, al, nw, &s2)); }
+        if (m > 3u) { a3 += dot8(w, xin(xc + 3u * xs + c, al, nw, &s3)); }
+#endif
+    }
+#if FLOAT
+    for (var c = nu * 8u; c < p.cols; c++) {
+        let w = deq1(base, c);
+        a0 += w * xin1(xc + c, c, &s0);
+        if (m > 1u) { a1 += w * xin1(xc + xs + c, c, &s1); }
+        if (m > 2u) { a2 += w * xin1(xc + 2u * xs + c, c, &s2); }
+        if (m > 3u) { a3 += w * xin1(xc + 3u * xs + c, c, &s3); }
+    }
+#endif
+    return R4(vec4<f32>(a0, a1, a2, a3), vec4<f32>(s0, s1, s2, s3));
+}
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     let n = min(S[p.step_off], 16u);
     let r = (wid.x + wid.y * nwg.x) * 64u + lid;
+#if GLU
+    if (r >= p.half) { return; }
+#else
     if (r >= p.rows) { return; }
-    let base = r * p.row_words;
+#endif
     let al = ((p.x_off | p.x_stride) & 3u) == 0u;
     let xs = p.x_stride;
-    let nu = p.cols >> 3u;
+    let ys = p.y_stride;
     for (var c0 = 0u; c0 < n; c0 += 4u) {
-        let m = n - c0;
+        let m = min(n - c0, 4u);
         let xc = p.x_off + c0 * xs;
-        var a0 = 0.0;
-        var a1 = 0.0;
-        var a2 = 0.0;
-        var a3 = 0.0;
-        var s0 = 0.0;
-        var s1 = 0.0;
-        var s2 = 0.0;
-        var s3 = 0.0;
-        for (var u = 0u; u < nu; u++) {
-            let c = u * 8u;
-            let nw = nw8(c);
-#if SCALED
-            let w = deq8s(base, u);
-            a0 += w.s * dot8(w.q, xin(xc + c, al, nw, &s0));
-            if (m > 1u) { a1 += w.s * dot8(w.q, xin(xc + xs + c, al, nw, &s1)); }
-            if (m > 2u) { a2 += w.s * dot8(w.q, xin(xc + 2u * xs + c, al, nw, &s2)); }
-            if (m > 3u) { a3 += w.s * dot8(w.q, xin(xc + 3u * xs + c, al, nw, &s3)); }
+        let yc = p.y_off + c0 * ys + p.row0 + r;
+        let g = row4(r * p.row_words, xc, xs, m, al);
+#if GLU
+        let u = row4((p.half + r) * p.row_words, xc, xs, m, al);
+        for (var j = 0u; j < m; j++) { out_glu(yc + j * ys, g.a[j], u.a[j], g.ss[j]); }
 #else
-            let w = deq8(base, u);
-            a0 += dot8(w, xin(xc + c, al, nw, &s0));
-            if (m > 1u) { a1 += dot8(w, xin(xc + xs + c, al, nw, &s1)); }
-            if (m > 2u) { a2 += dot8(w, xin(xc + 2u * xs + c, al, nw, &s2)); }
-            if (m > 3u) { a3 += dot8(w, xin(xc + 3u * xs + c, al, nw, &s3)); }
+        for (var j = 0u; j < m; j++) { out1(yc + j * ys, g.a[j], g.ss[j]); }
 #endif
-        }
-#if FLOAT
-        for (var c = nu * 8u; c < p.cols; c++) {
-            let w = deq1(base, c);
-            a0 += w * xin1(xc + c, c, &s0);
-            if (m > 1u) { a1 += w * xin1(xc + xs + c, c, &s1); }
-            if (m > 2u) { a2 += w * xin1(xc + 2u * xs + c, c, &s2); }
-            if (m > 3u) { a3 += w * xin1(xc + 3u * xs + c, c, &s3); }
-        }
-#endif
-        let yc = p.y_off + c0 * p.y_stride + p.row0 + r;
-        out1(yc, a0, s0);
-        if (m > 1u) { out1(yc + p.y_stride, a1, s1); }
-        if (m > 2u) { out1(yc + 2u * p.y_stride, a2, s2); }
-        if (m > 3u) { out1(yc + 3u * p.y_stride, a3, s3); }
     }
 }

@@ -29,22 +29,23 @@ def wrong_gated_norm(monkeypatch):
     monkeypatch.setattr(K_norm, "gated_rmsnorm", wrong)
 
 
-@pytest.mark.parametrize("fuse", ["1", "0"], ids=["fused-norm", "norm-dispatch"])
+@pytest.mark.parametrize("fuse", ["all", "none"])
 def test_model_check_passes(synth, monkeypatch, fuse):
-    """Every op of a prompt and of speculative rounds within its twin's bound, with the norms
-    fused into the projections (checked as one op: norm + projection) and as dispatches of their
-    own; output projections add into the residual stream either way."""
-    monkeypatch.setenv("WGMTP_FUSE_NORM", fuse)
+    """Every op of a prompt and of speculative rounds within its twin's bound, with every mat-vec
+    fusion on (a fused op is checked as one: norm + projection, projection + add, gate/up + SwiGLU)
+    and with none."""
+    monkeypatch.setenv("WGMTP_FUSE", fuse)
     res = run_model_check(_args(synth(**PRED)))
     bad = [r for r in res["rows"] if r["status"] not in ("pass", "skip")]
     assert not bad, bad
     ops = {r["op"] for r in res["rows"]}
-    if fuse == "1":
-        proj = ("trunk.attn_norm+gdn_in", "trunk.attn_norm+attn_in", "trunk.post_attention_norm+ffn_gate_up")
+    if fuse == "all":
+        fused = ("trunk.attn_norm+gdn_in", "trunk.attn_norm+attn_in", "trunk.post_attention_norm+ffn_gate_up+swiglu",
+                 "trunk.ssm_out+add", "trunk.attn_output+add", "trunk.ffn_down+add")
     else:
-        proj = ("trunk.attn_norm", "trunk.gdn_in", "trunk.attn_in", "trunk.post_attention_norm", "trunk.ffn_gate_up")
-    for op in proj + ("trunk.embed", "trunk.ssm_out+add", "trunk.attn_output+add", "trunk.ffn_down+add",
-                      "trunk.output_norm", "trunk.ssm_conv", "trunk.gdn", "trunk.attention", "mtp.eh_proj",
+        fused = ("trunk.attn_norm", "trunk.gdn_in", "trunk.attn_in", "trunk.post_attention_norm",
+                 "trunk.ffn_gate_up", "trunk.swiglu", "trunk.ssm_out", "trunk.attn_output", "trunk.ffn_down")
+    for op in fused + ("trunk.embed", "trunk.output_norm", "trunk.ssm_conv", "trunk.gdn", "trunk.attention", "mtp.eh_proj",
                       "mtp.shared_head_norm", "draft.attention", "head.lm_head", "head.accept", "model.logits",
                       "spec.lossless", "spec.acceptance"):
         assert op in ops, op

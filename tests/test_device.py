@@ -79,28 +79,34 @@ def test_model_with_every_weight_split(synth, monkeypatch):
     assert np.abs(lg - lr).max() <= tol.model_logits_tol(m.config, lr)
 
 
-@pytest.mark.parametrize("fuse", ["0", "1"])
-def test_fuse_norm_switch(synth, monkeypatch, fuse):
-    """WGMTP_FUSE_NORM=0|1 overrides the layout's default: with 1 a decode step has no norm
-    dispatch before a projection (only output_norm, and the MTP's own), with 0 one per block;
-    either way the model matches the reference. A bad value is a one-line error."""
+@pytest.mark.parametrize("fuse", ["all", "none", "add,glu"])
+def test_fuse_switch(synth, monkeypatch, fuse):
+    """WGMTP_FUSE picks the mat-vec fusions: each one removes its dispatches from a decode step
+    (norm: the norm before a projection; add: the residual add, else folded into the next norm as
+    add_rmsnorm; glu: the SwiGLU dispatch), and every choice matches the reference. A bad value
+    is a one-line error."""
+    from collections import Counter
+
     from wgmtp import tolerances as tol
     from wgmtp.api import load
     from wgmtp.gguf_file import GGUFModel
     from wgmtp.kernels import linear
     from wgmtp.reference.backend import RefBackend
-    monkeypatch.setenv("WGMTP_FUSE_NORM", fuse)
+    monkeypatch.setenv("WGMTP_FUSE", fuse)
     path = synth(wtype="Q8_0", seed=22)
     m = load(path, n_ctx=256)
-    gpu = m.backend.model
-    assert gpu.fuse_norm is (fuse == "1")
+    gpu, L = m.backend.model, m.config.n_layer
+    on = set() if fuse == "none" else set(linear.FUSIONS) if fuse == "all" else set(fuse.split(","))
+    assert gpu.fuse == on
     toks = list(np.random.default_rng(0).integers(0, m.config.n_vocab, 12))
     lg = m.logits(toks)
-    prog = gpu.program("logits_only", 1)
-    norms = sum(1 for d in prog.dispatches if d.label in ("rmsnorm", "add_rmsnorm"))
-    assert norms == (1 if fuse == "1" else 2 * m.config.n_layer + 1), norms
+    n = Counter(d.label for d in gpu.program("logits_only", 1).dispatches)
+    norms = 1 if "norm" in on else 2 * L + 1            # output_norm is always a dispatch
+    assert n["rmsnorm"] + n["add_rmsnorm"] == norms, n
+    assert n["add_rmsnorm"] == (0 if "add" in on else norms - 1), n
+    assert sum(v for k, v in n.items() if "swiglu" in k) == (0 if "glu" in on else L), n
     lr = RefBackend(GGUFModel(path), kv_f16=m.backend.ctx.f16).logits(toks)
     assert np.abs(lg - lr).max() <= tol.model_logits_tol(m.config, lr)
-    monkeypatch.setenv("WGMTP_FUSE_NORM", "maybe")
-    with pytest.raises(DeviceError, match="WGMTP_FUSE_NORM"):
-        linear.fuse_norm(m.backend.ctx)
+    monkeypatch.setenv("WGMTP_FUSE", "norm,fast")
+    with pytest.raises(DeviceError, match="WGMTP_FUSE"):
+        linear.fusions(m.backend.ctx)

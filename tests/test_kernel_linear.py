@@ -11,7 +11,7 @@ accumulate/reduce block is matvec_common.wgsl, shared with moe.wgsl).
   within embed_tol otherwise;
 - awkward shapes (1 and 3 rows; one block of columns and several; 256 and 512 for K-quants;
   padded x/y strides, unaligned inputs) on three representative types;
-- the fused forms the model uses (rmsnorm prologue, residual-add epilogue, both) on four types,
+- the fused forms the model uses (rmsnorm prologue, residual-add and SwiGLU epilogues) on four types,
   padded and unaligned inputs: twin bounds and bit-exact batch invariance;
 - a device opened with a small max_binding (4 KiB: 12 to 67 row parts) for matvec, matmul and
   embed, with X, Y, ids and the step records all in one arena buffer (as the model lays them
@@ -77,13 +77,14 @@ def test_awkward_shapes(ctx, qt, rows, cols, x_pad, y_pad):
 # ---- the fusions the model uses (norm prologue, residual-add epilogue) -----------------------------
 
 @pytest.mark.parametrize("qt,rows,cols,x_pad,y_pad", S.FUSED, ids=lambda v: getattr(v, "name", str(v)))
-@pytest.mark.parametrize("norm,add", [(True, False), (False, True), (True, True)], ids=["norm", "add", "norm+add"])
-def test_matvec_fused(ctx, qt, rows, cols, x_pad, y_pad, norm, add):
-    """matvec with rmsnorm fused into its input (x = the residual stream) and/or its output added
-    into y: within norm_matvec_tol / residual_add_tol of ops.rmsnorm + matvec (+ add) per token, and
-    n_tok = 2..16 bit-identical to n_tok = 1, token by token."""
-    S.require(S.matvec_fused_case, ctx, qt=qt, rows=rows, cols=cols, seed=600 + int(qt) + rows, norm=norm,
-              add=add, x_pad=x_pad, y_pad=y_pad)
+@pytest.mark.parametrize("fusion", S.FUSIONS)
+def test_matvec_fused(ctx, qt, rows, cols, x_pad, y_pad, fusion):
+    """matvec with rmsnorm fused into its input (x = the residual stream), its output added into
+    y, or its stacked gate/up rows combined by SwiGLU: within norm_matvec_tol / residual_add_tol /
+    glu_tol of ops.rmsnorm + matvec (+ add, swiglu) per token, and n_tok = 2..16 bit-identical to
+    n_tok = 1, token by token."""
+    S.require(S.matvec_fused_case, ctx, qt=qt, rows=rows, cols=cols, seed=600 + int(qt) + rows, x_pad=x_pad,
+              y_pad=y_pad, **S.fusion_flags(fusion))
 
 
 # ---- row parts (a device opened with a small max_binding), one arena buffer -------------------

@@ -72,6 +72,17 @@ def residual_add_tol(product_bound: np.ndarray, y: np.ndarray) -> np.ndarray:
     return b + 2 * U * (np.abs(np.asarray(y, np.float64)) + b)
 
 
+def glu_tol(gate: np.ndarray, up: np.ndarray, gate_bound: np.ndarray, up_bound: np.ndarray,
+            y: np.ndarray) -> np.ndarray:
+    """silu(g) * u of two products known within gate_bound / up_bound (the GLU mat-vec): silu's
+    slope lies in [-0.1, 1.1], so the inputs' errors carry over as 1.1 * bg * (|u| + bu) +
+    |silu(g)| * bu; then swiglu_tol for evaluating silu(g) * u itself."""
+    g = np.asarray(gate, np.float64)
+    bg, bu = np.asarray(gate_bound, np.float64), np.asarray(up_bound, np.float64)
+    silu = np.abs(g / (1 + np.exp(-np.clip(g, -80, 80))))
+    return 1.1 * bg * (np.abs(np.asarray(up, np.float64)) + bu) + silu * bu + swiglu_tol(gate, y)
+
+
 def embed_tol(rows: np.ndarray, qtype_name: str) -> np.ndarray:
     return 2 * dequant_ulps(qtype_name) * U * np.abs(np.asarray(rows, np.float64))
 

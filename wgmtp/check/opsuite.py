@@ -287,12 +287,13 @@ def _padded(X: np.ndarray, pad: int) -> np.ndarray:
     return out
 
 
-def _matvec_batch(ctx, Wt, X, counts, x_pad=0, y_pad=0, y0=None, **fuse):
+def _matvec_batch(ctx, Wt, X, counts, x_pad=0, y_pad=0, y0=None, out_rows=None, **fuse):
     """matvec for each n in counts from X[0], and each token t alone (n = 1 from X[t]), in one
     program; returns ({n: Y [n, rows]}, singles [T, rows], padding untouched). `fuse`: matvec's
-    norm= / add= (with add, each output slot starts as y0 [T, rows])."""
+    norm= / add= / glu= (with add, each output slot starts as y0 [T, rows]; out_rows: outputs per
+    token when not Wt.rows)."""
     T, cols = X.shape
-    rows = Wt.rows
+    rows = out_rows or Wt.rows
     xs, ys = cols + x_pad, rows + y_pad
     counts = list(counts)
     Xb = ctx.upload(_padded(X, x_pad))
@@ -319,32 +320,39 @@ def _matvec_batch(ctx, Wt, X, counts, x_pad=0, y_pad=0, y0=None, **fuse):
 
 
 def matvec_fused_case(ctx, chk: Check, qt: QT, rows: int, cols: int, seed: int, norm: bool = False,
-                      add: bool = False, counts=range(1, 17), x_pad=0, y_pad=0) -> None:
-    """matvec with its fusions (norm: rmsnorm of the input in the prologue; add: y += W x) within
-    norm_matvec_tol / residual_add_tol of the twin, per token; every n_tok in counts bit-identical,
-    token by token, to n_tok = 1 (the fused sum of squares is batch-invariant too)."""
-    raw, Wd, Wt = make_weight(ctx, qt, rows, cols, seed)
+                      add: bool = False, glu: bool = False, counts=range(1, 17), x_pad=0, y_pad=0) -> None:
+    """matvec with its fusions (norm: rmsnorm of the input in the prologue; add: y += W x; glu:
+    `rows` outputs silu(gate) * up of a stacked [gate; up] weight of 2 * rows) within
+    norm_matvec_tol / residual_add_tol / glu_tol of the twin, per token; every n_tok in counts
+    bit-identical, token by token, to n_tok = 1 (the fused sum of squares is batch-invariant too)."""
+    raw, Wd, Wt = make_weight(ctx, qt, 2 * rows if glu else rows, cols, seed)
     rng = np.random.default_rng(seed + 3)
-    # residual-stream-like inputs: large, uneven magnitudes (the norm brings them to ~1)
-    X = (rng.standard_normal((16, cols)) * rng.uniform(0.5, 40.0, (16, 1))).astype(f32)
+    # with norm, residual-stream-like inputs: large, uneven magnitudes (the norm brings them to ~1)
+    X = (rng.standard_normal((16, cols)) * (rng.uniform(0.5, 40.0, (16, 1)) if norm else 0.1)).astype(f32)
     nw = (1.0 + 0.3 * rng.standard_normal(cols)).astype(f32)
     y0 = rng.standard_normal((16, rows)).astype(f32) if add else None
     fuse = {}
     Xin = X
     if norm:
-        NWb = ctx.upload(np.concatenate([np.zeros(3, f32), nw]))   # at a word offset, as in a packed buffer
-        fuse["norm"] = (Act(NWb, 3), EPS)
+        NWb = ctx.upload(np.concatenate([np.zeros(4, f32), nw]))   # at an offset, as in a packed buffer
+        fuse["norm"] = (Act(NWb, 4), EPS)
         Xin = ops.rmsnorm(X, nw, EPS)
     if add:
         fuse["add"] = True
-    want = RL.matvec(raw, qt, rows, cols, Xin)
+    if glu:
+        fuse["glu"] = True
+    want = RL.matvec(raw, qt, Wd.shape[0], cols, Xin)
     bound = tol.norm_matvec_tol(Wd, Xin, qt.name) if norm else tol.matvec_tol(Wd, Xin, qt.name)
+    if glu:
+        g, u = want[:, :rows], want[:, rows:]
+        want = ops.swiglu(g, u)
+        bound = tol.glu_tol(g, u, bound[:, :rows], bound[:, rows:], want)
     if add:
         want = ops.add(y0, want)
         bound = tol.residual_add_tol(bound, want)
-    Yn, single, pad_ok = _matvec_batch(ctx, Wt, X, counts, x_pad, y_pad, y0=y0, **fuse)
+    Yn, single, pad_ok = _matvec_batch(ctx, Wt, X, counts, x_pad, y_pad, y0=y0, out_rows=rows, **fuse)
     chk.expect("y_stride padding untouched", pad_ok)
-    what = "+".join(k for k in ("norm", "add") if k in fuse)
+    what = "+".join(k for k in ("norm", "glu", "add") if k in fuse)
     chk.close(f"matvec {what} n_tok=1 per token", single, want, bound)
     for n, Y in Yn.items():
         chk.equal(f"{what} n_tok={n} vs n_tok=1", Y, single[:n], bits=True)
@@ -476,6 +484,11 @@ AWKWARD = [(QT.F16, 1, 1, 0, 0), (QT.F16, 3, 13, 3, 2), (QT.Q5_1, 1, 32, 1, 0), 
 # the fused matvec (norm prologue, add epilogue) on the model's common types: a scaled block type,
 # an offset K-quant, a float with a row tail and unaligned, padded inputs
 FUSED = [(QT.Q8_0, 67, 672, 0, 0), (QT.Q4_K, 5, 512, 0, 3), (QT.F32, 7, 531, 1, 2), (QT.Q6_K, 3, 256, 4, 0)]
+FUSIONS = ("norm", "add", "norm+add", "glu", "norm+glu")   # as the model uses them, and all at once
+
+
+def fusion_flags(name: str) -> dict[str, bool]:
+    return {k: k in name.split("+") for k in ("norm", "add", "glu")}
 
 
 def _register_linear() -> None:
@@ -490,11 +503,10 @@ def _register_linear() -> None:
     for qt in (QT.F32, QT.Q8_0, QT.Q6_K):
         _add("matvec", f"{qt.name} row parts", partial(split_case, qt=qt, kernel="matvec"))
     for qt, r, c, xp, yp in FUSED:
-        for norm, add in ((True, False), (False, True), (True, True)):
-            what = "+".join(k for k, on in (("norm", norm), ("add", add)) if on)
-            _add("matvec", f"{what} {qt.name} {r}x{c} x_pad={xp} y_pad={yp} N=1..16",
-                 partial(matvec_fused_case, qt=qt, rows=r, cols=c, seed=600 + int(qt) + r, norm=norm, add=add,
-                         x_pad=xp, y_pad=yp), tags=("batch",))
+        for fz in FUSIONS:
+            _add("matvec", f"{fz} {qt.name} {r}x{c} x_pad={xp} y_pad={yp} N=1..16",
+                 partial(matvec_fused_case, qt=qt, rows=r, cols=c, seed=600 + int(qt) + r, x_pad=xp, y_pad=yp,
+                         **fusion_flags(fz)), tags=("batch",))
     for qt in ALL_TYPES:
         cols = default_cols(qt)
         _add("matvec", f"batch {qt.name} N=1..16", partial(matvec_case, qt=qt, rows=67, cols=cols, seed=int(qt),

@@ -178,10 +178,11 @@ class Weights:
 
 def linear(where, layer, op, step, W: Weights, name: str, x: Act, y: Act, cols: int, rows: int,
            x_stride: int | None = None, y_stride: int | None = None, *, norm: np.ndarray | None = None,
-           eps: float = 0.0, add: bool = False) -> OpCheck:
-    """y = W x, or the fused forms: norm (x is the residual stream, W reads rmsnorm(x) * norm)
-    and add (y += W x)."""
-    xs, ys = x_stride or cols, y_stride or rows
+           eps: float = 0.0, add: bool = False, glu: bool = False) -> OpCheck:
+    """y = W x, or the fused forms: norm (x is the residual stream, W reads rmsnorm(x) * norm),
+    add (y += W x) and glu (W a stacked [gate; up], y = silu(gate x) * up x)."""
+    n_out = rows // 2 if glu else rows
+    xs, ys = x_stride or cols, y_stride or n_out
     qt = W.gm.tensors[name.split("+")[0]].qtype.name
 
     def grab(buf, n, stride, width):
@@ -190,7 +191,7 @@ def linear(where, layer, op, step, W: Weights, name: str, x: Act, y: Act, cols: 
     def before(io, n, pos0):
         inp = {"x": io.f32(x, (n - 1) * xs + cols).reshape(-1)}
         if add:
-            inp["y"] = io.f32(y, (n - 1) * ys + rows)
+            inp["y"] = io.f32(y, (n - 1) * ys + n_out)
         return inp
 
     def after(io, inp, n, pos0):
@@ -198,9 +199,14 @@ def linear(where, layer, op, step, W: Weights, name: str, x: Act, y: Act, cols: 
         if norm is not None:
             X = ops.rmsnorm(X, norm, eps)
         ids, Wr, _ = W.rows(name)
-        got = grab(io.f32(y, (n - 1) * ys + rows), n, ys, rows)[:, ids]
         exp = ops.matvec_rows(Wr, X)
         bound = tol.norm_matvec_tol(Wr, X, qt) if norm is not None else tol.matvec_tol(Wr, X, qt)
+        if glu:               # a stacked weight: every row, gate then up
+            g, u = exp[:, :n_out], exp[:, n_out:]
+            exp = ops.swiglu(g, u)
+            bound = tol.glu_tol(g, u, bound[:, :n_out], bound[:, n_out:], exp)
+            ids = np.arange(n_out)
+        got = grab(io.f32(y, (n - 1) * ys + n_out), n, ys, n_out)[:, ids]
         if add:
             exp = ops.add(grab(inp["y"], n, ys, rows)[:, ids], exp)
             bound = tol.residual_add_tol(bound, exp)

@@ -282,9 +282,10 @@ class GPUBackend:
         return ks, (out + [out[-1]] * (ks + 1))[: ks + 1]
 
     def time_programs(self, n: int, reps: int = 5) -> dict:
-        """GPU time of one decode step and of one verify batch of n + 1 tokens (timestamp queries,
-        else wall time of submit + a 4-byte readback), at the current position. Clobbers the
-        sequence state: call it after the measured generation."""
+        """GPU time of one plain decode step (the trunk and LM head of one token, no MTP head: what
+        a token costs without speculation) and of one verify batch of n + 1 tokens (timestamp
+        queries, else wall time of submit + a 4-byte readback), at the current position. Clobbers
+        the sequence state: call it after the measured generation."""
         self._retire()
         m, lay = self.model, self.lay
         pos = min(self._n_past, self.n_ctx - n - 2)
@@ -300,7 +301,7 @@ class GPUBackend:
                 if i:
                     best = min(best, dt)
             return best
-        dec = t([m.program("feed", 1, self.mtp, 1)], 1)
+        dec = t([m.program("feed", 1, False, 1)], 1)
         ver = t([m.program("verify", n, 1)], n + 1) if n else 0.0
         return {"decode_s": dec, "verify_s": ver, "ratio": ver / dec if dec and n else 0.0,
                 "timing": "timestamps" if self.runner.can_time else "wall"}

@@ -36,7 +36,7 @@ def env_flag(name: str) -> bool:
 def kill_switches() -> dict[str, str]:
     """The WGMTP_* switches set in the environment (printed by `devices` and `check`)."""
     keys = ("WGMTP_DEVICE", "WGMTP_BACKEND", "WGMTP_DISABLE_SUBGROUPS", "WGMTP_DISABLE_F16",
-            "WGMTP_MAX_BINDING_BYTES", "WGMTP_CHECK", "WGMTP_MATVEC", "WGMTP_FUSE_NORM", "WGMTP_NO_RUN_AHEAD")
+            "WGMTP_MAX_BINDING_BYTES", "WGMTP_CHECK", "WGMTP_MATVEC", "WGMTP_FUSE", "WGMTP_NO_RUN_AHEAD")
     return {k: os.environ[k] for k in keys if os.environ.get(k)}
 
 

@@ -55,7 +55,7 @@ def _check(W: GPUTensor) -> dict[str, bool]:
 
 def matvec(pb: ProgramBuilder, W: GPUTensor, x: Act, y: Act, step: Act, *,
            x_stride: int | None = None, y_stride: int | None = None, norm: tuple[Any, float] | None = None,
-           add: bool = False, label: str = "") -> None:
+           add: bool = False, glu: bool = False, label: str = "") -> None:
     """Y[t] = W @ X[t] for t < n_tok <= 16 (decode: n_tok = 1; verify: n_draft + 1); a larger
     n_tok in the step record is clamped to 16.
 
@@ -63,6 +63,9 @@ def matvec(pb: ProgramBuilder, W: GPUTensor, x: Act, y: Act, step: Act, *,
     norm=(w, eps): X[t] is the residual stream and the product reads rmsnorm(X[t]) * w (twin:
     ops.matvec_rows(W, ops.rmsnorm(X, w, eps))); w is a norm weight as kernels.norm takes it.
     add: Y[t] += W @ X[t] (the block's output projection into the residual stream).
+    glu: W is a stacked [gate; up] (2F rows, one part: see glu_fusable) and Y[t] = silu(gate @ X[t])
+    * (up @ X[t]), F outputs (twin: ops.swiglu of the two halves): the dense FFN's gate, up and
+    SwiGLU in one dispatch.
 
     One 64-thread workgroup per 4 rows; tokens in chunks of 4, so a batch of up to 4 tokens
     streams each weight word once, like a decode step (longer ones re-read the rows per chunk,
@@ -70,19 +73,33 @@ def matvec(pb: ProgramBuilder, W: GPUTensor, x: Act, y: Act, step: Act, *,
     Inputs are loaded as vec4 when x.offset and x_stride are multiples of 4 (keep arena
     offsets 16-byte aligned), else element by element (same values, same pipeline).
     Twin: reference.linear.matvec."""
-    defs = dict(_check(W), NORM=norm is not None, ADD=bool(add))
+    defs = dict(_check(W), NORM=norm is not None, ADD=bool(add), GLU=bool(glu))
+    if glu and not glu_fusable(W):
+        raise ValueError(f"{W.name}: a GLU mat-vec needs a stacked [gate; up] weight in one part "
+                         f"({len(W.parts)} parts, {W.rows} rows)")
+    half = W.rows // 2 if glu else 0
     xs = W.cols if x_stride is None else int(x_stride)
-    ys = W.rows if y_stride is None else int(y_stride)
+    ys = (half or W.rows) if y_stride is None else int(y_stride)
     extra, eps, nw_off = [], 0.0, 0
     if norm is not None:
         nwb, nw_off = weight_binding(norm[0])
+        if nw_off % 4:
+            raise ValueError(f"{W.name}: the norm weight must start at a multiple of 4 elements (at {nw_off})")
         extra, eps = [nwb], float(norm[1])
     rowwise = row_per_thread(pb.ctx)
+    per_wg = 64 if rowwise else (2 if glu else MATVEC_ROWS)
     for part in W.parts:
         pb.add("matvec_rowwise" if rowwise else "matvec", [part.buffer, x.buffer, y.buffer, step.buffer] + extra,
-               pack(W.cols, part.row0, part.rows, W.row_words, x.offset, xs, y.offset, ys, step.offset, eps, nw_off),
-               -(-part.rows // (64 if rowwise else MATVEC_ROWS)), defines=defs,
+               pack(W.cols, part.row0, part.rows, W.row_words, x.offset, xs, y.offset, ys, step.offset, eps, nw_off,
+                    half),
+               -(-(half or part.rows) // per_wg), defines=defs,
                label=label or f"matvec:{W.name}[{part.row0}]")
+
+
+def glu_fusable(W: GPUTensor) -> bool:
+    """A stacked [gate; up] weight the GLU mat-vec can read: one part (both halves in one binding;
+    a weight split at the binding limit keeps gate/up + a SwiGLU dispatch) of an even row count."""
+    return len(W.parts) == 1 and W.rows % 2 == 0
 
 
 def row_per_thread(ctx) -> bool:
@@ -93,18 +110,26 @@ def row_per_thread(ctx) -> bool:
     return bool(getattr(ctx, "matvec_rowwise", False))
 
 
-def fuse_norm(ctx) -> bool:
-    """Whether models fuse RMSNorm into the mat-vec that reads it (matvec norm=). Default: with
-    the tiled layout (GPUs: a workgroup's 4 rows share each input load and its squares, and the
-    product is bound by weight bandwidth, not by the extra ALU), not with the row-per-thread one
-    (every row would redo the norm's work: measured slower on lavapipe). WGMTP_FUSE_NORM=0|1
-    overrides (a kill switch, and a way to time both on one adapter)."""
-    v = os.environ.get("WGMTP_FUSE_NORM", "").strip().lower()
+FUSIONS = ("norm", "add", "glu")
+
+
+def fusions(ctx) -> frozenset[str]:
+    """The mat-vec fusions models use (matvec norm= / add= / glu=). Default: add and glu always;
+    norm with the tiled layout (GPUs: a workgroup's 4 rows share each input load and its squares,
+    and the product is bound by weight bandwidth, not by the extra ALU), not with the row-per-thread
+    one (every row would redo the norm's work: measured slower on lavapipe). WGMTP_FUSE=a,b,..|all|
+    none overrides: a kill switch, and a way to time the variants side by side (tools/ab_env.py)."""
+    v = os.environ.get("WGMTP_FUSE", "").strip().lower()
     if v in ("", "auto"):
-        return not row_per_thread(ctx)
-    if v not in ("0", "1"):
-        raise DeviceError(f"WGMTP_FUSE_NORM={v!r}: use 0 or 1")
-    return v == "1"
+        return frozenset({"add", "glu"} | (set() if row_per_thread(ctx) else {"norm"}))
+    if v == "all":
+        return frozenset(FUSIONS)
+    if v == "none":
+        return frozenset()
+    got = {f.strip() for f in v.split(",") if f.strip()}
+    if not got <= set(FUSIONS):
+        raise DeviceError(f"WGMTP_FUSE={v!r}: use a comma list of {', '.join(FUSIONS)}, or all, none, auto")
+    return frozenset(got)
 
 
 def matmul(pb: ProgramBuilder, W: GPUTensor, x: Act, y: Act, step: Act, *, max_tok: int,

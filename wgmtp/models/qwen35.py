@@ -89,7 +89,7 @@ class Qwen35GPU:
         self.state = GPUState.allocate(ctx, c, n_ctx)
         shape = K_attn.KVCache(n_ctx, c.n_head_kv, c.head_dim, ctx.f16)   # dims only, no buffers
         self.WS = Act(ctx.buffer(K_attn.workspace_floats(shape, c.n_head, self.t_max) * 4, label="attn_ws"))
-        self.fuse_norm = K_lin.fuse_norm(ctx)
+        self.fuse = K_lin.fusions(ctx)
         self.programs: dict[tuple, Program] = {}
         self.tracing = False          # build programs with op checks (WGMTP_CHECK=1, wgmtp check -m)
         self._tw = None
@@ -231,7 +231,7 @@ class Qwen35GPU:
     # or add dispatch of its own. Where a product cannot take them (prefill's mat-mul, the MoE
     # FFN), the output goes to MO and the add is left pending: the next norm then runs as one
     # add_rmsnorm dispatch (X += MO; H = rmsnorm(X) * w), which the product reads.
-    # The norm is fused by default only into the tiled mat-vec (GPUs; kernels.linear.fuse_norm):
+    # The norm is fused by default only into the tiled mat-vec (GPUs; kernels.linear.fusions):
     # the row-per-thread layout of CPU adapters would redo its work for every row (on lavapipe,
     # +11% mat-vec time against 0.6% for the norm dispatches), so there it stays a dispatch.
 
@@ -240,7 +240,7 @@ class Qwen35GPU:
         """y = W x; norm: x is the residual stream X and W reads rmsnorm(X) * w[norm]; add: y is X
         and gets W x added (deferred to the next norm when it cannot be fused)."""
         x, norm, x_stride = self._prenorm(pb, norm, step, T, layer, x, x_stride)
-        if add and T > MATVEC_MAX:
+        if add and (T > MATVEC_MAX or "add" not in self.fuse):
             y, add = self.MO, False
             self._pending = True
         W, eps = self.w[name], self.cfg.eps
@@ -254,7 +254,7 @@ class Qwen35GPU:
                  x_stride: int | None) -> tuple[Act, str | None, int | None]:
         """(input, norm left to fuse, stride) of a product reading rmsnorm(X) * w[norm]: X itself
         with the norm fused into a mat-vec, or H after a norm dispatch (prefill, or an add pending)."""
-        if norm is None or (T <= MATVEC_MAX and self.fuse_norm and not self._pending):
+        if norm is None or (T <= MATVEC_MAX and "norm" in self.fuse and not self._pending):
             return x, norm, x_stride
         self._norm_to(pb, norm, self.H, step, T, layer)
         return self.H, None, None
@@ -373,6 +373,17 @@ class Qwen35GPU:
             self._pending = True       # X += MO at the next norm
             return
         F = c.n_ff
+        W = self.w.get(pre + "ffn_gate_up")
+        if W is not None and T <= MATVEC_MAX and "glu" in self.fuse and K_lin.glu_fusable(W):
+            # gate, up and SwiGLU in one mat-vec (stacked weight in one binding)
+            x, nrm, _ = self._prenorm(pb, norm, step, T, layer, self.X, None)
+            K_lin.matvec(pb, W, x, self.FG, step, norm=(self.w[nrm], c.eps) if nrm else None, glu=True)
+            self._mark(pb, lambda: TR.linear(self._where, layer, _fused_op("ffn_gate_up+swiglu", nrm, False), step,
+                                             self._trace_weights(), f"{pre}ffn_gate.weight+{pre}ffn_up.weight", x,
+                                             self.FG, W.cols, W.rows, norm=self._np(nrm) if nrm else None, eps=c.eps,
+                                             glu=True))
+            self._lin(pb, pre + "ffn_down.weight", self.FG, self.X, step, T, layer, "ffn_down", add=True)
+            return
         (g, u), (sg, su) = self._lin_group(pb, pre + "ffn_gate_up", self.X, step, T, layer, [
             (pre + "ffn_gate.weight", self.FG), (pre + "ffn_up.weight", self.FU)], norm=norm)
         # silu(gate) * up for rows that may be strided (stacked gate/up output)
