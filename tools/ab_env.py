@@ -9,8 +9,10 @@ submit + tiny readback where the adapter has none), the minimum over all rounds.
 
     python tools/ab_env.py -m model.gguf --verify 3 --rounds 5 "WGMTP_FUSE=none" "" "WGMTP_FUSE=all"
 
-An empty setting is the defaults. Prints a table: dispatches per decode step, decode ms, verify
-ms, verify/decode, and decode time relative to the first setting.
+An empty setting is the defaults. Prints a table: dispatches of a decode step and of a verify
+batch, decode ms, verify
+ms, verify/decode, and decode time relative to the first setting. The decode step is a plain one
+(no MTP head), the verify batch is n + 1 tokens with the MTP head's KV refill, as in bench.
 """
 from __future__ import annotations
 
@@ -67,16 +69,16 @@ def main() -> int:
             # a context of 64 tokens, then a spec round so the verify program exists (and compiles)
             prompt = [int(x) for x in np.random.default_rng(0).integers(0, gm.config.n_vocab, 64)]
             list(sess.generate(prompt, GenRequest(max_tokens=4, spec=n > 0, n_max=max(1, n))))
-            r0 = be.runner.dispatches
-            list(sess.generate([1], GenRequest(max_tokens=9)))
-            disp = (be.runner.dispatches - r0) / 9
+            be.time_programs(n, reps=1)      # builds (and compiles) the timed programs
+            disp = len(be.model.program("feed", 1, False, 1))
+            vdisp = len(be.model.program("verify", n, 1)) if n else 0
         finally:
             for k, v in saved.items():
                 if v is None:
                     os.environ.pop(k, None)
                 else:
                     os.environ[k] = v
-        runs.append({"setting": s or "(defaults)", "be": be, "disp": disp, "dec": [], "ver": []})
+        runs.append({"setting": s or "(defaults)", "be": be, "disp": disp, "vdisp": vdisp, "dec": [], "ver": []})
     for _ in range(a.rounds):
         for r in runs:
             t = r["be"].time_programs(n, reps=a.reps)
@@ -85,14 +87,15 @@ def main() -> int:
             timing = t["timing"]
 
     tab = Table(title=f"{Path(path).name} on {runs[0]['be'].ctx.name} ({timing}, min of {a.rounds}x{a.reps})")
-    for c in ("setting", "disp/step", "decode ms", f"verify{n} ms", "verify/decode", "decode vs first"):
+    tab.add_column("setting", justify="right", no_wrap=True)
+    for c in ("dispatches decode/verify", "decode ms", f"verify{n} ms", "verify/decode", "decode vs first"):
         tab.add_column(c, justify="right")
     d0 = min(runs[0]["dec"])
     for r in runs:
         dec, ver = min(r["dec"]), min(r["ver"]) if n else 0.0
-        tab.add_row(r["setting"], f"{r['disp']:.1f}", f"{dec * 1e3:.3f}", f"{ver * 1e3:.3f}" if n else "-",
+        tab.add_row(r["setting"], f"{r['disp']} / {r['vdisp']}", f"{dec * 1e3:.3f}", f"{ver * 1e3:.3f}" if n else "-",
                     f"{ver / dec:.2f}" if n else "-", f"{dec / d0:.3f}")
-    Console(width=max(120, 40 + max(len(r['setting']) for r in runs))).print(tab)
+    Console(width=max(120, 100 + max(len(r['setting']) for r in runs))).print(tab)
     print("command: python tools/ab_env.py " + " ".join(
         [f"-m {a.model}" if a.model else "", f"--verify {a.verify}", f"--rounds {a.rounds}"]
         + [repr(s) for s in a.settings]).replace("  ", " "))

@@ -2,7 +2,8 @@
 # The one script to run on a lent GPU machine (and it runs here on lavapipe too): sets up wgpu from
 # carried wheels (.whl, made by tools/device_prep.sh) and Vulkan/EGL loaders (.gl) when present,
 # reports whether a Vulkan loader and driver exist, lists adapters, runs `wgmtp check` (op suite on
-# every adapter, then model mode on a synthetic model) and `wgmtp bench` on the same model. Writes
+# every adapter, then model mode on a synthetic model), `wgmtp bench` on the same model and
+# tools/ab_env.py (the mat-vec fusions and layouts timed side by side). Writes
 # JSON under $OUT when set (else a temp dir). Exit status: non-zero when a check failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -63,6 +64,10 @@ for r in json.load(open(sys.argv[1])):
     print(f"{r['test']:>12} {r['tok_s']:9.2f} tok/s  {r.get('frac_peak', 0) * 100:5.1f}% of {r['peak_gb_s']:.1f} GB/s"
           + (f"  verify/decode {r['verify_decode_ratio']:.2f}" if r.get('verify_decode_ratio') else ""))
 PY
+
+log "mat-vec fusions and layouts side by side (GPU time of a decode step and a verify batch)"
+$PY tools/ab_env.py -m "$MODEL" --verify 3 --rounds 3 "WGMTP_FUSE=none" "WGMTP_FUSE=add,glu" "" \
+    "WGMTP_MATVEC=rowwise" 2>&1 | tee "$OUT/ab_fusions.txt"
 
 log "results in $OUT: op suite rc=$rc_ops, model check rc=$rc_model, bench rc=$rc_bench"
 [ $rc_ops -eq 0 ] && [ $rc_model -eq 0 ] && [ $rc_bench -eq 0 ]

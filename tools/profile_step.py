@@ -28,6 +28,7 @@ def main() -> int:
     ap.add_argument("--verify", type=int, default=0, help="profile a verify round of N drafts instead")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--ctx", type=int, default=64, help="tokens already in the context")
+    ap.add_argument("--top", type=int, default=0, help="also list the N slowest dispatches by label (weight names)")
     a = ap.parse_args()
 
     import wgpu
@@ -69,13 +70,17 @@ def main() -> int:
             for (prog, d), (t0, t1) in zip(dispatches, t):
                 times[(prog, d.label)].append((t1 - t0) * 1e-6)
     rows = sorted(((k, float(np.median(v)), len(v) // a.reps) for k, v in times.items()), key=lambda r: -r[1] * r[2])
-    agg = defaultdict(float)
+    agg, per_prog = defaultdict(float), defaultdict(float)
     for (prog, label), ms, n in rows:
-        agg[label.split(":")[0]] += ms
+        agg[label.split(":")[0]] += ms * n
+        per_prog[prog] += ms * n
     total = sum(agg.values())
-    print(f"{a.model}: {len(dispatches)} dispatches, {total:.2f} ms GPU ({'verify of %d' % n_tok if spec else 'decode'} step)")
+    print(f"{a.model}: {len(dispatches)} dispatches, {total:.2f} ms GPU ({'verify of %d' % n_tok if spec else 'decode'} step"
+          + (": " + ", ".join(f"{k} {v:.2f} ms" for k, v in per_prog.items()) if spec else "") + ")")
     for label, ms in sorted(agg.items(), key=lambda kv: -kv[1]):
         print(f"  {label:28s} {ms:9.3f} ms  {100 * ms / total:5.1f}%")
+    for (prog, label), ms, n in rows[:a.top]:
+        print(f"  {prog:10s} {label:48s} {ms:8.3f} ms x{n}")
     return 0
 
 
