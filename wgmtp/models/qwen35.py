@@ -232,8 +232,8 @@ class Qwen35GPU:
     # FFN), the output goes to MO and the add is left pending: the next norm then runs as one
     # add_rmsnorm dispatch (X += MO; H = rmsnorm(X) * w), which the product reads.
     # The norm is fused by default only into the tiled mat-vec (GPUs; kernels.linear.fusions):
-    # the row-per-thread layout of CPU adapters would redo its work for every row (on lavapipe,
-    # +11% mat-vec time against 0.6% for the norm dispatches), so there it stays a dispatch.
+    # every output row of the row-per-thread layout of CPU adapters would redo its work (on
+    # lavapipe +3% to +8% decode GPU time, tools/ab_env.py), so there it stays a dispatch.
 
     def _lin(self, pb: ProgramBuilder, name: str, x: Act, y: Act, step: Act, T: int, layer: int, op: str,
              x_stride: int | None = None, *, norm: str | None = None, add: bool = False) -> None:
