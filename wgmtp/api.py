@@ -20,9 +20,11 @@ def eog_ids(gm: GGUFModel) -> set[int]:
         ids.add(int(info.eos_id))
     toks = gm.reader.fields.get("tokenizer.ggml.tokens")
     if toks is not None:
-        for i, idx in enumerate(toks.data):
-            if bytes(toks.parts[idx]).decode("utf-8", "replace") in EOG_TEXTS:
-                ids.add(i)
+        try:
+            texts = toks.strings("replace")
+        except TypeError:       # not a string array: the tokenizer reports that when it is built
+            texts = []
+        ids.update(i for i, t in enumerate(texts) if t in EOG_TEXTS)
     return ids
 
 

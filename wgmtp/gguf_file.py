@@ -1,6 +1,7 @@
 """Open a qwen35 GGUF (and an optional MTP sidecar), validate it, and describe it.
 
-Everything is memory-mapped through `gguf.GGUFReader`: nothing is copied until a tensor is used.
+Everything is memory-mapped through `gguf_reader.GGUFReader` (a fast stand-in for gguf-py's reader,
+which needs seconds for a 248k-token vocabulary): nothing is copied until a tensor is used.
 The result is a typed `ModelConfig` and a tensor catalog (name, ggml type, shape, absolute file
 offset) that the numpy reference and the GPU uploader both read from.
 """
@@ -12,13 +13,13 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
-import gguf
 from gguf import GGMLQuantizationType as QT, GGUFValueType as VT
 
 from .errors import (
     BadMetadataError, GGUFError, MissingTensorError, NotGGUFError, ShapeMismatchError,
     TruncatedGGUFError, UnsupportedArchError, UnsupportedTensorTypeError,
 )
+from .gguf_reader import GGUFReader
 
 SUPPORTED_TYPES = (QT.F32, QT.F16, QT.BF16, QT.Q8_0, QT.Q4_0, QT.Q4_1, QT.Q5_0, QT.Q5_1,
                    QT.Q4_K, QT.Q5_K, QT.Q6_K)
@@ -118,7 +119,7 @@ class ModelConfig:
 class _Meta:
     """Typed access to a reader's key/value fields, raising BadMetadataError on misuse."""
 
-    def __init__(self, reader: gguf.GGUFReader, path: str) -> None:
+    def __init__(self, reader: GGUFReader, path: str) -> None:
         self.r = reader
         self.path = path
 
@@ -178,8 +179,8 @@ class _Meta:
         return v
 
 
-def open_reader(path: str | os.PathLike[str]) -> gguf.GGUFReader:
-    """Open a GGUF with gguf-py, turning its failures into one-line GGUFErrors."""
+def open_reader(path: str | os.PathLike[str]) -> GGUFReader:
+    """Open a GGUF with the fast reader, turning its failures into one-line GGUFErrors."""
     p = Path(path)
     if not p.exists():
         raise GGUFError(p, "no such file")
@@ -196,9 +197,11 @@ def open_reader(path: str | os.PathLike[str]) -> gguf.GGUFReader:
             raise TruncatedGGUFError(p, f"truncated: only {size} bytes, shorter than a GGUF header")
         raise NotGGUFError(p, "not a GGUF file (bad magic; expected 'GGUF')")
     try:
-        reader = gguf.GGUFReader(str(p), "r")
+        reader = GGUFReader(p)
     except ValueError as e:
         msg = str(e)
+        if "big-endian" in msg:
+            raise NotGGUFError(p, msg) from None
         if "is not a valid GGMLQuantizationType" in msg:
             raise UnsupportedTensorTypeError(p, f"a tensor has an unknown ggml type ({msg})") from None
         if "version" in msg:
@@ -206,7 +209,7 @@ def open_reader(path: str | os.PathLike[str]) -> gguf.GGUFReader:
         raise TruncatedGGUFError(p, f"header is truncated or corrupt ({msg})") from None
     except (IndexError, OverflowError, MemoryError, UnicodeDecodeError, KeyError) as e:
         raise TruncatedGGUFError(p, f"header is truncated or corrupt ({type(e).__name__}: {e})") from None
-    # Tensor data must lie inside the file (gguf-py maps short views silently in some cases).
+    # Tensor data must lie inside the file (the reader maps tensor views lazily, so check here).
     for t in reader.tensors:
         end = int(t.data_offset) + int(t.n_bytes)
         if end > size:
@@ -250,7 +253,7 @@ def _check(path: str, cond: bool, msg: str) -> None:
         raise BadMetadataError(path, msg)
 
 
-def read_config(reader: gguf.GGUFReader, path: str, tensors: dict[str, TensorInfo]) -> ModelConfig:
+def read_config(reader: GGUFReader, path: str, tensors: dict[str, TensorInfo]) -> ModelConfig:
     """Read and validate the qwen35 hyper-parameters of one file."""
     meta = _Meta(reader, path)
     arch = meta.str("general.architecture")
@@ -424,7 +427,7 @@ def mtp_tensor_shapes(c: ModelConfig, present: set[str] | None = None) -> tuple[
 # --------------------------------------------------------------------------------------------
 # the model file
 
-def _catalog(reader: gguf.GGUFReader, path: str) -> dict[str, TensorInfo]:
+def _catalog(reader: GGUFReader, path: str) -> dict[str, TensorInfo]:
     cat = {}
     for t in reader.tensors:
         cat[t.name] = TensorInfo(name=t.name, qtype=QT(int(t.tensor_type)),
@@ -459,7 +462,7 @@ class GGUFModel:
         trunk_cat = _catalog(self.reader, self.path)
         self.config = read_config(self.reader, self.path, trunk_cat)
         self.tensors: dict[str, TensorInfo] = dict(trunk_cat)
-        self._readers: dict[str, gguf.GGUFReader] = {self.path: self.reader}
+        self._readers: dict[str, GGUFReader] = {self.path: self.reader}
         self._views: dict[str, np.ndarray] = {t.name: t.data for t in self.reader.tensors}
         self.mtp_path: str | None = None
         if mtp_path is not None:
@@ -525,7 +528,7 @@ class GGUFModel:
         return name.startswith(f"blk.{self.config.n_layer}.")
 
     def raw(self, name: str) -> np.ndarray:
-        """The tensor's bytes as gguf-py maps them (numpy order; uint8 rows for block types)."""
+        """The tensor's bytes as gguf-py would map them (numpy order; uint8 rows for block types)."""
         info = self.tensors.get(name)
         if info is None:
             raise MissingTensorError(self.path, f"required tensor '{name}' is missing")
@@ -547,8 +550,8 @@ class GGUFModel:
         merges = self.reader.fields.get("tokenizer.ggml.merges")
         return TokenizerInfo(
             model=m.str("tokenizer.ggml.model"), pre=m.str("tokenizer.ggml.pre"),
-            n_tokens=len(toks.data) if toks is not None else 0,
-            n_merges=len(merges.data) if merges is not None else 0,
+            n_tokens=len(toks) if toks is not None else 0,
+            n_merges=len(merges) if merges is not None else 0,
             eos_id=m.int("tokenizer.ggml.eos_token_id", None), bos_id=m.int("tokenizer.ggml.bos_token_id", None),
             pad_id=m.int("tokenizer.ggml.padding_token_id", None),
             chat_template=m.str("tokenizer.chat_template"),

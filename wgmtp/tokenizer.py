@@ -83,7 +83,7 @@ def _one_line(s: object) -> str:
 # reading the metadata
 
 def _open(src: Any) -> tuple[Any, str]:
-    """(gguf.GGUFReader, path) from a GGUFModel, a GGUFReader or a path."""
+    """(reader, path) from a GGUFModel, a reader (wgmtp's or gguf-py's) or a path."""
     if isinstance(src, (str, os.PathLike)):
         from .gguf_file import open_reader
         return open_reader(src), str(src)
@@ -92,7 +92,7 @@ def _open(src: Any) -> tuple[Any, str]:
         return reader, str(getattr(src, "path", getattr(reader, "path", "<gguf>")))
     if hasattr(src, "fields"):
         return src, str(getattr(src, "path", "<gguf>"))
-    raise TypeError(f"Tokenizer.from_gguf needs a GGUFModel, a gguf.GGUFReader or a path, not {type(src).__name__}")
+    raise TypeError(f"Tokenizer.from_gguf needs a GGUFModel, a GGUF reader or a path, not {type(src).__name__}")
 
 
 def _strings(reader: Any, key: str, path: str) -> list[str] | None:
@@ -100,7 +100,9 @@ def _strings(reader: Any, key: str, path: str) -> list[str] | None:
     if f is None:
         return None
     try:
-        return [bytes(f.parts[i]).decode("utf-8", "replace") for i in f.data]
+        if hasattr(f, "strings"):   # wgmtp.gguf_reader.Field: decoded in one pass
+            return f.strings("replace")
+        return [bytes(f.parts[i]).decode("utf-8", "replace") for i in f.data]   # gguf-py ReaderField
     except Exception as e:
         raise BadMetadataError(path, f"metadata key '{key}' is not a string array ({_one_line(e)})") from None
 
@@ -110,7 +112,9 @@ def _ints(reader: Any, key: str, path: str) -> list[int] | None:
     if f is None:
         return None
     try:
-        return [int(f.parts[i][0]) for i in f.data]
+        if hasattr(f, "ints"):      # wgmtp.gguf_reader.Field: one numpy view
+            return f.ints()
+        return [int(f.parts[i][0]) for i in f.data]   # gguf-py ReaderField
     except Exception as e:
         raise BadMetadataError(path, f"metadata key '{key}' is not an integer array ({_one_line(e)})") from None
 
@@ -223,7 +227,8 @@ class Tokenizer:
 
     @classmethod
     def from_gguf(cls, src: Any) -> "Tokenizer":
-        """Build from a `GGUFModel` (uses its `.reader`/`.path`), a `gguf.GGUFReader`, or a path.
+        """Build from a `GGUFModel` (uses its `.reader`/`.path`), a reader (`wgmtp.gguf_reader` or
+        gguf-py's `GGUFReader`), or a path.
 
         Raises GGUFError (one line, starting with the file's path) when the file has no tokenizer
         metadata or its tokenizer model is not `gpt2` (byte-level BPE), and BadMetadataError when
