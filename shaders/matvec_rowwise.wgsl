@@ -88,11 +88,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         let m = min(n - c0, 4u);
         let xc = p.x_off + c0 * xs;
         let yc = p.y_off + c0 * ys + p.row0 + r;
-        let g = row4(r * p.row_words, xc, xs, m, al);
 #if GLU
-        let u = row4((p.half + r) * p.row_words, xc, xs, m, al);
-        for (var j = 0u; j < m; j++) { out_glu(yc + j * ys, g.a[j], u.a[j], g.ss[j]); }
+        // gate row r, then up row half + r, through one copy of row4 (a loop, not two inlined calls:
+        // half the code for the shader compiler)
+        var gu: array<R4, 2>;
+        for (var h = 0u; h < 2u; h++) {
+            gu[h] = row4((h * p.half + r) * p.row_words, xc, xs, m, al);
+        }
+        for (var j = 0u; j < m; j++) { out_glu(yc + j * ys, gu[0].a[j], gu[1].a[j], gu[0].ss[j]); }
 #else
+        let g = row4(r * p.row_words, xc, xs, m, al);
         for (var j = 0u; j < m; j++) { out1(yc + j * ys, g.a[j], g.ss[j]); }
 #endif
     }
