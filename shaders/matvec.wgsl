@@ -28,19 +28,7 @@
 //   workgroup memory in a fixed order (#if SUBGROUPS); else a workgroup-memory tree. 4 KiB.
 #include "matvec_common.wgsl"
 
-struct P {
-    cols: u32, row0: u32, rows: u32, row_words: u32,
-    x_off: u32, x_stride: u32, y_off: u32, y_stride: u32,
-    step_off: u32, eps: f32, nw_off: u32, half: u32,
-};
-@group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> W: array<u32>;
-@group(0) @binding(2) var<storage, read_write> X: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read_write> Y: array<f32>;
-@group(0) @binding(4) var<storage, read_write> S: array<u32>;
-#if NORM
-@group(0) @binding(5) var<storage, read> NW: array<vec4<f32>>;
-#endif
+#include "matvec_bindings.wgsl"
 
 const MAXT: u32 = 16u;
 

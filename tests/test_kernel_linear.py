@@ -1,6 +1,8 @@
 """matvec.wgsl, matmul.wgsl and embed.wgsl (kernels.linear) against reference.linear, for every
 weight type, on every adapter variant (all three decode weights with quant.wgsl; matvec.wgsl's
-accumulate/reduce block is matvec_common.wgsl, shared with moe.wgsl).
+accumulate/reduce block is matvec_common.wgsl, shared with moe.wgsl; matvec.wgsl and
+matvec_rowwise.wgsl share their parameters and bindings (matvec_bindings.wgsl) and their input
+loads and fused prologue/epilogues (matvec_input.wgsl)).
 
 - every type at one shape (67 rows; 672 / 768 columns so each matvec thread sums several units,
   531 for the float types' row tail):
