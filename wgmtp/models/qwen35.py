@@ -382,17 +382,16 @@ class Qwen35GPU:
                                              self._trace_weights(), f"{pre}ffn_gate.weight+{pre}ffn_up.weight", x,
                                              self.FG, W.cols, W.rows, norm=self._np(nrm) if nrm else None, eps=c.eps,
                                              glu=True))
-            self._lin(pb, pre + "ffn_down.weight", self.FG, self.X, step, T, layer, "ffn_down", add=True)
-            return
-        (g, u), (sg, su) = self._lin_group(pb, pre + "ffn_gate_up", self.X, step, T, layer, [
-            (pre + "ffn_gate.weight", self.FG), (pre + "ffn_up.weight", self.FU)], norm=norm)
-        # silu(gate) * up for rows that may be strided (stacked gate/up output)
-        if u.buffer is g.buffer:
-            K_moe.swiglu(pb, g, self.FG, step, width=F, k=1, max_tok=T, gu_stride=sg, up_offset=u.offset - g.offset,
-                         out_stride=F)
         else:
-            K_ew.swiglu(pb, g, u, self.FG, F, step, T)
-        self._mark(pb, lambda: TR.swiglu(self._where, layer, step, g, u, self.FG, F, g_stride=sg, u_stride=su))
+            (g, u), (sg, su) = self._lin_group(pb, pre + "ffn_gate_up", self.X, step, T, layer, [
+                (pre + "ffn_gate.weight", self.FG), (pre + "ffn_up.weight", self.FU)], norm=norm)
+            # silu(gate) * up for rows that may be strided (stacked gate/up output)
+            if u.buffer is g.buffer:
+                K_moe.swiglu(pb, g, self.FG, step, width=F, k=1, max_tok=T, gu_stride=sg,
+                             up_offset=u.offset - g.offset, out_stride=F)
+            else:
+                K_ew.swiglu(pb, g, u, self.FG, F, step, T)
+            self._mark(pb, lambda: TR.swiglu(self._where, layer, step, g, u, self.FG, F, g_stride=sg, u_stride=su))
         self._lin(pb, pre + "ffn_down.weight", self.FG, self.X, step, T, layer, "ffn_down", add=True)
 
     def _argmax(self, pb: ProgramBuilder, step: Act, ids_out: Act, T: int) -> None:
