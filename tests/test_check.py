@@ -317,8 +317,9 @@ def test_wrong_kernel_fails_with_nonzero_exit(full, tmp_path):
         assert rows[0]["id"] == "matvec/hook: make matvec wrong (Q8_0)" and rows[0]["status"] == "pass"
         st = {r["case"]: r for r in rows[1:]}
         fused = [f"{f} Q8_0 67x672 x_pad=0 y_pad=0 N=1..16" for f in S.FUSIONS]
-        assert set(st) == {"Q8_0 67x672", "Q8_0 row parts", "batch Q8_0 N=1..16", *fused}
-        for name in ("Q8_0 67x672", "Q8_0 row parts", *fused):
+        assert set(st) == {"Q8_0 67x672", "Q8_0 row parts", "Q8_0 row prefix (draft vocabulary)",
+                           "batch Q8_0 N=1..16", *fused}
+        for name in ("Q8_0 67x672", "Q8_0 row parts", "Q8_0 row prefix (draft vocabulary)", *fused):
             r = st[name]
             assert r["status"] == "fail" and r["op"] == "matvec" and "out of bound" in r["note"], r
             assert r["max_abs"] >= 0.99                                # the injected +1.0

@@ -115,6 +115,25 @@ def test_p_min_gate_matches_reference(synth):
     assert any(d < 4 for d, _ in sa.spec.rounds)          # the gate cut some chains short
 
 
+@pytest.mark.parametrize("p_min", [0.0, 0.6])
+def test_draft_vocab_matches_reference(synth, p_min):
+    """Drafting over token ids < V/2 only (a prefix of the LM head's rows, and the argmax / p-min
+    gate over it): the same rounds as the reference restricted the same way, other rounds than
+    the whole vocabulary gives (the restriction bites), and the output of plain decoding."""
+    gm, be = _gpu(VARIANTS[0], synth(**MODELS["f32"]))
+    ref = RefBackend(gm, kv_f16=be.ctx.f16)
+    V = gm.config.n_vocab // 2
+    prompt = _prompt(gm, 6)
+    a, sa = _run(be, prompt, max_tokens=40, spec=True, n_max=3, p_min=p_min, draft_vocab=V)
+    b, sb = _run(ref, prompt, max_tokens=40, spec=True, n_max=3, p_min=p_min, draft_vocab=V)
+    full, sf = _run(be, prompt, max_tokens=40, spec=True, n_max=3, p_min=p_min)
+    assert a == b == full == _run(be, prompt, max_tokens=40)[0]
+    assert sa.spec.rounds == sb.spec.rounds
+    assert sa.spec.rounds != sf.spec.rounds
+    with pytest.raises(ValueError, match="draft vocabulary"):
+        _run(be, prompt, max_tokens=4, spec=True, draft_vocab=gm.config.n_vocab + 1)
+
+
 def test_sampled_speculation_is_exact_and_reproducible(synth):
     """One uniform per emitted token, in order (sampling.py): sample-and-match then emits exactly
     what plain sampling emits from the same stream, because verify rows are bit-identical to

@@ -89,6 +89,13 @@ def test_matvec_fused(ctx, qt, rows, cols, x_pad, y_pad, fusion):
               y_pad=y_pad, **S.fusion_flags(fusion))
 
 
+@pytest.mark.parametrize("qt", [QT.Q8_0, QT.F16], ids=lambda q: q.name)
+def test_matvec_row_prefix(ctx, qt):
+    """matvec rows=N (the draft LM head over a vocabulary prefix) on a weight in row parts: the
+    first N rows within matvec_tol, the rest untouched, only the parts holding them dispatched."""
+    S.require(S.matvec_prefix_case, ctx, qt=qt)
+
+
 # ---- row parts (a device opened with a small max_binding), one arena buffer -------------------
 
 SPLIT_BINDING = S.SPLIT_BINDING   # bytes: 1 (F32), 5 (Q8_0), 6 (Q6_K) rows per part at these widths

@@ -44,7 +44,7 @@ def main() -> int:
     s = Session(be, a.ctx + 64, set())
     list(s.generate(list(range(1, a.ctx + 1)), GenRequest(max_tokens=2, spec=spec, n_max=max(1, a.verify))))
     m = be.model
-    progs = [m.program("draft", a.verify, 0.0), m.program("verify", a.verify, 1)] if spec else \
+    progs = [m.program("draft", a.verify, 0.0, gm.config.n_vocab), m.program("verify", a.verify, 1)] if spec else \
         [m.program("feed", 1, False, 1)]
     n_tok = a.verify + 1 if spec else 1
     recs = be._records(n_tok, be.n_past, be.src_slot, 0, drafts=a.verify)

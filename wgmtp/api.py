@@ -61,7 +61,7 @@ class Model:
         return self.tokenizer.encode(prompt) if isinstance(prompt, str) else [int(t) for t in prompt]
 
     def generate_ids(self, prompt: str | list[int], max_tokens: int = 64, temperature: float = 0.0,
-                     seed: int = 0, spec: str | None = None, n_max: int = 3, p_min: float = 0.0,
+                     seed: int = 0, spec: str | None = None, n_max: int = 3, p_min: float = 0.0, draft_vocab: int = 0,
                      top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05,
                      cont: bool = False) -> Iterator[int]:
         """Generated token ids (the model's own ids, before detokenization)."""
@@ -70,7 +70,7 @@ class Model:
         req = GenRequest(max_tokens=max_tokens,
                          sampler=SamplerParams(temperature=temperature, top_k=top_k, top_p=top_p,
                                                min_p=min_p, seed=seed),
-                         spec=spec == "draft-mtp", n_max=n_max, p_min=p_min)
+                         spec=spec == "draft-mtp", n_max=n_max, p_min=p_min, draft_vocab=draft_vocab)
         return self.session.generate(self._prompt_ids(prompt), req, cont=cont)
 
     def generate(self, prompt: str | list[int], max_tokens: int = 64, **kw) -> Iterator[str]:

@@ -26,6 +26,8 @@ def add_parser(sub) -> None:
     p.add_argument("--spec-draft-n-max", default="0,1,2,3",
                    help="comma-separated draft lengths; 0 = plain decoding")
     p.add_argument("--spec-draft-p-min", type=float, default=0.0)
+    p.add_argument("--spec-draft-vocab", type=int, default=0, metavar="N",
+                   help="draft among token ids < N only (0 = the whole vocabulary)")
     p.add_argument("--synthetic-acceptance", type=float, default=None, metavar="P",
                    help="force each draft accepted with probability P (speedup curve on random MTP heads; "
                         "the generated text is then meaningless)")
@@ -105,7 +107,7 @@ def run_bench(a: argparse.Namespace) -> tuple[list[dict], dict]:
     for n_max in n_max_list:
         if n_max > 0 and gm.has_mtp:
             list(sess.generate([1, 2, 3], GenRequest(max_tokens=n_max + 2, spec=True, n_max=n_max,
-                                                     p_min=a.spec_draft_p_min)))
+                                                     p_min=a.spec_draft_p_min, draft_vocab=a.spec_draft_vocab)))
     # pp: a fresh prompt of n_prompt tokens, one prefill
     tps = []
     for _ in range(a.reps):
@@ -125,7 +127,8 @@ def run_bench(a: argparse.Namespace) -> tuple[list[dict], dict]:
             r0 = (be.runner.dispatches, be.runner.submissions, be.runner.host_s)
             t0 = time.perf_counter()
             out = list(sess.generate(prompt, GenRequest(max_tokens=a.n_gen, spec=spec, n_max=max(1, n_max),
-                                                        p_min=a.spec_draft_p_min)))
+                                                        p_min=a.spec_draft_p_min,
+                                                        draft_vocab=a.spec_draft_vocab)))
             st = sess.stats
             wall = time.perf_counter() - t0 - st.prompt_s
             n_tok = max(1, len(out) - 1)
@@ -153,6 +156,8 @@ def run_bench(a: argparse.Namespace) -> tuple[list[dict], dict]:
                        verify_gpu_ms=tv["verify_s"] * 1e3, timing=tv["timing"])
             if a.synthetic_acceptance is not None:
                 row["synthetic_acceptance"] = a.synthetic_acceptance
+            if a.spec_draft_vocab:
+                row["draft_vocab"] = a.spec_draft_vocab
         rows.append(row)
     be.synthetic_p = None
     info = {"adapter": adapter, "bandwidth": bw, "model": path, "weight_type": wtype,

@@ -71,6 +71,7 @@ class GenRequest:
     spec: bool = False
     n_max: int = 3
     p_min: float = 0.0
+    draft_vocab: int = 0      # draft over token ids < draft_vocab only (0: the whole vocabulary)
 
 
 class Session:
@@ -97,6 +98,9 @@ class Session:
         if req.spec and not self.be.has_mtp:
             raise MTPUnavailableError("draft-mtp needs an MTP block: this model has none "
                                       "(give the MTP sidecar with -md mtp-*.gguf, or use --spec-type none)")
+        if req.spec and not 0 <= req.draft_vocab <= self.be.cfg.n_vocab:
+            raise ValueError(f"draft vocabulary {req.draft_vocab} must be in 0..{self.be.cfg.n_vocab} "
+                             "(0: the whole vocabulary)")
         want = (req.n_max if req.spec else 0, req.spec)
         if not cont or self._configured != want or not self.in_sync:
             self.reset(req)
@@ -139,7 +143,7 @@ class Session:
                 if req.spec:
                     n_max = min(req.n_max, room - 1)
                     out, n_drafted = self.be.spec_round(tok, max(n_max, 0), req.p_min, sampler, is_eog,
-                                                        req.max_tokens - emitted)
+                                                        req.max_tokens - emitted, draft_vocab=req.draft_vocab)
                     st.spec.record(n_drafted, len(out) - 1)
                     try:
                         for t in out[:-1]:

@@ -37,6 +37,9 @@ def add_parser(sub) -> None:
     p.add_argument("--spec-type", choices=["none", "draft-mtp"], default="none", help="speculative decoding")
     p.add_argument("--spec-draft-n-max", type=int, default=3, help="max drafts per round (1..15)")
     p.add_argument("--spec-draft-p-min", type=float, default=0.0, help="stop drafting below this top probability")
+    p.add_argument("--spec-draft-vocab", type=int, default=0, metavar="N",
+                   help="draft among token ids < N only (a cheaper draft LM head; BPE ids are roughly in "
+                        "frequency order; output unchanged); 0 = the whole vocabulary")
     p.add_argument("--no-display-prompt", action="store_true", help="do not echo the prompt")
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(fn=cmd_run)
@@ -64,7 +67,7 @@ def gen_kwargs(a: argparse.Namespace, max_tokens: int) -> dict:
         raise WgmtpError(f"--spec-draft-n-max {a.spec_draft_n_max} must be in 1..15")
     return dict(max_tokens=max_tokens, temperature=a.temp, seed=a.seed, top_k=a.top_k, top_p=a.top_p,
                 min_p=a.min_p, spec=None if a.spec_type == "none" else a.spec_type,
-                n_max=a.spec_draft_n_max, p_min=a.spec_draft_p_min)
+                n_max=a.spec_draft_n_max, p_min=a.spec_draft_p_min, draft_vocab=a.spec_draft_vocab)
 
 
 def stats_line(st: dict) -> str:

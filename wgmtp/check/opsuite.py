@@ -389,6 +389,32 @@ def matvec_case(ctx, chk: Check, qt: QT, rows: int, cols: int, seed: int, counts
         chk.equal(f"n_tok={n} vs n_tok=1", Y, single[:n], bits=True)
 
 
+def matvec_prefix_case(ctx, chk: Check, qt: QT) -> None:
+    """matvec over the first rows of a weight in row parts (the draft LM head over a vocabulary
+    prefix): those rows within matvec_tol, the rest of the output untouched, parts past the
+    prefix not dispatched."""
+    rows, cols = 67, default_cols(qt)
+    with binding_limit(ctx, SPLIT_BINDING):
+        raw, Wd, Wt = make_weight(ctx, qt, rows, cols, seed=700 + int(qt))
+    X = np.random.default_rng(8).standard_normal((1, cols)).astype(f32)
+    want = RL.matvec(raw, qt, rows, cols, X)
+    bound = tol.matvec_tol(Wd, X, qt.name)
+    Xb, St = ctx.upload(X), steps(ctx, [1])
+    for limit in (1, Wt.parts[0].rows, Wt.parts[1].row0 + 1, rows - 1):
+        Yb = ctx.upload(np.full(rows, 7.0, f32))
+        pb_n = []
+
+        def build(pb):
+            KL.matvec(pb, Wt, Act(Xb), Act(Yb), Act(St), rows=limit)
+            pb_n.append(len(pb._items))
+        run(ctx, build)
+        Y = read_f32(ctx, Yb, rows)
+        chk.close(f"rows < {limit}", Y[None, :limit], want[:, :limit], bound[:, :limit])
+        chk.expect(f"rows >= {limit} untouched", np.all(Y[limit:] == 7.0))
+        need = sum(1 for p in Wt.parts if p.row0 < limit)
+        chk.expect(f"{need} of {len(Wt.parts)} parts dispatched", pb_n == [need], str(pb_n))
+
+
 def matmul_case(ctx, chk: Check, qt: QT, rows: int, cols: int, seed: int, counts=(1, 33, 130), x_pad=0,
                 y_pad=0) -> None:
     """The tiled prefill product within matvec_tol for several n_tok of one program's grid."""
@@ -502,6 +528,8 @@ def _register_linear() -> None:
                      batch=True))
     for qt in (QT.F32, QT.Q8_0, QT.Q6_K):
         _add("matvec", f"{qt.name} row parts", partial(split_case, qt=qt, kernel="matvec"))
+    for qt in (QT.Q8_0, QT.F16):
+        _add("matvec", f"{qt.name} row prefix (draft vocabulary)", partial(matvec_prefix_case, qt=qt))
     for qt, r, c, xp, yp in FUSED:
         for fz in FUSIONS:
             _add("matvec", f"{fz} {qt.name} {r}x{c} x_pad={xp} y_pad={yp} N=1..16",

@@ -178,10 +178,11 @@ class Weights:
 
 def linear(where, layer, op, step, W: Weights, name: str, x: Act, y: Act, cols: int, rows: int,
            x_stride: int | None = None, y_stride: int | None = None, *, norm: np.ndarray | None = None,
-           eps: float = 0.0, add: bool = False, glu: bool = False) -> OpCheck:
+           eps: float = 0.0, add: bool = False, glu: bool = False, n_rows: int | None = None) -> OpCheck:
     """y = W x, or the fused forms: norm (x is the residual stream, W reads rmsnorm(x) * norm),
-    add (y += W x) and glu (W a stacked [gate; up], y = silu(gate x) * up x)."""
-    n_out = rows // 2 if glu else rows
+    add (y += W x) and glu (W a stacked [gate; up], y = silu(gate x) * up x); n_rows: only W's
+    first rows (the draft LM head over a vocabulary prefix)."""
+    n_out = rows // 2 if glu else (n_rows or rows)
     xs, ys = x_stride or cols, y_stride or n_out
     qt = W.gm.tensors[name.split("+")[0]].qtype.name
 
@@ -199,6 +200,9 @@ def linear(where, layer, op, step, W: Weights, name: str, x: Act, y: Act, cols: 
         if norm is not None:
             X = ops.rmsnorm(X, norm, eps)
         ids, Wr, _ = W.rows(name)
+        if n_rows is not None:
+            keep = ids < n_rows
+            ids, Wr = ids[keep], Wr[keep]
         exp = ops.matvec_rows(Wr, X)
         bound = tol.norm_matvec_tol(Wr, X, qt) if norm is not None else tol.matvec_tol(Wr, X, qt)
         if glu:               # a stacked weight: every row, gate then up

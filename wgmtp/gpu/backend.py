@@ -186,13 +186,16 @@ class GPUBackend:
             self.runner.collect(self._inflight)
             self._inflight = None
 
-    def spec_round(self, id_last: int, n_max: int, p_min: float, sampler: Sampler, is_eog, max_emit: int):
+    def spec_round(self, id_last: int, n_max: int, p_min: float, sampler: Sampler, is_eog, max_emit: int, *,
+                   draft_vocab: int = 0):
         self._retire()
-        return self._spec_round(id_last, n_max, p_min, sampler, is_eog, max_emit)
+        return self._spec_round(id_last, n_max, p_min, sampler, is_eog, max_emit, draft_vocab)
 
-    def _spec_round(self, id_last: int, n_max: int, p_min: float, sampler: Sampler, is_eog, max_emit: int):
+    def _spec_round(self, id_last: int, n_max: int, p_min: float, sampler: Sampler, is_eog, max_emit: int,
+                    draft_vocab: int = 0):
         """One submission: n greedy MTP drafts, verify of n+1 rows, MTP KV fill, acceptance (on the
-        GPU for greedy; on the host from top-k candidates when sampling), rollback by slot choice."""
+        GPU for greedy; on the host from top-k candidates when sampling), rollback by slot choice.
+        draft_vocab > 0: the drafts' LM head and argmax cover token ids < draft_vocab only."""
         m, lay = self.model, self.lay
         n = max(0, min(n_max, self.n_max))
         if n == 0:
@@ -200,7 +203,8 @@ class GPUBackend:
             return [sampler.pick(ids, lg)], 0
         greedy = sampler.params.greedy
         n_cand = 1 if greedy else sampler.params.n_candidates
-        progs = [m.program("draft", n, float(p_min)), m.program("verify", n, n_cand)]
+        dv = int(draft_vocab) if 0 < draft_vocab < self.cfg.n_vocab else self.cfg.n_vocab
+        progs = [m.program("draft", n, float(p_min), dv), m.program("verify", n, n_cand)]
         recs = self._records(n + 1, self._n_past, self.src_slot, max_emit if greedy else 0, drafts=n)
         head = np.zeros(lay.NVALID + 1 - lay.IN, np.uint32)
         head[0] = id_last

@@ -55,7 +55,7 @@ def _check(W: GPUTensor) -> dict[str, bool]:
 
 def matvec(pb: ProgramBuilder, W: GPUTensor, x: Act, y: Act, step: Act, *,
            x_stride: int | None = None, y_stride: int | None = None, norm: tuple[Any, float] | None = None,
-           add: bool = False, glu: bool = False, label: str = "") -> None:
+           add: bool = False, glu: bool = False, rows: int | None = None, label: str = "") -> None:
     """Y[t] = W @ X[t] for t < n_tok <= 16 (decode: n_tok = 1; verify: n_draft + 1); a larger
     n_tok in the step record is clamped to 16.
 
@@ -66,6 +66,8 @@ def matvec(pb: ProgramBuilder, W: GPUTensor, x: Act, y: Act, step: Act, *,
     glu: W is a stacked [gate; up] (2F rows, one part: see glu_fusable) and Y[t] = silu(gate @ X[t])
     * (up @ X[t]), F outputs (twin: ops.swiglu of the two halves): the dense FFN's gate, up and
     SwiGLU in one dispatch.
+    rows: only the first `rows` rows of W (a prefix of the output; parts past it are not
+    dispatched): the draft LM head over a vocabulary prefix.
 
     One 64-thread workgroup per 4 rows; tokens in chunks of 4, so a batch of up to 4 tokens
     streams each weight word once, like a decode step (longer ones re-read the rows per chunk,
@@ -88,11 +90,17 @@ def matvec(pb: ProgramBuilder, W: GPUTensor, x: Act, y: Act, step: Act, *,
         extra, eps = [nwb], float(norm[1])
     rowwise = row_per_thread(pb.ctx)
     per_wg = 64 if rowwise else (2 if glu else MATVEC_ROWS)
+    limit = W.rows if rows is None else int(rows)
+    if not 0 < limit <= W.rows or glu and limit != W.rows:
+        raise ValueError(f"{W.name}: rows={rows} must be in 1..{W.rows} (and all of them with glu)")
     for part in W.parts:
+        n_rows = min(part.rows, limit - part.row0)
+        if n_rows <= 0:
+            break
         pb.add("matvec_rowwise" if rowwise else "matvec", [part.buffer, x.buffer, y.buffer, step.buffer] + extra,
-               pack(W.cols, part.row0, part.rows, W.row_words, x.offset, xs, y.offset, ys, step.offset, eps, nw_off,
+               pack(W.cols, part.row0, n_rows, W.row_words, x.offset, xs, y.offset, ys, step.offset, eps, nw_off,
                     half),
-               -(-(half or part.rows) // per_wg), defines=defs,
+               -(-(half or n_rows) // per_wg), defines=defs,
                label=label or f"matvec:{W.name}[{part.row0}]")
 
 

@@ -394,9 +394,10 @@ class Qwen35GPU:
             self._mark(pb, lambda: TR.swiglu(self._where, layer, step, g, u, self.FG, F, g_stride=sg, u_stride=su))
         self._lin(pb, pre + "ffn_down.weight", self.FG, self.X, step, T, layer, "ffn_down", add=True)
 
-    def _argmax(self, pb: ProgramBuilder, step: Act, ids_out: Act, T: int) -> None:
-        K_smp.argmax(pb, step, self.LOGITS, ids_out, self.cfg.n_vocab, T, scratch=self.SCR)
-        self._mark(pb, lambda: TR.argmax(self._where, -1, step, self.LOGITS, ids_out, self.cfg.n_vocab))
+    def _argmax(self, pb: ProgramBuilder, step: Act, ids_out: Act, T: int, vocab: int | None = None) -> None:
+        V = vocab or self.cfg.n_vocab
+        K_smp.argmax(pb, step, self.LOGITS, ids_out, V, T, scratch=self.SCR)
+        self._mark(pb, lambda: TR.argmax(self._where, -1, step, self.LOGITS, ids_out, V))
 
     def _copy_row(self, pb: ProgramBuilder, step: Act, idx_off: int, add: int, src: Act, dst: Act) -> None:
         """dst = row (ids[idx_off] + add) of src: the pending hidden, chosen on the GPU."""
@@ -446,10 +447,20 @@ class Qwen35GPU:
         norm = pre + "nextn.shared_head_norm.weight" if pre + "nextn.shared_head_norm.weight" in w else "output_norm.weight"
         self._norm_to(pb, norm, h_out, step, T, m)
 
-    def _logits(self, pb: ProgramBuilder, step: Act, h: Act, T: int, *, mtp: bool = False) -> None:
+    def _logits(self, pb: ProgramBuilder, step: Act, h: Act, T: int, *, mtp: bool = False,
+                vocab: int | None = None) -> None:
+        """LOGITS rows of h through the LM head; `vocab`: only its first rows (draft vocabulary)."""
         if not mtp:
             self._where = "head"
-        self._lin(pb, self._lm_head_name(mtp), h, self.LOGITS, step, T, self.cfg.n_layer, "lm_head")
+        name = self._lm_head_name(mtp)
+        W = self.w[name]
+        V = W.rows if vocab is None else vocab
+        if V == W.rows:
+            self._lin(pb, name, h, self.LOGITS, step, T, self.cfg.n_layer, "lm_head")
+            return
+        K_lin.matvec(pb, W, h, self.LOGITS, step, y_stride=V, rows=V)        # draft rows: T = 1
+        self._mark(pb, lambda: TR.linear(self._where, self.cfg.n_layer, f"lm_head[:{V}]", step, self._trace_weights(),
+                                         name, h, self.LOGITS, W.cols, W.rows, y_stride=V, n_rows=V))
 
     def _pick(self, pb: ProgramBuilder, step: Act, T: int, ids_out: Act, n_cand: int) -> None:
         """argmax into ids_out (greedy), or top-k candidates into TOPI/TOPV (sampling)."""
@@ -502,9 +513,11 @@ class Qwen35GPU:
         self._logits(pb, sb, self.HPREV.at(self.cfg.n_embd), T)
         return pb.build()
 
-    def _build_draft(self, n: int, p_min: float) -> Program:
+    def _build_draft(self, n: int, p_min: float, vocab: int) -> Program:
         """The draft chain of a round: n MTP rows, each argmax feeding the next row's embedding
-        (and with p_min > 0 the gate that counts the confident leading drafts)."""
+        (and with p_min > 0 the gate that counts the confident leading drafts). `vocab` < n_vocab:
+        the LM head and argmax of each row cover token ids < vocab only (a cheaper draft; the
+        verify batch still reads the whole head, so the output is unchanged)."""
         pb = ProgramBuilder(self.ctx, f"draft{n}")
         lay, E, c = self.lay, self.cfg.n_embd, self.cfg
         gate = p_min > 0
@@ -513,10 +526,10 @@ class Qwen35GPU:
             st = self.step_act(lay.R_DRAFT(i))
             hp = self.HPREV if i == 0 else self.HC.at(i * E)
             self._mtp_rows(pb, st, 1, self.IDS.at(lay.IN + i), hp, E, self.HC.at((i + 1) * E), where=f"draft{i + 1}")
-            self._logits(pb, st, self.HC.at((i + 1) * E), 1, mtp=True)
-            self._argmax(pb, st, self.IDS.at(lay.IN + i + 1), 1)
+            self._logits(pb, st, self.HC.at((i + 1) * E), 1, mtp=True, vocab=vocab)
+            self._argmax(pb, st, self.IDS.at(lay.IN + i + 1), 1, vocab)
             if gate:
-                K_smp.topk(pb, st, self.LOGITS, self.TOPI, self.TOPV, 10, c.n_vocab, 1, scratch=self.SCR,
+                K_smp.topk(pb, st, self.LOGITS, self.TOPI, self.TOPV, 10, vocab, 1, scratch=self.SCR,
                            p_top=self.PTOP.at(i))
                 self._mark(pb, lambda: TR.boundary(self._where, -1, "p_top", st))
         if gate:

@@ -56,20 +56,23 @@ class RefBackend:
     def decode(self, token: int, n_cand: int):
         return self.candidates(self._feed([token])[-1], n_cand)
 
-    def draft(self, id_last: int, n_max: int, p_min: float) -> list[int]:
-        """Greedy MTP chain from (id_last, pending_h); writes draft-time MTP KV (overwritten later)."""
+    def draft(self, id_last: int, n_max: int, p_min: float, vocab: int = 0) -> list[int]:
+        """Greedy MTP chain from (id_last, pending_h); writes draft-time MTP KV (overwritten later).
+        `vocab` > 0: drafts (and the p-min gate's softmax) over token ids < vocab only."""
         st, drafts = self.st, []
         tok, h, p = id_last, self.pending_h, st.n_past
         for _ in range(n_max):
             lg, h_out = self.model.mtp_forward(st, [tok], h[None], p)
-            d = ops.argmax(lg[0])
-            if p_min > 0 and softmax_top(lg[0], 10) < p_min:
+            row = lg[0][:vocab] if vocab else lg[0]
+            d = ops.argmax(row)
+            if p_min > 0 and softmax_top(row, 10) < p_min:
                 break
             drafts.append(d)
             tok, h, p = d, h_out[0], p + 1
         return drafts
 
-    def spec_round(self, id_last: int, n_max: int, p_min: float, sampler: Sampler, is_eog, max_emit: int):
+    def spec_round(self, id_last: int, n_max: int, p_min: float, sampler: Sampler, is_eog, max_emit: int, *,
+                   draft_vocab: int = 0):
         st = self.st
         pos0 = st.n_past
         if n_max <= 0:
@@ -77,7 +80,7 @@ class RefBackend:
         elif self.draft_hook is not None:
             drafts = list(self.draft_hook(pos0, id_last, n_max))[:n_max]
         else:
-            drafts = self.draft(id_last, n_max, p_min)
+            drafts = self.draft(id_last, n_max, p_min, draft_vocab)
         batch = [id_last] + drafts
         n = len(drafts)
         lg, H = self.model.forward(st, batch)
