@@ -13,8 +13,9 @@ loads and fused prologue/epilogues (matvec_input.wgsl)).
   within embed_tol otherwise;
 - awkward shapes (1 and 3 rows; one block of columns and several; 256 and 512 for K-quants;
   padded x/y strides, unaligned inputs) on three representative types;
-- the fused forms the model uses (rmsnorm prologue, residual-add and SwiGLU epilogues) on four types,
-  padded and unaligned inputs: twin bounds and bit-exact batch invariance;
+- the fused forms the model uses (rmsnorm prologue, residual-add and SwiGLU epilogues): every one
+  on Q8_0, the prologue on four types, padded and unaligned inputs: twin bounds and bit-exact
+  batch invariance;
 - a device opened with a small max_binding (4 KiB: 12 to 67 row parts) for matvec, matmul and
   embed, with X, Y, ids and the step records all in one arena buffer (as the model lays them
   out), ids at every part's first and last row.
@@ -78,8 +79,7 @@ def test_awkward_shapes(ctx, qt, rows, cols, x_pad, y_pad):
 
 # ---- the fusions the model uses (norm prologue, residual-add epilogue) -----------------------------
 
-@pytest.mark.parametrize("qt,rows,cols,x_pad,y_pad", S.FUSED, ids=lambda v: getattr(v, "name", str(v)))
-@pytest.mark.parametrize("fusion", S.FUSIONS)
+@pytest.mark.parametrize("qt,rows,cols,x_pad,y_pad,fusion", S.FUSED_CASES, ids=lambda v: getattr(v, "name", str(v)))
 def test_matvec_fused(ctx, qt, rows, cols, x_pad, y_pad, fusion):
     """matvec with rmsnorm fused into its input (x = the residual stream), its output added into
     y, or its stacked gate/up rows combined by SwiGLU: within norm_matvec_tol / residual_add_tol /

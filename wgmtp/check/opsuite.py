@@ -509,8 +509,12 @@ AWKWARD = [(QT.F16, 1, 1, 0, 0), (QT.F16, 3, 13, 3, 2), (QT.Q5_1, 1, 32, 1, 0), 
 
 # the fused matvec (norm prologue, add epilogue) on the model's common types: a scaled block type,
 # an offset K-quant, a float with a row tail and unaligned, padded inputs
-FUSED = [(QT.Q8_0, 67, 672, 0, 0), (QT.Q4_K, 5, 512, 0, 3), (QT.F32, 7, 531, 1, 2), (QT.Q6_K, 3, 256, 4, 0)]
 FUSIONS = ("norm", "add", "norm+add", "glu", "norm+glu")   # as the model uses them, and all at once
+# (type, rows, cols, x_pad, y_pad, fusions): every fusion on Q8_0, the norm prologue on every
+# decoder family, glu on the offset K-quant and on a float row tail with unaligned inputs
+FUSED = [(QT.Q8_0, 67, 672, 0, 0, FUSIONS), (QT.Q4_K, 5, 512, 0, 3, ("norm", "norm+glu")),
+         (QT.F32, 7, 531, 1, 2, ("norm+add", "glu")), (QT.Q6_K, 3, 256, 4, 0, ("norm",))]
+FUSED_CASES = [(qt, r, c, xp, yp, fz) for qt, r, c, xp, yp, fzs in FUSED for fz in fzs]
 
 
 def fusion_flags(name: str) -> dict[str, bool]:
@@ -530,11 +534,10 @@ def _register_linear() -> None:
         _add("matvec", f"{qt.name} row parts", partial(split_case, qt=qt, kernel="matvec"))
     for qt in (QT.Q8_0, QT.F16):
         _add("matvec", f"{qt.name} row prefix (draft vocabulary)", partial(matvec_prefix_case, qt=qt))
-    for qt, r, c, xp, yp in FUSED:
-        for fz in FUSIONS:
-            _add("matvec", f"{fz} {qt.name} {r}x{c} x_pad={xp} y_pad={yp} N=1..16",
-                 partial(matvec_fused_case, qt=qt, rows=r, cols=c, seed=600 + int(qt) + r, x_pad=xp, y_pad=yp,
-                         **fusion_flags(fz)), tags=("batch",))
+    for qt, r, c, xp, yp, fz in FUSED_CASES:
+        _add("matvec", f"{fz} {qt.name} {r}x{c} x_pad={xp} y_pad={yp} N=1..16",
+             partial(matvec_fused_case, qt=qt, rows=r, cols=c, seed=600 + int(qt) + r, x_pad=xp, y_pad=yp,
+                     **fusion_flags(fz)), tags=("batch",))
     for qt in ALL_TYPES:
         cols = default_cols(qt)
         _add("matvec", f"batch {qt.name} N=1..16", partial(matvec_case, qt=qt, rows=67, cols=cols, seed=int(qt),
