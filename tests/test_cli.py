@@ -91,6 +91,11 @@ def test_error_device_matches_nothing(model):
     one_line_error(wgmtp("run", "-m", model, "-p", "x", "--device", "no-such-gpu-xyz"), "no-such-gpu-xyz")
 
 
+def test_error_draft_vocab_out_of_range(model):
+    one_line_error(wgmtp("run", "-m", model, "-p", "x", "--spec-type", "draft-mtp", "--spec-draft-vocab", "10000000"),
+                   "draft vocabulary", "10000000")
+
+
 def test_inspect(model):
     r = wgmtp("inspect", model)
     assert r.returncode == 0, r.stderr

@@ -14,7 +14,7 @@ from typing import Iterator, Protocol
 
 import numpy as np
 
-from .errors import ContextOverflowError, MTPUnavailableError
+from .errors import BadRequestError, ContextOverflowError, MTPUnavailableError
 from .gguf_file import ModelConfig
 from .sampling import Sampler, SamplerParams
 from .speculative import SpecStats
@@ -99,8 +99,8 @@ class Session:
             raise MTPUnavailableError("draft-mtp needs an MTP block: this model has none "
                                       "(give the MTP sidecar with -md mtp-*.gguf, or use --spec-type none)")
         if req.spec and not 0 <= req.draft_vocab <= self.be.cfg.n_vocab:
-            raise ValueError(f"draft vocabulary {req.draft_vocab} must be in 0..{self.be.cfg.n_vocab} "
-                             "(0: the whole vocabulary)")
+            raise BadRequestError(f"draft vocabulary {req.draft_vocab} must be in 0..{self.be.cfg.n_vocab} "
+                                  "(0: the whole vocabulary; --spec-draft-vocab)")
         want = (req.n_max if req.spec else 0, req.spec)
         if not cont or self._configured != want or not self.in_sync:
             self.reset(req)

@@ -56,3 +56,7 @@ class DeviceError(WgmtpError):
 
 class ContextOverflowError(WgmtpError):
     """The prompt (plus what must be generated) does not fit the context size."""
+
+
+class BadRequestError(WgmtpError, ValueError):
+    """A generation option out of range for this model (e.g. a draft vocabulary past n_vocab)."""
