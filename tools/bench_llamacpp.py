@@ -62,7 +62,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TOOLS = ROOT / "tools"
 LCP_VERSION = "0.3.36"          # llama-cpp-python sdist; vendors llama.cpp 0c1e570 (2026-10-01)
 PATCH_MARK = "/* wgmtp: guard VK_EXT_layer_settings (Vulkan headers without it, e.g. Debian 12's 1.3.239) */"
-TARGETS = ["llama-bench", "llama-completion", "llama-speculative-simple"]
+TARGETS = ["llama-bench", "llama-completion", "llama-speculative-simple", "llama-quantize"]
 APT_PACKAGES = {"cmake": "cmake", "c++": "g++", "glslc": "glslc"}
 TEXT = dict(encoding="utf-8", errors="replace")     # generated text may hold partial UTF-8
 PROMPT_TEXT = "The quick brown fox jumps over the lazy dog. A model reads every weight once per token,"
