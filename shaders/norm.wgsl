@@ -6,8 +6,8 @@
 // Row (t, h) of n elements: X[x_off + t*x_ts + h*x_hs + i], i < n (likewise Y, A, S with their own
 // offsets and strides). One workgroup of WG threads per row; thread j handles i = j, j+WG, ...
 // (coalesced). Pass 1 sums squares in that order per thread, then a fixed-order workgroup reduction
-// (subgroupAdd per subgroup, partials added in subgroup order; or a binary tree in workgroup
-// memory); pass 2 writes. The order depends on n and WG only, never on the token count or on which
+// (wg_reduce.wgsl: subgroupAdd per subgroup, partials added in subgroup order; or a binary tree
+// in workgroup memory); pass 2 writes. The order depends on n and WG only, never on the token count or on which
 // workgroup runs the row: batch-invariant (DESIGN invariant 2).
 //
 // Bindings (binding 0 uniform P, the rest storage):
@@ -50,29 +50,8 @@ struct P {
 #endif
 
 const WG: u32 = {{WG}}u;
-var<workgroup> red: array<f32, WG>;
 var<workgroup> wg_n: u32;
-
-// Sum of v over the workgroup, the same value in every thread, in a fixed order.
-fn wg_sum(v: f32, lid: u32, sgs: u32, sgl: u32) -> f32 {
-#if SUBGROUPS
-    let s = subgroupAdd(v);
-    if (sgl == 0u) { red[lid / sgs] = s; }
-    workgroupBarrier();
-    let n_sg = (WG + sgs - 1u) / sgs;
-    var tot = red[0];
-    for (var k = 1u; k < n_sg; k++) { tot += red[k]; }
-    return tot;
-#else
-    red[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (lid < s) { red[lid] += red[lid + s]; }
-        workgroupBarrier();
-    }
-    return red[0];
-#endif
-}
+#include "wg_reduce.wgsl"
 
 #if !L2
 fn w(i: u32) -> f32 { return bitcast<f32>(W[p.w_off + i]); }
@@ -84,9 +63,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         @builtin(subgroup_size) sgs: u32, @builtin(subgroup_invocation_id) sgl: u32,
 #endif
         @builtin(local_invocation_index) lid: u32) {
-#if !SUBGROUPS
-    let sgs = 1u;
-    let sgl = 0u;
+#if SUBGROUPS
+    sg_lane_ = sgl;
+    sg_size_ = sgs;
 #endif
     if (lid == 0u) { wg_n = min(STEP[p.step_off], p.max_tok); }
     let n_tok = workgroupUniformLoad(&wg_n);
@@ -116,7 +95,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 #endif
         acc += v * v;
     }
-    let ss = wg_sum(acc, lid, sgs, sgl);
+    let ss = wg_sum(acc, lid);
 #if L2
     let inv = inverseSqrt(ss + p.eps);
 #else

@@ -1,5 +1,5 @@
-// wg_reduce: include file (not a kernel) shared by moe_route.wgsl (route) and moe_combine.wgsl
-// (SHEXP): f32 sum and max over a workgroup of WG threads (the including shader defines the
+// wg_reduce: include file (not a kernel) shared by norm.wgsl, moe_route.wgsl (route) and
+// moe_combine.wgsl (SHEXP): f32 sum and max over a workgroup of WG threads (the including shader defines the
 // constant WG, a power of two, and copies its subgroup builtins into sg_lane_ / sg_size_ when
 // SUBGROUPS), in a fixed order: subgroup partials combined by thread 0 in slot order, or a binary
 // tree in workgroup memory. Every thread gets the result; each call ends with a barrier, so calls
