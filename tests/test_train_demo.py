@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import wgmtp
-from wgmtp.run_cmd import DEMO_MODEL
+from wgmtp.api import DEMO_MODEL
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPT = "The following functions are provided by the module"

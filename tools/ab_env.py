@@ -53,7 +53,7 @@ def main() -> int:
     from wgmtp.engine import GenRequest, Session
     from wgmtp.gguf_file import GGUFModel
     from wgmtp.gpu.backend import GPUBackend
-    from wgmtp.run_cmd import resolve_model
+    from wgmtp.api import resolve_model
 
     path = resolve_model(a.model)
     gm = GGUFModel(path)

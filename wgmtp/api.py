@@ -2,13 +2,27 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
 from .engine import GenRequest, Session
+from .errors import WgmtpError
 from .gguf_file import GGUFModel
 from .sampling import SamplerParams
+
+DEMO_MODEL = Path(__file__).resolve().parent / "data" / "wgmtp-demo.gguf"
+
+
+def resolve_model(path: str | None) -> str:
+    """The model to open: `path`, or with none the demo model that ships in the package."""
+    if path:
+        return path
+    if DEMO_MODEL.exists():
+        return str(DEMO_MODEL)
+    raise WgmtpError("no model given (-m model.gguf) and the demo model is not installed in wgmtp/data/")
+
 
 def eog_ids(gm: GGUFModel) -> set[int]:
     """End-of-generation ids: EOS plus any token whose text is a known end marker (tokenizer.py);

@@ -81,7 +81,7 @@ def run_bench(a: argparse.Namespace) -> tuple[list[dict], dict]:
     from .gguf_file import GGUFModel
     from .gpu.backend import GPUBackend
     from .kernels import bandwidth
-    from .run_cmd import resolve_model
+    from .api import resolve_model
 
     path = resolve_model(a.model)
     gm = GGUFModel(path, a.mtp_file)

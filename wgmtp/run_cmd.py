@@ -9,10 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from .api import resolve_model
 from .errors import WgmtpError
-
-DEMO_MODEL = Path(__file__).resolve().parent / "data" / "wgmtp-demo.gguf"
-
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
     """Arguments shared by run, bench and check."""
@@ -43,14 +41,6 @@ def add_parser(sub) -> None:
     p.add_argument("--no-display-prompt", action="store_true", help="do not echo the prompt")
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(fn=cmd_run)
-
-
-def resolve_model(path: str | None) -> str:
-    if path:
-        return path
-    if DEMO_MODEL.exists():
-        return str(DEMO_MODEL)
-    raise WgmtpError("no model given (-m model.gguf) and the demo model is not installed in wgmtp/data/")
 
 
 def load_from_args(a: argparse.Namespace):

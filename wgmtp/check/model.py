@@ -33,10 +33,9 @@ def _row(op: str, case: str, ok: bool | None, max_abs: float = 0.0, max_rel: flo
 def run_model_check(a: argparse.Namespace, *, backend_hook: Callable[[Any], None] | None = None) -> dict:
     """Returns {"rows": [...], "adapter": {...}, "first_divergence": str | None}. `backend_hook`
     (tests only) gets the GPU backend before anything runs, e.g. to corrupt a weight."""
-    from ..api import eog_ids
+    from ..api import eog_ids, resolve_model
     from ..gpu.backend import GPUBackend
     from ..reference.backend import RefBackend
-    from ..run_cmd import resolve_model
 
     path = resolve_model(getattr(a, "model", None))
     gm = GGUFModel(path, getattr(a, "mtp_file", None))

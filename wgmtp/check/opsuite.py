@@ -30,6 +30,7 @@ from gguf import GGMLQuantizationType as QT
 
 from .. import quants, sampling
 from .. import tolerances as tol
+from .compare import abs_err, ref_max
 from ..gpu.program import ProgramBuilder, Readback, Runner
 from ..gpu.weights import upload_array, upload_tensor
 from ..kernels import STEP_WORDS, Act
@@ -84,22 +85,6 @@ class Case:
 
 # ---- comparisons ------------------------------------------------------------------------------
 
-def _err(got: np.ndarray, want: np.ndarray) -> np.ndarray:
-    """|got - want| in float64; equal values (same infinities, both NaN) give 0, NaN vs a number inf."""
-    g = np.asarray(got, np.float64)
-    w = np.asarray(want, np.float64)
-    same = (g == w) | (np.isnan(g) & np.isnan(w))
-    with np.errstate(invalid="ignore", over="ignore"):
-        e = np.where(same, 0.0, np.abs(g - w))
-    return np.where(np.isnan(e), np.inf, e)
-
-
-def _ref_max(want: np.ndarray) -> float:
-    w = np.abs(np.asarray(want, np.float64))
-    w = w[np.isfinite(w)]
-    return float(w.max()) if w.size else 0.0
-
-
 class Check:
     """The comparisons of one case. A case passes when every comparison does; its row reports the
     worst of them: max_abs (largest |gpu - twin|), max_rel (max_abs of a comparison divided by the
@@ -123,7 +108,7 @@ class Check:
             self._add(what, False, np.inf, 0.0, 0.0, np.inf, False, f"shape {g.shape} vs twin {w.shape}")
             return False
         b = np.broadcast_to(np.asarray(bound, np.float64), w.shape)
-        e = _err(g, w)
+        e = abs_err(g, w)
         bad = ~(e <= b + 1e-45)
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = np.where(e == 0, 0.0, np.where(b > 0, e / np.where(b > 0, b, 1.0), np.inf))
@@ -134,7 +119,7 @@ class Check:
             at = tuple(int(x) for x in np.unravel_index(i, w.shape)) if w.ndim else ()
             detail = (f"{what}: {n_bad} of {w.size} elements out of bound; worst at {list(at)}: "
                       f"gpu {float(g.flat[i]):.6g} twin {float(w.flat[i]):.6g} bound {float(b.flat[i]):.3g}")
-        self._add(what, n_bad == 0, float(e.max()) if e.size else 0.0, _ref_max(w),
+        self._add(what, n_bad == 0, float(e.max()) if e.size else 0.0, ref_max(w),
                   float(b.flat[i]) if b.size else 0.0, float(ratio.flat[i]) if ratio.size else 0.0, False, detail)
         return n_bad == 0
 
@@ -152,7 +137,7 @@ class Check:
         else:
             ne = g != w
         n_bad = int(ne.sum())
-        e = _err(g, w) if g.dtype.kind == "f" else np.abs(g.astype(np.float64) - w.astype(np.float64))
+        e = abs_err(g, w) if g.dtype.kind == "f" else np.abs(g.astype(np.float64) - w.astype(np.float64))
         if bits and n_bad and not e.any():
             e = np.where(ne, np.inf, 0.0)      # differing bits of equal values (-0 vs +0, NaN payloads)
         detail = ""
@@ -161,7 +146,7 @@ class Check:
             at = tuple(int(x) for x in np.unravel_index(i, w.shape)) if w.ndim else ()
             detail = f"{what}: {n_bad} of {w.size} elements differ; first at {list(at)}: gpu {g.flat[i]!r} twin {w.flat[i]!r}"
         mx = float(e.max()) if e.size else 0.0
-        self._add(what, n_bad == 0, mx, _ref_max(w), 0.0, 0.0 if n_bad == 0 else np.inf, True, detail)
+        self._add(what, n_bad == 0, mx, ref_max(w), 0.0, 0.0 if n_bad == 0 else np.inf, True, detail)
         return n_bad == 0
 
     def expect(self, what: str, cond: bool, detail: str = "") -> bool:

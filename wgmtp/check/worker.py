@@ -124,7 +124,7 @@ def child_main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.gettempdir())
 
     if a.list:
-        from ..devices_cmd import describe
+        from ..gpu.adapters import describe
         from ..gpu.device import kill_switches
         emit({"type": "adapters", "adapters": describe(probe=False), "kill_switches": kill_switches()})
         return 0
@@ -139,7 +139,7 @@ def child_main(argv: list[str] | None = None) -> int:
         emit({"type": "unusable", "reason": _first_line(e)})
         return 0
     try:
-        from ..devices_cmd import probe_subgroup_sizes
+        from ..gpu.adapters import probe_subgroup_sizes
         sizes = probe_subgroup_sizes(ctx)
     except Exception:
         sizes = None
