@@ -5,7 +5,7 @@
 //   FINAL:   one workgroup per token combines its n_chunks partials -> IDS[ids_off + t] (u32)
 // Values are compared as order-preserving u32 keys (-0 == +0, NaN highest) with the id as tie-break,
 // a total order, so the result is exact whatever the reduction order (and batch-invariant)
-// (sortkey.wgsl).
+// (include/sortkey.wgsl).
 // Bindings: partial: 0 params P (uniform), 1 step record (u32, rw), 2 L logits (f32, rw; row t at
 //             l_off + t*l_ts), 3 SCR (u32, rw)
 //           FINAL:   0 P, 1 step record, 2 SCR (u32, rw), 3 IDS (u32, rw)
@@ -31,7 +31,7 @@ const WG: u32 = 256u;
 const E: u32 = {{E}}u;
 const KEY_SLOTS: u32 = WG;
 var<workgroup> wg_n: u32;
-#include "sortkey.wgsl"
+#include "include/sortkey.wgsl"
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

@@ -1,7 +1,9 @@
 // Streaming-read bandwidth probe: every workgroup sums a contiguous range of vec4<f32> words, so
-// the whole buffer is read exactly once with coalesced loads (twin: reference.ops sum per range).
+// the whole buffer is read exactly once with coalesced loads (no twin function: the op suite
+// compares with numpy sums per range).
 // Bindings: 0 params P, 1 src (storage read, vec4<f32>), 2 out (storage read_write f32 [n_wg]).
 // Dispatch: n_wg workgroups of 256 threads (grid1d); workgroup w reads vec4s [w*per, (w+1)*per).
+// Dispatched by wgmtp/kernels/bandwidth.py stream_sum (measure: the `wgmtp bench` roofline).
 struct P { n_vec4: u32, per: u32 };
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> src: array<vec4<f32>>;

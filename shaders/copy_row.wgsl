@@ -3,6 +3,7 @@
 // without a host round trip (twin: reference.spec.copy_row).
 // Bindings: 0 params Q, 1 ids (u32 read_write), 2 src (f32 read_write), 3 dst (f32 read_write).
 // Dispatch: ceil(n / 256) workgroups of 256 (grid1d).
+// Dispatched by wgmtp/kernels/spec.py copy_row.
 struct Q { n: u32, src_off: u32, stride: u32, dst_off: u32, idx_off: u32, add: i32 };
 @group(0) @binding(0) var<uniform> q: Q;
 @group(0) @binding(1) var<storage, read_write> ids: array<u32>;

@@ -6,7 +6,8 @@
 //   (read_write u32). I, O and S may share one arena buffer.
 // Dispatch: one workgroup of 64 threads per token slot (max_tok, grid1d); threads stride over
 //   the row's 8-element units (coalesced loads and stores).
-#include "quant.wgsl"
+// Dispatched by wgmtp/kernels/linear.py embed; twin reference.linear.embed.
+#include "include/quant.wgsl"
 
 struct P {
     cols: u32, row0: u32, rows: u32, row_words: u32,

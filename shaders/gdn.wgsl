@@ -19,7 +19,8 @@
 //   bit for bit. Each thread owns its state elements in every plane: it loads plane src_slot into
 //   registers first, then writes plane T-1-t after token t (planes >= T untouched).
 // Dispatch (gates): ceil(HV / 64) workgroups of 64, one thread per head, token loop inside.
-#include "gdn_common.wgsl"
+// Dispatched by wgmtp/kernels/gdn.py gdn (main) and gdn_gates (entry gates).
+#include "include/gdn_common.wgsl"
 
 // lane-sum scratch: four areas of WG floats (|q|^2, |k|^2, M k, M q), so a token needs one barrier
 // per sum and none to protect the next token's writes

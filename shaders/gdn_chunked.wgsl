@@ -20,7 +20,8 @@
 //      S_j <- exp(G_last) S_j + sum_t exp(G_last - G_t) u_t k_t.
 //   This is ops.gdn_chunked with (I + L)^-1 applied to beta (v - exp(G) K S) at once instead of to
 //   beta V and beta K exp(G) separately (the same product, one triangular solve per row).
-#include "gdn_common.wgsl"
+// Dispatched by wgmtp/kernels/gdn.py gdn_chunked.
+#include "include/gdn_common.wgsl"
 
 const CH: u32 = {{CH}}u;
 

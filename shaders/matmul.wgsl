@@ -13,7 +13,9 @@
 //   tile), every thread loads 4 tokens x 1 column of X into Xs[k][token/4], then each thread
 //   accumulates a 4-row x 4-token micro-tile in f32 registers from one vec4 of each tile per k.
 // Workgroup memory: 4 KiB + 4.25 KiB (within WebGPU's default 16 KiB).
-#include "quant.wgsl"
+// Dispatched by wgmtp/kernels/linear.py matmul (linear() when max_tok > 16); twin
+//   reference.linear.matmul.
+#include "include/quant.wgsl"
 
 struct P {
     cols: u32, row0: u32, rows: u32, row_words: u32,

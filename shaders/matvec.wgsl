@@ -1,12 +1,12 @@
 // Multi-token matrix-vector product (decode and MTP verify): for t < n_tok (step record, <= 16),
 //     Y[y_off + t*y_stride + row0 + r] = sum_c W[r, c] * X[x_off + t*x_stride + c]
-// over the rows r < rows of one weight part (quantized, decoded with quant.wgsl; the accumulate
-// and reduce code is matvec_common.wgsl, shared with moe.wgsl).
+// over the rows r < rows of one weight part (quantized, decoded with include/quant.wgsl; the accumulate
+// and reduce code is include/matvec_common.wgsl, shared with moe.wgsl).
 // Bindings: 0 params (uniform P), 1 W weight words (storage read, array<u32>, one row part),
 //   2 X (storage read_write, read as vec4<f32>), 3 Y (storage read_write f32), 4 S step records
 //   (read_write u32), NORM: 5 NW norm weight (storage read, vec4<f32>, from element p.nw_off,
 //   a multiple of 4). X, Y and S may be the same arena buffer; offsets are in elements / words.
-// Defines: the weight type's (quant.wgsl), SUBGROUPS, and the fusions of matvec_input.wgsl:
+// Defines: the weight type's (include/quant.wgsl), SUBGROUPS, and the fusions of include/matvec_input.wgsl:
 //   NORM  X[t] is the residual stream; the product is W . rmsnorm(X[t]) * NW (eps p.eps), the
 //         sum of squares reduced with the dot products (no norm dispatch of its own);
 //   ADD   Y[t] += W . X[t] (the block's output projection adds into the residual stream);
@@ -26,9 +26,11 @@
 //   value does not depend on n_tok (tested: n_tok = 2..16 vs n_tok = 1 on that token).
 // Reduction per chunk: subgroupAdd per token (vec4 = 4 rows), subgroup partials summed in
 //   workgroup memory in a fixed order (#if SUBGROUPS); else a workgroup-memory tree. 4 KiB.
-#include "matvec_common.wgsl"
+// Dispatched by wgmtp/kernels/linear.py matvec (linear() when max_tok <= 16) with the tiled
+//   layout (GPUs: linear.row_per_thread false); twin reference.linear.matvec.
+#include "include/matvec_common.wgsl"
 
-#include "matvec_bindings.wgsl"
+#include "include/matvec_bindings.wgsl"
 
 const MAXT: u32 = 16u;
 

@@ -10,11 +10,13 @@
 // Dispatch: ceil(rows / 64) workgroups of 64 threads (grid1d); thread i owns row 64*wg + i.
 // Batch invariance: each token's sum runs over the units in order in its own accumulator, by the
 //   same statement whatever n_tok is (tokens in chunks of 4: a_(t%4) in chunk t/4).
-#include "quant.wgsl"
+// Dispatched by wgmtp/kernels/linear.py matvec when linear.row_per_thread (CPU adapters, or
+//   WGMTP_MATVEC=rowwise); twin reference.linear.matvec.
+#include "include/quant.wgsl"
 
-#include "matvec_bindings.wgsl"
+#include "include/matvec_bindings.wgsl"
 
-#include "matvec_input.wgsl"
+#include "include/matvec_input.wgsl"
 
 // Up to 4 tokens' sums (inputs from X element xc, stride xs) of the row whose words start at
 // W[base], and (NORM) their sums of squares.

@@ -27,7 +27,8 @@
 //   chunk, so row (t, j) equals the n_tok = 1 result bit for bit.
 // Reduction per chunk: subgroupAdd per pair (vec4 = 4 rows), subgroup partials summed in
 //   workgroup memory in a fixed order (#if SUBGROUPS); else a workgroup-memory tree. 4 KiB.
-#include "matvec_common.wgsl"
+// Dispatched by wgmtp/kernels/moe.py expert_matvec; twin reference.moe.expert_matvec.
+#include "include/matvec_common.wgsl"
 
 struct P {
     cols: u32, row0: u32, rows: u32, row_words: u32,

@@ -1,15 +1,6 @@
-// MoE FFN elementwise stages, two variants of this file:
+// MoE FFN combine, per token t < n_tok and column c < n_embd, in top-k order (the experts'
+// SwiGLU before it is swiglu.wgsl):
 //
-// swiglu (#if SWIGLU): for every pair q = t*k + j < n_tok*k (step record word 0, clamped to
-//   max_tok) and c < width:
-//       O[o_off + q*o_stride + c] = silu(G[g_off + q*g_stride + c]) * G[u_off + q*u_stride + c]
-//   (the expert activation; gate and up may interleave per pair, as the fused gate_up layout
-//   writes them). Same formula as elementwise.wgsl swiglu.
-//   Bindings: 0 params (uniform P), 1 G gate/up (storage read_write f32), 2 O out (read_write
-//   f32), 3 S step records (read_write u32). Dispatch: ceil(max_tok*k*width / 256) workgroups of
-//   256 threads (grid1d), one element each; elements past n_tok*k*width exit.
-//
-// combine (default): per token t < n_tok and column c < n_embd, in top-k order,
 //       y = 0; y = y + Wt[w_off + t*k + j] * D[d_off + t*d_tok + j*d_slot + c]   (j = 0..k-1)
 //   and with SHEXP the shared expert, gated by a sigmoid of a dot product over the FFN input h:
 //       y = y + sigmoid(sum_i G[i] * H[h_off + t*h_stride + i]) * SH[s_off + t*s_stride + c]
@@ -21,36 +12,13 @@
 //   Dispatch: ncb * max_tok workgroups of 256 threads (grid1d; linear id g: token g / ncb,
 //   columns 256*(g % ncb) ..), ncb = ceil(n_embd / 256). The gate dot is recomputed by each
 //   column block with the same code and order (thread partials over i = lid, lid+256, ..., then a
-//   fixed-order workgroup sum, wg_sum of wg_reduce.wgsl), so every block and every batch size gets
+//   fixed-order workgroup sum, wg_sum of include/wg_reduce.wgsl), so every block and every batch size gets
 //   the same value.
+// Dispatched by wgmtp/kernels/moe.py combine; twin reference.moe.combine.
 
 const WG: u32 = 256u;
 var<workgroup> wg_n: u32;
 
-#if SWIGLU
-struct P {
-    width: u32, k: u32, max_tok: u32, step_off: u32,
-    g_off: u32, g_stride: u32, u_off: u32, u_stride: u32,
-    o_off: u32, o_stride: u32,
-};
-@group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read_write> G: array<f32>;
-@group(0) @binding(2) var<storage, read_write> O: array<f32>;
-@group(0) @binding(3) var<storage, read_write> S: array<u32>;
-
-@compute @workgroup_size(256)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32) {
-    let i = (wid.x + wid.y * nwg.x) * WG + lid;
-    let n = min(S[p.step_off], p.max_tok);
-    if (i >= n * p.k * p.width) { return; }
-    let q = i / p.width;
-    let c = i % p.width;
-    let g = G[p.g_off + q * p.g_stride + c];
-    O[p.o_off + q * p.o_stride + c] = (g / (1.0 + exp(-g))) * G[p.u_off + q * p.u_stride + c];
-}
-
-#else
 struct P {
     n_embd: u32, k: u32, max_tok: u32, step_off: u32,
     d_off: u32, d_tok: u32, d_slot: u32, w_off: u32,
@@ -67,7 +35,7 @@ struct P {
 @group(0) @binding(6) var<storage, read_write> H: array<f32>;
 @group(0) @binding(7) var<storage, read_write> SH: array<f32>;
 
-#include "wg_reduce.wgsl"
+#include "include/wg_reduce.wgsl"
 #endif
 
 @compute @workgroup_size(256)
@@ -109,4 +77,3 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 #endif
     Y[p.y_off + t * p.y_stride + c] = y;
 }
-#endif

@@ -10,7 +10,7 @@
 //   Dispatch: max_tok workgroups of 256 threads (grid1d), one per token; tokens >= n_tok exit.
 //   Rank j of expert e = #{i : p_i > p_e or (p_i == p_e and i < e)} (exact, so ties go to the
 //   lowest id whatever the reduction order); one workgroup per token and a fixed reduction
-//   order per token (wg_max, wg_sum of wg_reduce.wgsl) make the result independent of n_tok
+//   order per token (wg_max, wg_sum of include/wg_reduce.wgsl) make the result independent of n_tok
 //   (batch invariance).
 //
 // worklist (#if WORKLIST): the batch's expert work list, from I (written by route):
@@ -23,6 +23,8 @@
 //   Bindings: 0 params, 1 I ids (read_write u32), 2 WL worklist (read_write u32), 3 S step.
 //   Dispatch: 1 workgroup of 256 threads; thread i owns the experts [i*C, (i+1)*C), C =
 //   ceil(n_expert / 256), counts their users, a workgroup scan gives slots and pair starts.
+// Dispatched by wgmtp/kernels/moe.py route (both variants); twins reference.moe.route,
+//   reference.moe.worklist.
 
 struct P {
     n_expert: u32, k: u32, max_tok: u32, step_off: u32,
@@ -133,7 +135,7 @@ fn main(@builtin(local_invocation_index) lid: u32) {
 var<workgroup> pr: array<f32, 1024>;         // e_i, then p_i
 var<workgroup> sel_p: array<f32, 16>;
 var<workgroup> sel_i: array<u32, 16>;
-#include "wg_reduce.wgsl"
+#include "include/wg_reduce.wgsl"
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

@@ -6,7 +6,7 @@
 // Row (t, h) of n elements: X[x_off + t*x_ts + h*x_hs + i], i < n (likewise Y, A, S with their own
 // offsets and strides). One workgroup of WG threads per row; thread j handles i = j, j+WG, ...
 // (coalesced). Pass 1 sums squares in that order per thread, then a fixed-order workgroup reduction
-// (wg_reduce.wgsl: subgroupAdd per subgroup, partials added in subgroup order; or a binary tree
+// (include/wg_reduce.wgsl: subgroupAdd per subgroup, partials added in subgroup order; or a binary tree
 // in workgroup memory); pass 2 writes. The order depends on n and WG only, never on the token count or on which
 // workgroup runs the row: batch-invariant (DESIGN invariant 2).
 //
@@ -51,7 +51,7 @@ struct P {
 
 const WG: u32 = {{WG}}u;
 var<workgroup> wg_n: u32;
-#include "wg_reduce.wgsl"
+#include "include/wg_reduce.wgsl"
 
 #if !L2
 fn w(i: u32) -> f32 { return bitcast<f32>(W[p.w_off + i]); }

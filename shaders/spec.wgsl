@@ -10,6 +10,8 @@
 // draft_gate: ids[out_off] = number of leading drafts whose top-candidate probability
 //   (softmax over the top 10, from the top-k kernel) is >= p_min: llama.cpp's --spec-draft-p-min.
 //   Bindings: 0 params G, 1 ids (u32), 2 p_top (f32 [n]). Dispatch: 1 workgroup of 1 thread.
+// Dispatched by wgmtp/kernels/spec.py accept and draft_gate (the entry of the same name);
+//   twins reference.spec.accept_greedy, reference.spec.draft_gate.
 struct P { n: u32, tgt_off: u32, draft_off: u32, nvalid_off: u32, eog_off: u32, n_eog: u32,
            res_off: u32, next_off: u32, step_off: u32 };
 

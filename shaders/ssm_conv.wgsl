@@ -9,6 +9,7 @@
 //   (grid1d: id = wid.x + wid.y * nwg.x). One thread per channel runs the token loop: it owns that
 //   channel's state in every plane, so reading plane src_slot and writing planes 0.. is race-free.
 //   Every token runs the same code, so a T-token dispatch equals T one-token dispatches bit for bit.
+// Dispatched by wgmtp/kernels/gdn.py ssm_conv.
 struct P {
     step_off: u32, n_ch: u32, c0: u32, nc: u32,
     x_off: u32, x_stride: u32, st_off: u32, n_slots: u32,

@@ -9,7 +9,7 @@
 //   FINAL:   one workgroup per token selects the top k of its n_chunks*k candidates the same way
 //            (E2 candidates per thread) and writes IDS[ids_off + t*k + j], VALS[vals_off + t*k + j]
 //            (the logit re-read from L: exact bits) and, with PTOP, PT[pt_off + t].
-// (key, id) is a total order (sortkey.wgsl; NaN keys 0: after everything, as lexsort puts NaN
+// (key, id) is a total order (include/sortkey.wgsl; NaN keys 0: after everything, as lexsort puts NaN
 // last), so the selection is exact and independent of the reduction order: batch-invariant.
 // Bindings: partial: 0 params P (uniform), 1 step record (u32, rw), 2 L logits (f32, rw; row t at
 //             l_off + t*l_ts), 3 SCR (u32, rw)
@@ -41,7 +41,7 @@ const E: u32 = {{E}}u;
 const WG: u32 = 256u;
 const KEY_SLOTS: u32 = 2u * WG;     // double-buffered by round parity: one barrier per round
 var<workgroup> wg_n: u32;
-#include "sortkey.wgsl"
+#include "include/sortkey.wgsl"
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

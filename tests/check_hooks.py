@@ -17,10 +17,10 @@ import time
 
 import numpy as np
 
-from wgmtp.check import opsuite as S
+from wgmtp.check.cases import common as S
 from wgmtp.kernels import Act
-from wgmtp.kernels import elementwise as KE
 from wgmtp.kernels import linear as KL
+from wgmtp.kernels import norm as KN
 
 PERTURB = 1.0
 
@@ -36,7 +36,7 @@ def hang_case(ctx, chk) -> None:
 def validation_case(ctx, chk) -> None:
     buf = ctx.buffer(64)
     n = ctx.limits.get("max-compute-workgroups-per-dimension", 65535) + 1
-    S.run(ctx, lambda pb: pb.add("elementwise", [buf, buf, buf, buf], b"\0" * 32, (n, 1, 1), entry="add"))
+    S.run(ctx, lambda pb: pb.add("copy_row", [buf, buf, buf], b"\0" * 32, (n, 1, 1)))
     ctx.read_array(buf, np.float32, 4)
     chk.expect("an over-sized dispatch was accepted", True)
 
@@ -51,7 +51,10 @@ def perturbed_matvec(pb, W, x, y, step, *, x_stride=None, y_stride=None, label="
     d = np.zeros(16 * ys, np.float32)
     d[::ys] = PERTURB
     delta = pb.ctx.upload(d)
-    KE.add(pb, y, Act(delta), y, ys, step, max_tok=16)
+    # y += delta, exactly: the residual half of add_rmsnorm (its normed half lands in scratch)
+    scratch = pb.ctx.buffer(16 * ys * 4)
+    ones = pb.ctx.upload(np.ones(ys, np.float32))
+    KN.add_rmsnorm(pb, step, y, Act(delta), ones, y, Act(scratch), ys, 1e-6, 16)
 
 
 def make_matvec_wrong(ctx, chk) -> None:

@@ -20,7 +20,7 @@ def _compute_capable(index: int) -> str | None:
     try:
         from wgmtp.gpu.shaders import pipelines
         ctx = open_context(index)
-        pipelines(ctx).get("elementwise", entry="add")
+        pipelines(ctx).get("copy_row")
         return None
     except Exception as e:
         return str(e).splitlines()[0] if str(e) else type(e).__name__

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from wgmtp import quants
-from wgmtp.gguf_file import GGUFModel
+from wgmtp.models.qwen35 import GGUFModel
 
 
 def tensor(gm: GGUFModel, name: str) -> np.ndarray:
@@ -86,7 +86,7 @@ def hf_state_dict(gm: GGUFModel, *, untile: bool = True, unshift: bool = True) -
     deliberately wrong mappings, for negative controls only.
     """
     c = gm.config
-    Hk, Hv, Dk, Dv = c.ssm_n_group, c.ssm_dt_rank, c.head_k_dim, c.head_v_dim
+    Hk, Hv, Dv = c.ssm_n_group, c.ssm_dt_rank, c.head_v_dim
     r = Hv // Hk
     kd = c.key_dim
     sd: dict[str, np.ndarray] = {}

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from wgmtp.check import opsuite as S
+from wgmtp.check import cases as S
+from wgmtp.check.cases import linear as SL
 from wgmtp.check.report import SCHEMA_VERSION
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -316,7 +317,7 @@ def test_wrong_kernel_fails_with_nonzero_exit(full, tmp_path):
         rows = v["rows"]
         assert rows[0]["id"] == "matvec/hook: make matvec wrong (Q8_0)" and rows[0]["status"] == "pass"
         st = {r["case"]: r for r in rows[1:]}
-        fused = [f"{f} Q8_0 67x672 x_pad=0 y_pad=0 N=1..16" for f in S.FUSIONS]
+        fused = [f"{f} Q8_0 67x672 x_pad=0 y_pad=0 N=1..16" for f in SL.FUSIONS]
         assert set(st) == {"Q8_0 67x672", "Q8_0 row parts", "Q8_0 row prefix (draft vocabulary)",
                            "batch Q8_0 N=1..16", *fused}
         for name in ("Q8_0 67x672", "Q8_0 row parts", "Q8_0 row prefix (draft vocabulary)", *fused):

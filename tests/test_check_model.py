@@ -21,12 +21,13 @@ def _args(path, **kw):
 
 @pytest.fixture
 def wrong_gated_norm(monkeypatch):
-    """gated_rmsnorm computed with a wrong epsilon: plausible numbers, wrong ones."""
-    real = K_norm.gated_rmsnorm
+    """The gated_rmsnorm kernel computes with a wrong epsilon while the model asks for the right
+    one (its record says the right one): plausible numbers, wrong ones -- a kernel bug."""
+    real = K_norm.dispatch_norm
 
-    def wrong(pb, step, o, w, z, out, heads, head_dim, eps, max_tok, **kw):
-        return real(pb, step, o, w, z, out, heads, head_dim, 0.5, max_tok, **kw)
-    monkeypatch.setattr(K_norm, "gated_rmsnorm", wrong)
+    def wrong(pb, step, x, y, w, n, heads, max_tok, eps, *, mode="", **kw):
+        return real(pb, step, x, y, w, n, heads, max_tok, 0.5 if mode == "GATED" else eps, mode=mode, **kw)
+    monkeypatch.setattr(K_norm, "dispatch_norm", wrong)
 
 
 @pytest.mark.parametrize("fuse", ["all", "none"])
@@ -45,8 +46,9 @@ def test_model_check_passes(synth, monkeypatch, fuse):
     else:
         fused = ("trunk.attn_norm", "trunk.gdn_in", "trunk.attn_in", "trunk.post_attention_norm",
                  "trunk.ffn_gate_up", "trunk.swiglu", "trunk.ssm_out", "trunk.attn_output", "trunk.ffn_down")
-    for op in fused + ("trunk.embed", "trunk.output_norm", "trunk.ssm_conv", "trunk.gdn", "trunk.attention", "mtp.eh_proj",
-                      "mtp.shared_head_norm", "draft.attention", "head.lm_head", "head.accept", "model.logits",
+    for op in fused + ("trunk.embed", "trunk.output_norm", "trunk.ssm_conv", "trunk.gdn", "trunk.attention",
+                      "mtp.eh_proj", "mtp.shared_head_norm", "draft.attention", "head.lm_head", "head.accept",
+                      "model.logits",
                       "spec.lossless", "spec.acceptance"):
         assert op in ops, op
     assert res["first_divergence"] is None

@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import sidecar_path  # noqa: F401
 
 
@@ -141,3 +140,47 @@ def test_bench_synthetic_acceptance(synth):
     assert r.returncode == 0, r.stderr
     row = json.loads(r.stdout)[-1]
     assert row["acceptance"] == 1.0 and row["mean_accepted_len"] > 3.0
+
+
+COMMANDS = ("run", "inspect", "devices", "check", "bench")
+
+
+def test_help_lists_every_subcommand():
+    r = wgmtp("--help", timeout=120)
+    assert r.returncode == 0, r.stderr
+    for c in COMMANDS:
+        assert c in r.stdout, c
+    from wgmtp.cli import build_parser
+    sub = next(x for x in build_parser()._actions if x.dest == "cmd")
+    assert set(sub.choices) == set(COMMANDS)
+
+
+@pytest.mark.parametrize("cmd", COMMANDS)
+def test_command_module_that_fails_to_import_is_an_error(cmd):
+    """A command module whose import fails makes the CLI fail loudly: no subcommand vanishes."""
+    code = ("import sys\n"
+            f"sys.modules['wgmtp.cli.{cmd}'] = None   # its import now raises ImportError\n"
+            "try:\n"
+            "    from wgmtp.cli import build_parser\n"
+            "    build_parser()\n"
+            "except ImportError as e:\n"
+            "    print('ImportError:', e); sys.exit(3)\n"
+            "print('no error'); sys.exit(0)\n")
+    env = dict(os.environ)
+    env.setdefault("XDG_RUNTIME_DIR", "/tmp")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert f"wgmtp.cli.{cmd}" in r.stdout
+
+
+def test_add_parser_import_error_propagates(monkeypatch):
+    """An ImportError raised while a command registers itself is not swallowed by build_parser."""
+    import wgmtp.cli as cli
+    from wgmtp.cli import bench
+
+    def broken(sub):
+        raise ImportError("simulated: a dependency of bench is missing")
+
+    monkeypatch.setattr(bench, "add_parser", broken)
+    with pytest.raises(ImportError, match="simulated"):
+        cli.build_parser()

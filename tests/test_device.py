@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from gpu_util import VARIANTS
+
 from wgmtp.errors import DeviceError
 from wgmtp.gpu import device as D
 
@@ -66,7 +66,7 @@ def test_model_with_every_weight_split(synth, monkeypatch):
     still matches the reference."""
     from wgmtp import tolerances as tol
     from wgmtp.api import load
-    from wgmtp.gguf_file import GGUFModel
+    from wgmtp.models.qwen35 import GGUFModel
     from wgmtp.reference.backend import RefBackend
     monkeypatch.setenv("WGMTP_MAX_BINDING_BYTES", "2048")
     path = synth(wtype="Q8_0", seed=21)
@@ -89,8 +89,8 @@ def test_fuse_switch(synth, monkeypatch, fuse):
 
     from wgmtp import tolerances as tol
     from wgmtp.api import load
-    from wgmtp.gguf_file import GGUFModel
     from wgmtp.kernels import linear
+    from wgmtp.models.qwen35 import GGUFModel
     from wgmtp.reference.backend import RefBackend
     monkeypatch.setenv("WGMTP_FUSE", fuse)
     path = synth(wtype="Q8_0", seed=22)
@@ -100,7 +100,7 @@ def test_fuse_switch(synth, monkeypatch, fuse):
     assert gpu.fuse == on
     toks = list(np.random.default_rng(0).integers(0, m.config.n_vocab, 12))
     lg = m.logits(toks)
-    n = Counter(d.label for d in gpu.program("logits_only", 1).dispatches)
+    n = Counter(d.label for d in gpu.logits_only(1).dispatches)
     norms = 1 if "norm" in on else 2 * L + 1            # output_norm is always a dispatch
     assert n["rmsnorm"] + n["add_rmsnorm"] == norms, n
     assert n["add_rmsnorm"] == (0 if "add" in on else norms - 1), n

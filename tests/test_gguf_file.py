@@ -1,17 +1,16 @@
 """make_model -> gguf_file round trips for every generator option, and every loader error."""
 from __future__ import annotations
 
-import struct
 from pathlib import Path
 
 import gguf
 import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as QT
-
 from make_model import ModelSpec, build_tokenizer, build_weights, make_model, sidecar_path
+
 from wgmtp import errors, quants
-from wgmtp.gguf_file import GGUFModel
+from wgmtp.models.qwen35 import GGUFModel
 
 
 def _dequant(gm: GGUFModel, name: str) -> np.ndarray:
@@ -100,7 +99,8 @@ def test_sidecar_layout_and_attach(tmp_path):
     r = gguf.GGUFReader(str(side))
     names = {t.name for t in r.tensors}
     assert {"token_embd.weight", "output_norm.weight", "output.weight"} <= names
-    assert all(n.startswith("blk.4.") or n in ("token_embd.weight", "output_norm.weight", "output.weight") for n in names)
+    assert all(n.startswith("blk.4.") or n in ("token_embd.weight", "output_norm.weight", "output.weight")
+               for n in names)
     both = GGUFModel(p, side)
     assert both.has_mtp and both.config.n_mtp == 1 and both.config.is_gdn[4] is False
     assert both.tensors["blk.4.nextn.eh_proj.weight"].path == str(side)
@@ -222,11 +222,15 @@ def test_error_unsupported_tensor_type(tmp_path):
     blk, nb = gguf.GGML_QUANT_SIZES[QT.IQ2_XXS]
     for t in r.tensors:
         if t.name == "blk.0.attn_gate.weight":
-            cols = int(t.shape[0]); rows = int(t.shape[1])
+            cols = int(t.shape[0])
+            rows = int(t.shape[1])
             w.add_tensor(t.name, np.zeros((rows, cols // blk * nb), np.uint8), raw_dtype=QT.IQ2_XXS)
         else:
             w.add_tensor(t.name, np.array(t.data), raw_dtype=t.tensor_type)
-    w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
     _err(dst, errors.UnsupportedTensorTypeError, "blk.0.attn_gate.weight", "IQ2_XXS")
 
 
@@ -254,7 +258,10 @@ def test_error_missing_required_key(tmp_path, base_model):
         w.add_key_value(key, f.contents(), vt, sub_type=f.types[-1] if vt == gguf.GGUFValueType.ARRAY else None)
     for t in r.tensors:
         w.add_tensor(t.name, np.array(t.data), raw_dtype=t.tensor_type)
-    w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
     _err(dst, errors.BadMetadataError, "qwen35.embedding_length", "missing")
 
 

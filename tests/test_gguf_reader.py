@@ -9,13 +9,15 @@ from pathlib import Path
 import gguf
 import numpy as np
 import pytest
-from gguf import GGMLQuantizationType as QT, GGUFValueType as VT
+from gguf import GGMLQuantizationType as QT
+from gguf import GGUFValueType as VT
+from make_model import sidecar_path
 
-from make_model import ModelSpec, sidecar_path
 from wgmtp import errors
 from wgmtp.api import eog_ids
-from wgmtp.gguf_file import GGUFModel, open_reader
+from wgmtp.gguf_file import open_reader
 from wgmtp.gguf_reader import GGUFReader
+from wgmtp.models.qwen35 import GGUFModel
 from wgmtp.tokenizer import Tokenizer
 
 DEMO = Path(__file__).resolve().parent.parent / "wgmtp" / "data" / "wgmtp-demo.gguf"

@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from gpu_util import VARIANTS, ctx_params  # noqa: F401
+
 from wgmtp import tolerances as tol
 from wgmtp.api import eog_ids
 from wgmtp.engine import GenRequest, Session
-from wgmtp.gguf_file import GGUFModel
-from wgmtp.gpu.backend import GPUBackend
 from wgmtp.gpu.device import open_context
+from wgmtp.models.qwen35 import GGUFModel
+from wgmtp.models.qwen35.runner import Qwen35Runner
 from wgmtp.reference.backend import RefBackend
 
 MODELS = {
@@ -27,10 +27,10 @@ MODELS = {
 
 
 def _gpu(variant, path, **kw):
-    """A GPUBackend on exactly this variant's context (subgroups/f16 as the variant says)."""
+    """A Qwen35Runner on exactly this variant's context (subgroups/f16 as the variant says)."""
     tag, index, opts = variant
     gm = GGUFModel(path)
-    return gm, GPUBackend(gm, eog=eog_ids(gm), progress=False, ctx=open_context(index, **opts), **kw)
+    return gm, Qwen35Runner(gm, eog=eog_ids(gm), progress=False, ctx=open_context(index, **opts), **kw)
 
 
 @pytest.mark.parametrize("variant", ctx_params())

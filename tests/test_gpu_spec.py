@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import sidecar_path
 from gpu_util import ctx_params
+
 from wgmtp.api import eog_ids
 from wgmtp.engine import GenRequest, Session
 from wgmtp.errors import MTPUnavailableError
-from wgmtp.gguf_file import GGUFModel
-from wgmtp.gpu.backend import GPUBackend
 from wgmtp.gpu.device import open_context
+from wgmtp.models.qwen35 import GGUFModel
+from wgmtp.models.qwen35.runner import Qwen35Runner
 from wgmtp.reference.backend import RefBackend
 from wgmtp.sampling import SamplerParams
 
@@ -33,10 +33,36 @@ MODELS = {
 VARIANTS = ctx_params()
 
 
-def _gpu(variant, path, mtp_path=None, **kw):
+class CaptureRunner(Qwen35Runner):
+    """A Qwen35Runner that keeps the logits rows each step and each round computed (test only):
+    a feed's last row, a verify's accepted rows. Read after the submission, so no run-ahead."""
+
+    def __init__(self, *a, **kw) -> None:
+        super().__init__(*a, **kw)
+        self.capture: list[np.ndarray] = []
+        self.run_ahead = False
+
+    def _logit_rows(self, n: int) -> np.ndarray:
+        V = self.cfg.n_vocab
+        return self.ctx.read_array(self.model.buf.logits.buffer, np.float32, n * V).reshape(n, V)
+
+    def _feed(self, tokens, n_cand):
+        out = super()._feed(tokens, n_cand)
+        self.capture.append(self._logit_rows(1))
+        return out
+
+    def spec_round(self, *a, **kw):
+        before = len(self.capture)
+        out, n_valid = super().spec_round(*a, **kw)
+        if len(self.capture) == before:            # a verify ran (not the n = 0 decode)
+            self.capture.append(self._logit_rows(self.last_round["n"] + 1)[: self.last_round["k"] + 1])
+        return out, n_valid
+
+
+def _gpu(variant, path, mtp_path=None, cls=Qwen35Runner, **kw):
     tag, index, opts = variant.values[0] if hasattr(variant, "values") else variant
     gm = GGUFModel(path, mtp_path)
-    return gm, GPUBackend(gm, eog=eog_ids(gm), progress=False, ctx=open_context(index, **opts), **kw)
+    return gm, cls(gm, eog=eog_ids(gm), progress=False, ctx=open_context(index, **opts), **kw)
 
 
 def _prompt(gm, seed=0, n=12):
@@ -137,7 +163,7 @@ def test_draft_vocab_matches_reference(synth, p_min):
 def test_sampled_speculation_is_exact_and_reproducible(synth):
     """One uniform per emitted token, in order (sampling.py): sample-and-match then emits exactly
     what plain sampling emits from the same stream, because verify rows are bit-identical to
-    decode steps (invariant 2) and so are their top-k candidates."""
+    decode steps (ARCHITECTURE.md, "Batch invariance") and so are their top-k candidates."""
     gm, be = _gpu(VARIANTS[0], synth(**MODELS["f32"]))
     prompt = _prompt(gm, 6)
     sp = SamplerParams(temperature=0.8, top_k=20, top_p=0.95, min_p=0.0, seed=42)
@@ -151,9 +177,8 @@ def test_sampled_speculation_is_exact_and_reproducible(synth):
 def test_rollback_logits_exact(synth):
     """Every verify row's logits equal, bit for bit, the logits plain decoding computes at that
     position: a round that rejected drafts leaves no trace in the next round."""
-    gm, be = _gpu(VARIANTS[0], synth(**MODELS["f32"]))
+    gm, be = _gpu(VARIANTS[0], synth(**MODELS["f32"]), cls=CaptureRunner)
     prompt = _prompt(gm, 7)
-    be.capture = []
     plain, _ = _run(be, prompt, max_tokens=40)
     rows_plain = np.concatenate(be.capture)
     be.capture = []

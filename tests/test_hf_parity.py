@@ -29,7 +29,8 @@ pytest.importorskip("transformers.models.qwen3_5",
                     reason="transformers is too old: it has no qwen3_5 model (need >= 5.0)")
 
 import hf_map  # noqa: E402  (tests/hf_map.py; needs torch)
-from wgmtp.gguf_file import GGUFModel  # noqa: E402
+
+from wgmtp.models.qwen35 import GGUFModel  # noqa: E402
 from wgmtp.reference.model import RefModel  # noqa: E402
 
 pytestmark = pytest.mark.hf

@@ -4,15 +4,15 @@ parts, prefill windows, and exact batch invariance (row t of an N-token batch ==
 from __future__ import annotations
 
 import pytest
-
 from gpu_util import ctx  # noqa: F401
-from wgmtp.check import opsuite as S
+
+from wgmtp.check.cases import attention as S
 from wgmtp.gpu.program import ProgramBuilder
 from wgmtp.kernels import Act
 from wgmtp.kernels import attention as A
 
-# The cases (cache fill/read-back, step records, bounds) live in wgmtp/check/opsuite.py; `wgmtp
-# check` runs them too.
+# The cases (cache fill/read-back, step records, bounds) live in wgmtp/check/cases/attention.py;
+# `wgmtp check` runs them too.
 
 
 # ---- kv_store --------------------------------------------------------------------------------

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import numpy as np
-
 from gpu_util import ctx, read_f32, run  # noqa: F401
+
 from wgmtp.kernels import Act, bandwidth
 
 

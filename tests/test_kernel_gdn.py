@@ -7,16 +7,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from gpu_util import ctx  # noqa: F401
+
 from wgmtp import tolerances as tol
-from wgmtp.check import opsuite as S
+from wgmtp.check.cases import gdn as S
 from wgmtp.kernels import Act
 from wgmtp.reference import gdn as ref
 from wgmtp.reference import ops
 
 # The cases, their GDN `Layer` (random weights and inputs, the conv weight in 512-byte row parts)
-# and the bounds live in wgmtp/check/opsuite.py; `wgmtp check` runs them too.
+# and the bounds live in wgmtp/check/cases/gdn.py; `wgmtp check` runs them too.
 EPS, CHUNK = S.EPS, S.GDN_CHUNK
 
 

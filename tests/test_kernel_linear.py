@@ -25,17 +25,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as QT
-
 from gpu_util import ctx, read_f32, run  # noqa: F401
+
 from wgmtp import tolerances as tol
-from wgmtp.check import opsuite as S
+from wgmtp.check.cases import linear as S
 from wgmtp.gpu.device import open_context
 from wgmtp.gpu.program import ProgramBuilder
 from wgmtp.kernels import STEP_WORDS, Act, linear
 from wgmtp.reference import linear as ref
 
 # The cases, the weights (make_weight, default_cols) and the awkward shapes live in
-# wgmtp/check/opsuite.py; `wgmtp check` runs them too.
+# wgmtp/check/cases/linear.py; `wgmtp check` runs them too.
 ALL_TYPES = list(S.ALL_TYPES)
 
 

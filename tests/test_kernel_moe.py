@@ -29,13 +29,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as QT
-
 from gpu_util import ctx, read_f32, run  # noqa: F401
+
 from wgmtp import quants
 from wgmtp import tolerances as tol
 from wgmtp.gpu.device import open_context
 from wgmtp.gpu.weights import upload_array, upload_tensor
-from wgmtp.kernels import STEP_WORDS, Act, moe
+from wgmtp.kernels import STEP_WORDS, Act, elementwise, moe
 from wgmtp.reference import moe as rm
 from wgmtp.reference import ops
 
@@ -243,7 +243,8 @@ def test_swiglu_combine(ctx, shape):
         gt = upload_array(ctx, "gate_inp_shexp", g_inp if shape == "vec" else g_inp[None, :])
         assert gt.rows == 1 and gt.cols == E
         shexp = (gt, Act(Hb), Act(SHb))
-    run(ctx, lambda pb: (moe.swiglu(pb, Act(Gb), Act(Ob), Act(St), width=Fe, k=k, max_tok=max_tok),
+    run(ctx, lambda pb: (elementwise.swiglu(pb, Act(Gb), Act(Gb, Fe), Act(Ob), Act(St), width=Fe, k=k, max_tok=max_tok,
+                                            g_stride=2 * Fe, u_stride=2 * Fe),
                          moe.combine(pb, Act(Db), Act(Wb), Act(Yb), Act(St), n_embd=E, k=k, max_tok=max_tok,
                                      shexp=shexp)))
     act = read_f32(ctx, Ob, max_tok * k * Fe).reshape(max_tok * k, Fe)
@@ -313,7 +314,8 @@ def test_ffn(ctx, n, max_tok):
     ids = read_u32(ctx, S, n * k, lay["ids"]).reshape(n, k)
     assert np.array_equal(ids, want_ids), "the GPU routed to other experts than the twin"
     want = rm.ffn(H[:n], tw["router"], tw["gate"], tw["up"], tw["down"], k, tw["shexp"])
-    bound = tol.moe_ffn_tol(H[:n], tw["router"], tw["gate"], tw["up"], tw["down"], k, tw["shexp"], "Q4_K", "Q5_0", "Q8_0")
+    bound = tol.moe_ffn_tol(H[:n], tw["router"], tw["gate"], tw["up"], tw["down"], k, tw["shexp"],
+                            "Q4_K", "Q5_0", "Q8_0")
     check_close(y[:n], want, bound, f"moe ffn n_tok={n}")
     assert np.all(y[n:].view(np.uint32) == SENT), "ffn wrote past n_tok"
 

@@ -1,18 +1,17 @@
 """norm.wgsl (rmsnorm, add_rmsnorm, head_rmsnorm, gated_rmsnorm, l2norm) against reference.ops /
 reference.norm, and exact batch invariance. The cases, the row generator (rand_rows: row scales
 1e-3 .. 1e3) and `Batch` (the exact batch-invariance harness the rope and sample tests use too)
-live in wgmtp/check/opsuite.py; `wgmtp check` runs them too."""
+live in wgmtp/check/cases/norm.py; `wgmtp check` runs them too."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from gpu_util import ctx, read_f32, upload_f32  # noqa: F401
+
 from wgmtp import tolerances as tol
-from wgmtp.check import opsuite as S
+from wgmtp.check.cases import norm as S
 from wgmtp.kernels import Act, norm
 from wgmtp.reference import ops
-
 
 # ---- rmsnorm ------------------------------------------------------------------------------------
 

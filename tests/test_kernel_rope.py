@@ -1,14 +1,14 @@
 """rope.wgsl and the fused rmsnorm + rope (norm.wgsl ROPE) against reference.ops.rope_neox /
 reference.norm.rmsnorm_rope, near the 262144-position end of the context included, and exact
-batch invariance. The cases, the table cache and rmsnorm_rope_tol live in wgmtp/check/opsuite.py
+batch invariance. The cases, the table cache and rmsnorm_rope_tol live in wgmtp/check/cases/rope.py
 (`wgmtp check` runs them too)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from gpu_util import ctx, read_f32  # noqa: F401
-from wgmtp.check import opsuite as S
+
+from wgmtp.check.cases import rope as S
 from wgmtp.reference import ops
 
 N_CTX_BIG = S.N_CTX_BIG

@@ -2,14 +2,14 @@
 logits' bits), ties, -inf/+inf/huge/NaN/-0 values, the softmax_top p-min gate, and exact batch
 invariance. Both include sortkey.wgsl (order-preserving keys, the workgroup best pair). The logit
 rows (logit_rows), the p_top bound (ptop_bound, derived there) and the cases live in
-wgmtp/check/opsuite.py; `wgmtp check` runs them too."""
+wgmtp/check/cases/sample.py; `wgmtp check` runs them too."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from gpu_util import ctx, upload_f32  # noqa: F401
-from wgmtp.check import opsuite as S
+
+from wgmtp.check.cases import sample as S
 from wgmtp.gpu.program import ProgramBuilder
 from wgmtp.kernels import Act, sample
 from wgmtp.reference import ops

@@ -1,12 +1,12 @@
 """spec.wgsl (greedy accept), copy_row.wgsl and draft_gate against their twins in reference/spec.py.
-The rounds and cases live in wgmtp/check/opsuite.py (`wgmtp check` runs them too)."""
+The rounds and cases live in wgmtp/check/cases/spec.py (`wgmtp check` runs them too)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from gpu_util import ctx, run  # noqa: F401
-from wgmtp.check import opsuite as S
+
+from wgmtp.check.cases import spec as S
 
 
 @pytest.mark.parametrize("case", range(40))

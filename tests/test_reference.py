@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from wgmtp.engine import GenRequest, Session
-from wgmtp.gguf_file import GGUFModel
+from wgmtp.models.qwen35 import GGUFModel
 from wgmtp.reference import ops
 from wgmtp.reference.backend import RefBackend
 from wgmtp.reference.model import RefModel
@@ -86,6 +86,17 @@ def _plain(gm, prompt, n, eog=frozenset()):
     return list(s.generate(prompt, GenRequest(max_tokens=n)))
 
 
+class OracleRef(RefBackend):
+    """The reference with its MTP drafter replaced by an oracle: a test-only subclass."""
+
+    def __init__(self, gm, oracle) -> None:
+        super().__init__(gm)
+        self.oracle = oracle
+
+    def draft(self, id_last: int, n_max: int, p_min: float, vocab: int = 0) -> list[int]:
+        return list(self.oracle(self.st.n_past, id_last, n_max))
+
+
 def _oracle(truth, prompt_len, wrong_every=3):
     """Drafts from the known greedy continuation, with a wrong draft now and then."""
     def hook(pos, id_last, n_max):
@@ -109,8 +120,7 @@ def test_greedy_spec_equals_plain(synth, kw, n_max):
     spec = list(s.generate(prompt, GenRequest(max_tokens=40, spec=True, n_max=n_max)))
     assert spec == truth
     # oracle drafts: most accepted, some rejected at every position -> every rollback depth
-    be = RefBackend(gm)
-    be.draft_hook = _oracle(truth, len(prompt))
+    be = OracleRef(gm, _oracle(truth, len(prompt)))
     s = Session(be, 256, set())
     spec = list(s.generate(prompt, GenRequest(max_tokens=40, spec=True, n_max=n_max)))
     assert spec == truth
@@ -126,8 +136,7 @@ def test_eos_inside_a_draft(synth, n_max):
     eos = truth[13]                                   # pretend this token ends generation
     expect = _plain(gm, prompt, 40, {eos})
     assert expect[-1] == eos and len(expect) <= 14
-    be = RefBackend(gm)
-    be.draft_hook = _oracle(truth, len(prompt), wrong_every=1000)   # all drafts right
+    be = OracleRef(gm, _oracle(truth, len(prompt), wrong_every=1000))   # all drafts right
     s = Session(be, 256, {eos})
     assert list(s.generate(prompt, GenRequest(max_tokens=40, spec=True, n_max=n_max))) == expect
 
@@ -139,8 +148,7 @@ def test_sampled_spec_equals_sampled_plain(synth):
     prompt = list(np.random.default_rng(3).integers(0, gm.config.n_vocab, 10))
     sp = SamplerParams(temperature=1.0, top_k=20, top_p=0.9, min_p=0.0, seed=11)
     plain = list(Session(RefBackend(gm), 256, set()).generate(prompt, GenRequest(max_tokens=30, sampler=sp)))
-    be = RefBackend(gm)
-    be.draft_hook = _oracle(plain, len(prompt))
+    be = OracleRef(gm, _oracle(plain, len(prompt)))
     spec = list(Session(be, 256, set()).generate(prompt, GenRequest(max_tokens=30, sampler=sp, spec=True, n_max=3)))
     assert spec == plain
     assert len(set(plain)) > 5                      # really sampled, not a constant
@@ -156,11 +164,14 @@ def test_moe_ffn_matches_explicit_math(synth):
     gu = w["blk.0.ffn_gate_up_exps.weight"]
     for t in range(3):
         lg = w["blk.0.ffn_gate_inp.weight"] @ h[t]
-        p = np.exp(lg - lg.max()); p /= p.sum()
+        p = np.exp(lg - lg.max())
+        p /= p.sum()
         sel = np.argsort(-p, kind="stable")[:3]
         wt = p[sel] / max(p[sel].sum(), 6.103515625e-5)
-        y = sum(wt[j] * (w["blk.0.ffn_down_exps.weight"][e] @ (ops.silu(gu[e, :c.n_ff_exp] @ h[t]) * (gu[e, c.n_ff_exp:] @ h[t])))
+        y = sum(wt[j] * (w["blk.0.ffn_down_exps.weight"][e]
+                         @ (ops.silu(gu[e, :c.n_ff_exp] @ h[t]) * (gu[e, c.n_ff_exp:] @ h[t])))
                 for j, e in enumerate(sel))
-        sh = w["blk.0.ffn_down_shexp.weight"] @ (ops.silu(w["blk.0.ffn_gate_shexp.weight"] @ h[t]) * (w["blk.0.ffn_up_shexp.weight"] @ h[t]))
+        sh = w["blk.0.ffn_down_shexp.weight"] @ (ops.silu(w["blk.0.ffn_gate_shexp.weight"] @ h[t])
+                                                 * (w["blk.0.ffn_up_shexp.weight"] @ h[t]))
         y = y + ops.sigmoid(np.dot(w["blk.0.ffn_gate_inp_shexp.weight"], h[t])) * sh
         assert np.allclose(got[t], y, rtol=1e-4, atol=1e-5)

@@ -7,11 +7,11 @@ import warnings
 import gguf
 import pytest
 import regex
-
 from make_model import CHAT_TEMPLATE
+
 from wgmtp import errors
 from wgmtp.chat import ChatDelta, ChatState, ChatTemplateError, format_single, render
-from wgmtp.gguf_file import GGUFModel
+from wgmtp.models.qwen35 import GGUFModel
 from wgmtp.tokenizer import PRE_QWEN2, PRE_QWEN35, Tokenizer
 
 # The qwen35 pre-tokenizer regex exactly as reference/qwen35-mtp.md section 1.3 gives it.
@@ -148,7 +148,8 @@ def test_matches_independent_bpe(tok):
 
 def test_gpt2_pre_matches_hf_bytelevel(tok):
     """The same vocab/merges with the 'gpt2' pre-tokenizer equal a plain HF ByteLevel BPE."""
-    from tokenizers import Tokenizer as HF, models, pre_tokenizers
+    from tokenizers import Tokenizer as HF
+    from tokenizers import models, pre_tokenizers
     mine = Tokenizer(tok.tokens, tok.types, [" ".join(p) for p in _merges(tok)], pre="gpt2")
     vocab = {t: i for i, t in enumerate(tok.tokens) if tok.token_type(i) != 5}
     hf = HF(models.BPE(vocab=vocab, merges=_merges(tok)))
@@ -369,7 +370,8 @@ def test_template_errors_are_one_line():
 RICH = """{%- if tools %}<tools>{% for t in tools %}{{ t | tojson }}{% endfor %}</tools>
 {% endif %}
 {%- set ns = namespace(last_user=-1) %}
-{%- for m in messages[::-1] %}{% if m.role == 'user' and ns.last_user < 0 %}{% set ns.last_user = messages|length - 1 - loop.index0 %}{% endif %}{% endfor %}
+{%- for m in messages[::-1] %}{% if m.role == 'user' and ns.last_user < 0 %}\
+{% set ns.last_user = messages|length - 1 - loop.index0 %}{% endif %}{% endfor %}
 {%- for m in messages %}
     {%- if m.role == 'assistant' and m.content is string and '</think>' in m.content %}
         {%- set c = m.content.split('</think>')[-1].strip() %}
@@ -388,7 +390,8 @@ RICH = """{%- if tools %}<tools>{% for t in tools %}{{ t | tojson }}{% endfor %}
 
 def test_rich_template_matches_transformers():
     msgs = [{"role": "user", "content": "Grüße"}, {"role": "assistant", "content": "<think>x</think> ok"},
-            {"role": "user", "content": "again"}, {"role": "stop", "content": ""}, {"role": "assistant", "content": "zz"}]
+            {"role": "user", "content": "again"}, {"role": "stop", "content": ""},
+            {"role": "assistant", "content": "zz"}]
     tools = [{"name": "f", "description": "ä"}]
     ours = render(RICH, msgs, add_generation_prompt=True, tools=tools, enable_thinking=False, bos_token="<s>")
     assert '{"name": "f", "description": "ä"}' in ours and "user (last query)\nagain" in ours and "zz" not in ours

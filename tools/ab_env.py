@@ -50,10 +50,10 @@ def main() -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from wgmtp.engine import GenRequest, Session
-    from wgmtp.gguf_file import GGUFModel
-    from wgmtp.gpu.backend import GPUBackend
     from wgmtp.api import resolve_model
+    from wgmtp.engine import GenRequest, Session
+    from wgmtp.models.qwen35 import GGUFModel
+    from wgmtp.models.qwen35.runner import Qwen35Runner
 
     path = resolve_model(a.model)
     gm = GGUFModel(path)
@@ -64,14 +64,14 @@ def main() -> int:
         saved = {k: os.environ.get(k) for k in env}
         os.environ.update(env)
         try:
-            be = GPUBackend(gm, device=a.device or "auto", n_ctx=256, eog=set(), progress=False)
+            be = Qwen35Runner(gm, device=a.device or "auto", n_ctx=256, eog=set(), progress=False)
             sess = Session(be, 256, set())
             # a context of 64 tokens, then a spec round so the verify program exists (and compiles)
             prompt = [int(x) for x in np.random.default_rng(0).integers(0, gm.config.n_vocab, 64)]
             list(sess.generate(prompt, GenRequest(max_tokens=4, spec=n > 0, n_max=max(1, n))))
             be.time_programs(n, reps=1)      # builds (and compiles) the timed programs
-            disp = len(be.model.program("feed", 1, False, 1))
-            vdisp = len(be.model.program("verify", n, 1)) if n else 0
+            disp = len(be.model.feed(1, False, 1))
+            vdisp = len(be.model.verify(n, 1)) if n else 0
         finally:
             for k, v in saved.items():
                 if v is None:

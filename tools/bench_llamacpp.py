@@ -173,7 +173,8 @@ def patch_sources(src: Path) -> list[str]:
     if PATCH_MARK in text or "#ifdef VK_EXT_layer_settings" in text:
         return ["VK_EXT_layer_settings guard (already applied)"]
     start = text.find("    VkBool32 enable_best_practice = layer_settings;\n")
-    create = "vk::InstanceCreateInfo instance_create_info(vk::InstanceCreateFlags{}, &app_info, layers, extensions, &layer_setting_info);\n"
+    create = ("vk::InstanceCreateInfo instance_create_info(vk::InstanceCreateFlags{}, &app_info, layers, extensions, "
+              "&layer_setting_info);\n")
     end = text.find(create, start)
     if start < 0 or end < 0:
         if "LayerSettingsCreateInfoEXT" in text:
@@ -651,7 +652,7 @@ def wgmtp_greedy(model: Path, device: str | None, ids: list[int], n: int, a) -> 
 
 def prompt_ids(model: Path) -> list[int]:
     sys.path.insert(0, str(ROOT))
-    from wgmtp.gguf_file import GGUFModel
+    from wgmtp.models.qwen35 import GGUFModel
     from wgmtp.tokenizer import Tokenizer
     return [int(t) for t in Tokenizer.from_gguf(GGUFModel(str(model))).encode(PROMPT_TEXT)]
 
@@ -727,7 +728,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--llama-bench", default=None, help="use this llama-bench; skip the build")
     ap.add_argument("--llama-src", default=None, help="llama.cpp sources for the greedy helper (with --llama-bench)")
     ap.add_argument("--lcp-version", default=LCP_VERSION, help="llama-cpp-python sdist version ('latest' allowed)")
-    ap.add_argument("--cache-dir", default=str(Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "wgmtp"))
+    ap.add_argument("--cache-dir",
+                    default=str(Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "wgmtp"))
     ap.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--skip-build-deps", action="store_true", help="never apt-get install")
     ap.add_argument("--vk-device", default="auto",
@@ -845,12 +847,14 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(table(results, a))
     print()
-    print(f"Produced by `{command}` ({time.strftime('%Y-%m-%d')}); ratios are wgmtp / llama.cpp Vulkan on the same adapter.")
+    print(f"Produced by `{command}` ({time.strftime('%Y-%m-%d')}); ratios are wgmtp / "
+          "llama.cpp Vulkan on the same adapter.")
     if why_not:
         print(f"wgmtp skipped: `wgmtp bench` is not available ({why_not}).")
     ver = info.get("llama_cpp_python")
     bc = next((r.get("build_commit") for res in results for r in res["rows"] if r.get("build_commit")), None)
-    print(f"llama.cpp: " + (f"llama-cpp-python {ver} sdist, " if ver else "") + f"commit {bc or info.get('llama_cpp_commit') or '?'}"
+    print("llama.cpp: " + (f"llama-cpp-python {ver} sdist, " if ver else "")
+          + f"commit {bc or info.get('llama_cpp_commit') or '?'}"
           + (f", built in {info['build_s']:.0f} s" if info.get("build_s") else "")
           + (" (cached build)" if info.get("reused") and not info.get("given") else "")
           + f"; Vulkan device: {vk_name}; CPU: {_cpu_name()}.")

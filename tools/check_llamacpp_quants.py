@@ -64,7 +64,7 @@ def run_wgmtp(path: Path, device: str, n: int, ids: list[int]) -> dict:
 
     from wgmtp import tolerances as tol
     from wgmtp.api import load
-    from wgmtp.gguf_file import GGUFModel
+    from wgmtp.models.qwen35 import GGUFModel
     from wgmtp.reference.backend import RefBackend
     m = load(path, device=device, n_ctx=256)
     toks = [int(t) for t in np.random.default_rng(0).integers(0, m.config.n_vocab, 20)]

@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
 
 PROMPT = "The built-in function len() returns the number of items in a container."
+LONG = " ".join([PROMPT] * 8)     # > 64 tokens: prefill in mat-mul chunks (and the chunked GDN)
 
 
 def models(tmp: Path) -> dict[str, Path]:
@@ -38,7 +39,9 @@ def models(tmp: Path) -> dict[str, Path]:
 
 def record(device: str) -> dict:
     import numpy as np
+
     import wgmtp
+    print(f"wgmtp from {Path(wgmtp.__file__).parent}")
     out = {}
     with tempfile.TemporaryDirectory() as d:
         for name, path in models(Path(d)).items():
@@ -46,10 +49,13 @@ def record(device: str) -> dict:
             ids = m.tokenizer.encode(PROMPT)
             out[f"{name}.prompt"] = np.asarray(ids, np.int64)
             out[f"{name}.logits"] = m.logits(ids).astype(np.float32)
-            for label, spec in (("plain", None), ("mtp3", "draft-mtp")):
-                toks = list(m.generate_ids(ids, max_tokens=64, temperature=0.0, spec=spec, n_max=3))
+            long_ids = m.tokenizer.encode(LONG)
+            for label, spec, prompt, n in (("plain", None, ids, 64), ("mtp3", "draft-mtp", ids, 64),
+                                           ("long.plain", None, long_ids, 32),
+                                           ("long.mtp3", "draft-mtp", long_ids, 32)):
+                toks = list(m.generate_ids(prompt, max_tokens=n, temperature=0.0, spec=spec, n_max=3))
                 out[f"{name}.{label}"] = np.asarray(toks, np.int64)
-                print(f"{name} {label}: {len(toks)} tokens, first {toks[:8]}"
+                print(f"{name} {label}: prompt {len(prompt)}, {len(toks)} tokens, first {toks[:8]}"
                       + (f", acceptance {m.stats['acceptance']:.3f}" if spec else ""))
     return out
 

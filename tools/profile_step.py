@@ -32,11 +32,13 @@ def main() -> int:
     a = ap.parse_args()
 
     import wgpu
+
     from wgmtp.engine import GenRequest, Session
-    from wgmtp.gguf_file import GGUFModel
-    from wgmtp.gpu.backend import GPUBackend
+    from wgmtp.models.qwen35 import GGUFModel
+    from wgmtp.models.qwen35.runner import Qwen35Runner
+    from wgmtp.models.qwen35.step_data import Batch
     gm = GGUFModel(a.model)
-    be = GPUBackend(gm, device=a.device or "auto", n_ctx=a.ctx + 64, eog=set(), progress=False)
+    be = Qwen35Runner(gm, device=a.device or "auto", n_ctx=a.ctx + 64, eog=set(), progress=False)
     if not be.runner.can_time:
         print("this adapter has no timestamp queries")
         return 1
@@ -44,17 +46,17 @@ def main() -> int:
     s = Session(be, a.ctx + 64, set())
     list(s.generate(list(range(1, a.ctx + 1)), GenRequest(max_tokens=2, spec=spec, n_max=max(1, a.verify))))
     m = be.model
-    progs = [m.program("draft", a.verify, 0.0, gm.config.n_vocab), m.program("verify", a.verify, 1)] if spec else \
-        [m.program("feed", 1, False, 1)]
+    progs = [m.draft(a.verify, 0.0, gm.config.n_vocab), m.verify(a.verify, 1)] if spec else \
+        [m.feed(1, False, 1)]
     n_tok = a.verify + 1 if spec else 1
-    recs = be._records(n_tok, be.n_past, be.src_slot, 0, drafts=a.verify)
+    head = be.lay.head(Batch.of_sequence(0, be.n_past, n_tok, be.src_plane), [1] * n_tok, a.verify)
     dispatches = [(p.label, d) for p in progs for d in p.dispatches]
     ctx = be.ctx
     qs = ctx.device.create_query_set(type=wgpu.QueryType.timestamp, count=2 * len(dispatches))
     qbuf = ctx.buffer(16 * len(dispatches), usage=wgpu.BufferUsage.QUERY_RESOLVE | wgpu.BufferUsage.COPY_SRC)
     times = defaultdict(list)
     for rep in range(a.reps + 1):
-        ctx.queue.write_buffer(*be._write_head(recs, [1] * n_tok))
+        ctx.queue.write_buffer(be.model.step_buf.buffer, 0, head)
         enc = ctx.device.create_command_encoder()
         for i, (_, d) in enumerate(dispatches):
             cp = enc.begin_compute_pass(timestamp_writes={"query_set": qs, "beginning_of_pass_write_index": 2 * i,
@@ -75,7 +77,8 @@ def main() -> int:
         agg[label.split(":")[0]] += ms * n
         per_prog[prog] += ms * n
     total = sum(agg.values())
-    print(f"{a.model}: {len(dispatches)} dispatches, {total:.2f} ms GPU ({'verify of %d' % n_tok if spec else 'decode'} step"
+    print(f"{a.model}: {len(dispatches)} dispatches, {total:.2f} ms GPU "
+          f"({'verify of %d' % n_tok if spec else 'decode'} step"
           + (": " + ", ".join(f"{k} {v:.2f} ms" for k, v in per_prog.items()) if spec else "") + ")")
     for label, ms in sorted(agg.items(), key=lambda kv: -kv[1]):
         print(f"  {label:28s} {ms:9.3f} ms  {100 * ms / total:5.1f}%")

@@ -49,7 +49,7 @@ import re
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +58,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 sys.path.insert(0, str(ROOT))
 
-from make_model import ModelSpec, TokenizerData, SPECIAL_TOKENS, write_model  # noqa: E402
+from make_model import SPECIAL_TOKENS, ModelSpec, TokenizerData, write_model  # noqa: E402
 
 DEFAULT_OUT = ROOT / "wgmtp" / "data" / "wgmtp-demo.gguf"
 DOC_GLOB = "/usr/share/doc/python3*/html/_sources"
@@ -206,7 +206,7 @@ def train_tokenizer(docs: list[str], n_vocab: int) -> tuple[TokenizerData, "obje
     """Byte-level BPE (the 256 byte symbols + merges) with exactly n_vocab ids in all: BPE ids
     first, then <|endoftext|> (pad), <|im_start|>, <|im_end|> (eos), as build_tokenizer lays them
     out. Returns (GGUF tokenizer data, the `tokenizers` object used to encode the corpus)."""
-    from tokenizers import Regex, Tokenizer, models, pre_tokenizers, trainers, decoders
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.Sequence([
@@ -377,7 +377,8 @@ def build_torch(d: Dims):
             outs.append((q[:, :, n] * eG[:, :, n, :, None]) @ S + Aq[:, :, n] @ Vn)
             if n + 1 < N:
                 Gl = G[:, :, n, -1:]
-                S = S * torch.exp(Gl)[..., None] + (k[:, :, n] * torch.exp(Gl - G[:, :, n])[..., None]).transpose(-1, -2) @ Vn
+                S = (S * torch.exp(Gl)[..., None]
+                     + (k[:, :, n] * torch.exp(Gl - G[:, :, n])[..., None]).transpose(-1, -2) @ Vn)
         o = torch.stack(outs, dim=2).reshape(B, H, N * C, Dv)
         return o[:, :, :T]
 
@@ -703,7 +704,8 @@ def parity_check(model, d: Dims, tok: TokenizerData, ids: list[int], tmpdir: Pat
     """Export F32, run wgmtp's numpy reference, compare trunk logits, MTP logits and chained MTP
     steps with the torch forward. Raises on a mismatch larger than `tol`."""
     import torch
-    from wgmtp.gguf_file import GGUFModel
+
+    from wgmtp.models.qwen35 import GGUFModel
     from wgmtp.reference.model import RefModel
 
     path = tmpdir / "parity-f32.gguf"
@@ -762,7 +764,8 @@ def evaluate(path: Path, prompts: list[str], n_tokens: int, device: str = "cpu",
             acc += st["accepted"]
             dr += st["drafted"]
             rounds += st["verify_rounds"]
-            per += np.array(st["acceptance_per_pos"][:n] + [0] * (n - len(st["acceptance_per_pos"][:n]))) * st["verify_rounds"]
+            per += (np.array(st["acceptance_per_pos"][:n] + [0] * (n - len(st["acceptance_per_pos"][:n])))
+                    * st["verify_rounds"])
         res[f"n_max={n}"] = {"acceptance": round(acc / max(1, dr), 4), "accepted": acc, "drafted": dr,
                              "mean_accepted_len": round(acc / max(1, rounds), 3),
                              "per_position": [round(x, 3) for x in (per / max(1, rounds))],

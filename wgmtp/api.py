@@ -1,4 +1,4 @@
-"""The small, stable Python API of DESIGN.md; the CLI is built on it."""
+"""The small, stable Python API (README, "Python API"); the CLI is built on it."""
 from __future__ import annotations
 
 import os
@@ -9,7 +9,7 @@ import numpy as np
 
 from .engine import GenRequest, Session
 from .errors import WgmtpError
-from .gguf_file import GGUFModel
+from .models.qwen35 import GGUFModel
 from .sampling import SamplerParams
 
 DEMO_MODEL = Path(__file__).resolve().parent / "data" / "wgmtp-demo.gguf"
@@ -68,7 +68,7 @@ class Model:
     def logits(self, tokens: list[int]) -> np.ndarray:
         """float32 [T, n_vocab] for a fresh sequence."""
         out = self.backend.logits(list(tokens))
-        self.session._configured = None      # the state now holds this sequence, not the chat
+        self.session.forget()      # the state now holds this sequence, not the chat
         return out
 
     def _prompt_ids(self, prompt: str | list[int]) -> list[int]:
@@ -108,6 +108,12 @@ def load(path: str | os.PathLike[str], device: str | int = "auto", mtp: str | os
     if device == "cpu":
         from .reference.backend import RefBackend
         return Model(gm, RefBackend(gm), "cpu (numpy reference)", n_ctx)
-    from .gpu.backend import GPUBackend
-    be = GPUBackend(gm, device=device, n_ctx=n_ctx, eog=eog_ids(gm), **gpu_options)
+    from .gpu.device import env_flag
+    from .models.qwen35.runner import Qwen35Runner
+    be = Qwen35Runner(gm, device=device, n_ctx=n_ctx, eog=eog_ids(gm), **gpu_options)
+    if env_flag("WGMTP_CHECK"):
+        # every op checked against its numpy twin as it runs; the first divergence stops the run
+        # with a message naming layer, op, shape and error (check/trace.py)
+        from .check.trace import attach
+        attach(be)
     return Model(gm, be, be.device_name, n_ctx)

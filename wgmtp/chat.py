@@ -6,7 +6,8 @@ and, stricter than HF, any access to an unsafe attribute (`__class__`, `__subcla
 Otherwise the environment is the one `transformers` builds in `apply_chat_template`:
 `trim_blocks` and `lstrip_blocks` on, the `loopcontrols` extension, a no-op `{% generation %}`
 block, the `raise_exception(msg)` and `strftime_now(fmt)` globals, HF's restricted `dict` and
-`namespace` (no underscore-prefixed names) and a `tojson` filter that does not escape non-ASCII. `render` passes `messages`, `add_generation_prompt`, `tools=None`,
+`namespace` (no underscore-prefixed names) and a `tojson` filter that does not escape non-ASCII. \
+`render` passes `messages`, `add_generation_prompt`, `tools=None`,
 `documents=None`, `bos_token`/`eos_token` ("" unless given) and any extra variables (e.g.
 `enable_thinking=False`).
 
@@ -141,7 +142,8 @@ def render(template: str, messages: list[dict], add_generation_prompt: bool = Tr
     except SecurityError as e:
         raise ChatTemplateError(f"chat template error: unsafe template code refused ({_one_line(e)})") from None
     except jinja2.TemplateSyntaxError as e:
-        raise ChatTemplateError(f"chat template error: syntax error at line {e.lineno}: {_one_line(e.message)}") from None
+        raise ChatTemplateError(
+            f"chat template error: syntax error at line {e.lineno}: {_one_line(e.message)}") from None
     except jinja2.TemplateError as e:
         raise ChatTemplateError(f"chat template error: {_one_line(e)}") from None
     except RecursionError:

@@ -10,28 +10,34 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Iterator, Protocol
+from typing import TYPE_CHECKING, Callable, Iterator, Protocol
 
 import numpy as np
 
 from .errors import BadRequestError, ContextOverflowError, MTPUnavailableError
-from .gguf_file import ModelConfig
 from .sampling import Sampler, SamplerParams
 from .speculative import SpecStats
+
+if TYPE_CHECKING:
+    from .models.qwen35.config import ModelConfig
 
 Candidates = tuple[np.ndarray, np.ndarray]   # (ids int32 [k], logits f32 [k]) sorted descending
 
 
 class Backend(Protocol):
+    """What the loop needs of a model on a device (models/qwen35/runner.py on the GPU,
+    reference/backend.py in numpy)."""
     cfg: ModelConfig
     has_mtp: bool
-    n_past: int
+    n_past: int           # tokens fed to the trunk
+    pending_fed: bool     # the pending token is already in the state (a decode that ran ahead)
+    timing: dict          # GPU seconds of the rounds so far by part ("draft_s", "verify_s"), or empty
 
     def reset(self, n_ctx: int, n_max: int, mtp: bool, eog: set[int]) -> None: ...
     def prefill(self, tokens: list[int], n_cand: int) -> Candidates: ...
     def decode(self, token: int, n_cand: int) -> Candidates: ...
     def spec_round(self, id_last: int, n_max: int, p_min: float, sampler: Sampler,
-                   is_eog, max_emit: int) -> tuple[list[int], int]: ...
+                   is_eog: Callable[[int], bool], max_emit: int, *, draft_vocab: int = 0) -> tuple[list[int], int]: ...
     def logits(self, tokens: list[int]) -> np.ndarray: ...
 
 
@@ -87,6 +93,11 @@ class Session:
         self.in_sync = True     # False when the consumer stopped mid-round: the state then holds
                                 # accepted tokens it never saw, so a continuation must start over
 
+    def forget(self) -> None:
+        """The backend's state no longer holds this session's sequence (e.g. after Model.logits):
+        the next generate starts over."""
+        self._configured = None
+
     def reset(self, req: GenRequest) -> None:
         self.be.reset(self.n_ctx, req.n_max if req.spec else 0, req.spec, self.eog)
         self.pending = None
@@ -107,7 +118,7 @@ class Session:
             cont = False
         self.in_sync = True
         # a backend that decodes one step ahead may already have fed the pending token
-        fed = getattr(self.be, "pending_fed", False)
+        fed = self.be.pending_fed
         feed = ([self.pending] if cont and self.pending is not None and not fed else []) + list(prompt)
         if not feed:
             raise ValueError("empty prompt")
@@ -117,10 +128,9 @@ class Session:
         sampler = Sampler(req.sampler)
         n_cand = 1 if req.sampler.greedy else req.sampler.n_candidates
         st = self.stats = GenStats(prompt_tokens=len(feed), spec=SpecStats(n_max=req.n_max) if req.spec else None)
-        timing = getattr(self.be, "timing", None)
-        if timing is not None:
-            for k in timing:
-                timing[k] = 0.0
+        timing = self.be.timing
+        for k in timing:
+            timing[k] = 0.0
         t0 = time.perf_counter()
         ids, lg = self.be.prefill(feed, n_cand)
         tok = sampler.pick(ids, lg)
@@ -159,6 +169,6 @@ class Session:
                     tok = sampler.pick(ids, lg)
         finally:
             st.gen_s = time.perf_counter() - t1
-            if req.spec and timing is not None and timing.get("draft_s", 0.0) + timing.get("verify_s", 0.0) > 0:
+            if req.spec and timing.get("draft_s", 0.0) + timing.get("verify_s", 0.0) > 0:
                 st.extra.update(draft_s=timing["draft_s"], verify_s=timing["verify_s"],
                                 other_s=max(0.0, st.gen_s - timing["draft_s"] - timing["verify_s"]))

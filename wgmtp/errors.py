@@ -1,6 +1,6 @@
 """The errors a user can cause, each a distinct type with a one-line message.
 
-The CLI catches `WgmtpError` and prints its message without a traceback (DESIGN invariant 9).
+The CLI catches `WgmtpError` and prints its message without a traceback (ARCHITECTURE.md, "Clear errors").
 """
 from __future__ import annotations
 

@@ -24,7 +24,9 @@ from array import array
 from typing import Any, Union
 
 import numpy as np
-from gguf import GGML_QUANT_SIZES, GGUF_DEFAULT_ALIGNMENT, GGMLQuantizationType as QT, GGUFValueType as VT
+from gguf import GGML_QUANT_SIZES, GGUF_DEFAULT_ALIGNMENT
+from gguf import GGMLQuantizationType as QT
+from gguf import GGUFValueType as VT
 from gguf.quants import quant_shape_to_byte_shape
 
 SUPPORTED_VERSIONS = (2, 3)

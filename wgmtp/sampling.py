@@ -59,7 +59,8 @@ def pick_from_candidates(ids: np.ndarray, logits: np.ndarray, p: SamplerParams, 
     k = p.n_candidates
     ids, lg = ids[:k], lg[:k]
     if p.top_p < 1.0:
-        pr = np.exp(lg - lg[0]); pr /= pr.sum()
+        pr = np.exp(lg - lg[0])
+        pr /= pr.sum()
         cum = np.cumsum(pr)
         keep = int(np.searchsorted(cum, p.top_p) + 1)      # smallest prefix with mass >= top_p
         ids, lg = ids[:keep], lg[:keep]
@@ -68,7 +69,8 @@ def pick_from_candidates(ids: np.ndarray, logits: np.ndarray, p: SamplerParams, 
         keep = max(1, int(np.sum(pr >= p.min_p)))
         ids, lg = ids[:keep], lg[:keep]
     z = (lg - lg[0]) / p.temperature
-    pr = np.exp(z); pr /= pr.sum()
+    pr = np.exp(z)
+    pr /= pr.sum()
     j = int(np.searchsorted(np.cumsum(pr), u, side="right"))
     return int(ids[min(j, len(ids) - 1)])
 

@@ -280,7 +280,8 @@ def moe_ffn_tol(h, router, gate, up, down, k, shexp, qn_gu: str, qn_down: str, q
     l = ops.matvec_rows(router, h)
     dl = matvec_tol(router, h, "F32")
     ids, w = ops.moe_route(l, k)
-    dw = np.abs(w) * 2 * np.take_along_axis(dl, ids.astype(np.int64), 1).max(axis=1, keepdims=True) + moe_route_tol(l, w)
+    dw = (np.abs(w) * 2 * np.take_along_axis(dl, ids.astype(np.int64), 1).max(axis=1, keepdims=True)
+          + moe_route_tol(l, w))
 
     def mlp(Wg, Wu, Wd, x, qn, qd):
         g, u = ops.matvec(Wg, x), ops.matvec(Wu, x)
@@ -326,5 +327,6 @@ def model_logits_tol(cfg, logits: np.ndarray) -> float:
     carries error across tokens, but the decay and the non-expansive delta-rule update keep it from
     growing (see gdn_tol), so the bound does not depend on the position.
     """
-    K = max(cfg.n_embd * 2, cfg.n_ff, cfg.n_head * cfg.head_dim, cfg.ssm_d_inner or 0, cfg.conv_dim if cfg.ssm_d_inner else 0)
+    K = max(cfg.n_embd * 2, cfg.n_ff, cfg.n_head * cfg.head_dim, cfg.ssm_d_inner or 0,
+            cfg.conv_dim if cfg.ssm_d_inner else 0)
     return float((cfg.n_layer + 2) * 8 * 2 * gamma(K + 2) * np.abs(np.asarray(logits, np.float64)).max())

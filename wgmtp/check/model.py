@@ -19,7 +19,7 @@ import numpy as np
 
 from .. import tolerances as tol
 from ..engine import GenRequest, Session
-from ..gguf_file import GGUFModel
+from ..models.qwen35 import GGUFModel
 
 REF_LIMIT_BYTES = 1 << 30      # run the independent numpy model only below this weight size
 
@@ -33,15 +33,17 @@ def _row(op: str, case: str, ok: bool | None, max_abs: float = 0.0, max_rel: flo
 def run_model_check(a: argparse.Namespace, *, backend_hook: Callable[[Any], None] | None = None) -> dict:
     """Returns {"rows": [...], "adapter": {...}, "first_divergence": str | None}. `backend_hook`
     (tests only) gets the GPU backend before anything runs, e.g. to corrupt a weight."""
-    from ..api import eog_ids, resolve_model
-    from ..gpu.backend import GPUBackend
+    from ..api import resolve_model
+    from ..models.qwen35.runner import Qwen35Runner
     from ..reference.backend import RefBackend
+    from .trace import attach, detach
 
     path = resolve_model(getattr(a, "model", None))
     gm = GGUFModel(path, getattr(a, "mtp_file", None))
     n_tok = int(getattr(a, "n_tokens", None) or 12)
     device = getattr(a, "device", None)
-    be = GPUBackend(gm, device=device if device not in (None, "all") else "auto", n_ctx=256, eog=set(), progress=False)
+    be = Qwen35Runner(gm, device=device if device not in (None, "all") else "auto", n_ctx=256, eog=set(),
+                      progress=False)
     if backend_hook:
         backend_hook(be)
     adapter = {"name": be.ctx.name, "backend": be.ctx.desc.backend, "variant": be.ctx.variant()}
@@ -52,17 +54,15 @@ def run_model_check(a: argparse.Namespace, *, backend_hook: Callable[[Any], None
     small = gm.weight_bytes(mtp=True) <= REF_LIMIT_BYTES
 
     # 1. op by op over a prompt and (with MTP) a few speculative rounds
-    be.set_tracing(True)
-    be.stop_on_divergence = False
-    be.check_results = []
+    checker = attach(be, stop_on_divergence=False)
     t0 = time.perf_counter()
     sess = Session(be, 256, set())
     req = GenRequest(max_tokens=8, spec=gm.has_mtp, n_max=3)
     list(sess.generate(prompt, req))
-    dt = (time.perf_counter() - t0) / max(1, len(be.check_results))
+    dt = (time.perf_counter() - t0) / max(1, len(checker.results))
     first = None
     groups: dict[tuple, list] = {}           # one row per (op, layer): the worst of its runs
-    for r in be.check_results:
+    for r in checker.results:
         if r.note == "not compared":
             continue
         where = "draft" if r.where.startswith("draft") else r.where
@@ -76,7 +76,7 @@ def run_model_check(a: argparse.Namespace, *, backend_hook: Callable[[Any], None
                                      f"{len(rs)} runs" + (f", {fails} failed" if fails else "")) if x)
         rows.append(_row(f"{where}.{op}", f"layer {layer} {shape}".strip() if layer >= 0 else shape, fails == 0,
                          worst.max_abs, worst.max_rel, worst.tol, dt * len(rs), layer, note))
-    be.set_tracing(False)
+    detach(be)
 
     # 2. end to end against an independent numpy run
     if small:

@@ -12,7 +12,7 @@ row's note saying what differed.
       "host": {"python": str, "platform": str, "wgpu": str},
       "options": {"device": str|null, "ops": [str]|null, "case": str|null, "timeout_s": number},
       "kill_switches": {str: str},         # WGMTP_* variables in force
-      "adapters": [{                       # the adapters selected (wgmtp.devices_cmd.describe, unprobed)
+      "adapters": [{                       # the adapters selected (wgmtp.gpu.adapters.describe, unprobed)
           "index": int, "backend": str, "type": str, "vendor": str, "device": str, "driver": str,
           "features": [str], "limits": {str: int},
           "usable": bool|null,             # false: it cannot run compute shaders (see unusable_reason)

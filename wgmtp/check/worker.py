@@ -134,7 +134,7 @@ def child_main(argv: list[str] | None = None) -> int:
     from ..gpu.shaders import pipelines
     try:
         ctx = open_context(a.adapter, subgroups=bool(a.subgroups), f16=bool(a.f16))
-        pipelines(ctx).get("elementwise", entry="add")
+        pipelines(ctx).get("copy_row")
     except Exception as e:
         emit({"type": "unusable", "reason": _first_line(e)})
         return 0
@@ -146,7 +146,7 @@ def child_main(argv: list[str] | None = None) -> int:
     emit({"type": "hello", "variant": ctx.variant(), "subgroups": ctx.subgroups, "f16": ctx.f16,
           "max_binding": ctx.max_binding, "subgroup_sizes": sizes, "pid": os.getpid()})
 
-    from . import opsuite as S
+    from . import cases as S
     cases = {c.id: c for c in S.all_cases(S.load_extra(a.extra))}
     errs = _WgpuErrors()
     logging.getLogger("wgpu").addHandler(errs)
@@ -312,7 +312,7 @@ def plan_variants(adapter: dict) -> list[Variant]:
     subgroups and f16 each alone, for the families whose shaders depend on f16 (the others compile
     the same source as in one of the first two)."""
     from ..gpu.device import env_flag
-    from .opsuite import F16_FAMILIES
+    from .cases import F16_FAMILIES
     feats = set(adapter.get("features", []))
     sg = "subgroup" in feats and not env_flag("WGMTP_DISABLE_SUBGROUPS")
     h = "shader-f16" in feats and not env_flag("WGMTP_DISABLE_F16")
@@ -367,12 +367,14 @@ def run_variant(v: Variant, cases: list, *, timeout: float = 60.0, extra_cases: 
                 break
             if not (isinstance(msg, dict) and msg.get("type") == "hello"):
                 rc = ch.finish(kill=True)
-                why = f"no answer within {max(STARTUP_TIMEOUT, timeout):.0f} s" if msg == "timeout" else _describe_exit(rc)
+                why = (f"no answer within {max(STARTUP_TIMEOUT, timeout):.0f} s" if msg == "timeout"
+                       else _describe_exit(rc))
                 rec.update(status="aborted", note=f"the worker failed while opening the device ({why}); "
                                                   f"stderr: {ch.stderr_tail() or '-'}")
                 break
             if rec["worker"] is None:
-                rec["worker"] = {k: msg.get(k) for k in ("variant", "subgroups", "f16", "max_binding", "subgroup_sizes")}
+                rec["worker"] = {k: msg.get(k)
+                                 for k in ("variant", "subgroups", "f16", "max_binding", "subgroup_sizes")}
             current, t_case, progressed = None, 0.0, False
             while True:
                 msg = ch.next(timeout if current else max(STARTUP_TIMEOUT, timeout))
@@ -450,8 +452,9 @@ def select_adapters(adapters: list[dict], device: str | int | None) -> list[dict
         return hit
     hit = [a for a in pool if s.lower() in f"{a['device']} {a['vendor']} {a['backend']} {a['type']}".lower()]
     if not hit:
-        raise DeviceError(f"--device {s!r} matches no adapter (have: "
-                          f"{'; '.join(str(a['index']) + ': ' + a['device'] + ' (' + a['backend'] + ')' for a in pool)})")
+        raise DeviceError(
+            f"--device {s!r} matches no adapter (have: "
+            f"{'; '.join(str(a['index']) + ': ' + a['device'] + ' (' + a['backend'] + ')' for a in pool)})")
     return hit
 
 
@@ -465,7 +468,7 @@ def run_suite(device: str | int | None = None, ops: list[str] | None = None, cas
     CASES join their families and run first in them. `only_variants`: only the variants of these names
     (e.g. ["vulkan"]; default all)."""
     from ..errors import WgmtpError
-    from . import opsuite as S
+    from . import cases as S
     from .report import build_document
     valid = S.names()
     extra = S.load_extra(extra_cases)

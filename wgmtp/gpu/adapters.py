@@ -32,8 +32,9 @@ def probe_subgroup_sizes(ctx) -> list[int] | None:
     (wgpu-py does not expose subgroupMin/MaxSize; the kernels never assume one)."""
     if not ctx.subgroups:
         return None
-    from .program import ProgramBuilder, Runner
     import numpy as np
+
+    from .program import ProgramBuilder, Runner
     out = ctx.buffer(256 * 4)
     pb = ProgramBuilder(ctx, "probe")
     pb.add("probe_subgroup", [out], None, (1, 1, 1))

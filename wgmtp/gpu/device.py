@@ -1,5 +1,5 @@
 """Adapter choice, device creation with the adapter's real limits and optional features, and the
-kill switches that pin driver bugs down (DESIGN.md: WGMTP_DEVICE, WGMTP_BACKEND,
+kill switches that pin driver bugs down (README, "Run": WGMTP_DEVICE, WGMTP_BACKEND,
 WGMTP_DISABLE_SUBGROUPS, WGMTP_DISABLE_F16, WGMTP_MAX_BINDING_BYTES).
 """
 from __future__ import annotations
@@ -110,6 +110,9 @@ def select_adapter(selector: str | int | None = None) -> AdapterDesc:
                       f"{'; '.join(f'{a.index}: {a.name}' for a in adapters)})")
 
 
+STAGING_RING = 4
+
+
 @dataclass
 class GPUContext:
     """A wgpu device on one adapter plus what kernels need to know about it."""
@@ -122,7 +125,7 @@ class GPUContext:
     features: set[str]
     label: str = ""
     matvec_rowwise: bool = False    # mat-vec layout: a row per thread (CPU adapters) or 4 rows per workgroup
-    _staging: dict[int, Any] = field(default_factory=dict)
+    _staging: dict[int, list] = field(default_factory=dict)
 
     @property
     def queue(self):
@@ -171,13 +174,17 @@ class GPUContext:
         return buf
 
     def staging(self, size: int) -> Any:
-        """A reusable MAP_READ buffer of at least `size` bytes (readback without temp buffers)."""
+        """A MAP_READ buffer of at least `size` bytes, the least recently handed out of a ring of
+        STAGING_RING per size class: the one staging scheme of reads and of submissions that read
+        back (program.Runner). Safe while at most STAGING_RING - 2 submissions await collection
+        (the runner keeps one queued step) and every `read` maps at once."""
         size = max(256, 1 << (int(size) - 1).bit_length())
-        buf = self._staging.get(size)
-        if buf is None:
+        ring = self._staging.setdefault(size, [])
+        if len(ring) < STAGING_RING:
             U = wgpu.BufferUsage
-            buf = self.device.create_buffer(size=size, usage=U.MAP_READ | U.COPY_DST, label=f"staging{size}")
-            self._staging[size] = buf
+            ring.append(self.device.create_buffer(size=size, usage=U.MAP_READ | U.COPY_DST, label=f"staging{size}"))
+        buf = ring.pop(0)
+        ring.append(buf)
         return buf
 
     def read(self, buf: Any, offset: int = 0, size: int | None = None) -> bytes:
@@ -252,7 +259,8 @@ def open_context(selector: str | int | None = None, *, subgroups: bool | None = 
             raise DeviceError(f"WGMTP_MAX_BINDING_BYTES={env_mb!r} is not a number of bytes") from None
     mb = min(lim_bind, max_binding) if max_binding else lim_bind
     mb = max(256, mb // 256 * 256)
-    layout = matvec or os.environ.get("WGMTP_MATVEC", "").strip().lower() or ("rowwise" if desc.adapter_type == "CPU" else "tiled")
+    layout = (matvec or os.environ.get("WGMTP_MATVEC", "").strip().lower()
+              or ("rowwise" if desc.adapter_type == "CPU" else "tiled"))
     if layout not in ("rowwise", "tiled"):
         raise DeviceError(f"WGMTP_MATVEC={layout!r}: use rowwise or tiled")
     key = (desc.index, desc.backend, desc.device, sg, h, mb, layout)

@@ -5,14 +5,17 @@ Static parameters of every dispatch of a program live in one uniform buffer (256
 written once when the program is built. Values that change per step (positions, token counts,
 snapshot slot) live in a small storage buffer the caller writes once per step, or are produced by
 earlier kernels (token ids); nothing is created or written per dispatch in the hot path
-(DESIGN invariant 8).
+(ARCHITECTURE.md, "GPU-resident hot loop").
 """
 from __future__ import annotations
 
+import functools
+import inspect
 import struct
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -81,14 +84,29 @@ class Dispatch:
     label: str
 
 
+@dataclass(frozen=True)
+class OpRecord:
+    """What one kernel call did, written by its wrapper (`records`): the op kind (the key of its
+    numpy twin in check/trace.py), the model's name for it and where it sits (`ProgramBuilder.at`),
+    the step record it ran under, and every argument by name (activations as Act, weights as
+    GPUTensor, scalars). The checker needs nothing else to recompute the op."""
+    kind: str
+    name: str
+    where: str
+    layer: int
+    step: Any
+    args: dict
+
+
 @dataclass
 class Program:
-    """Dispatches in order; encode into an open compute pass. `marks` (traced programs only):
-    (dispatch index, check) after each checked op, for the op-by-op runner of check/trace.py."""
+    """Dispatches in order; encode into an open compute pass. `ops`: (index of the op's first
+    dispatch, index past its last, record) for every kernel call, in order (check/trace.py runs a
+    program op by op from them)."""
     label: str
     dispatches: list[Dispatch] = field(default_factory=list)
     param_buffer: Any = None
-    marks: list[tuple[int, Any]] = field(default_factory=list)
+    ops: list[tuple[int, int, OpRecord]] = field(default_factory=list)
 
     def encode(self, cpass: Any, start: int = 0, stop: int | None = None) -> None:
         for d in self.dispatches[start:stop]:
@@ -107,11 +125,28 @@ class ProgramBuilder:
         self.ctx = ctx
         self.label = label
         self._items: list[_Pending] = []
-        self._marks: list[tuple[int, Any]] = []
+        self._ops: list[tuple[int, int, OpRecord]] = []
+        self._depth = 0
+        self.where, self.layer = label, -1
 
-    def mark(self, check: Any) -> None:
-        """Close a checked op: `check` applies to the dispatches added since the last mark."""
-        self._marks.append((len(self._items), check))
+    def at(self, where: str, layer: int = -1) -> "ProgramBuilder":
+        """Name the place of the ops recorded next (like llama.cpp's `cb(cur, name, il)`): the
+        model calls it once per block, the kernel wrappers name each op."""
+        self.where, self.layer = where, int(layer)
+        return self
+
+    @contextmanager
+    def op(self, kind: str, name: str, step: Any, args: dict) -> Iterator[None]:
+        """Record the dispatches added inside as one op. Nested ops (a wrapper calling another,
+        e.g. linear -> matvec) belong to the outermost one."""
+        start = len(self._items)
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+        if self._depth == 0:
+            self._ops.append((start, len(self._items), OpRecord(kind, name, self.where, self.layer, step, args)))
 
     def add(self, shader: str, buffers: Sequence[Any], params: bytes | None, grid: tuple[int, int, int] | int,
             *, defines: dict | None = None, entry: str = "main", label: str = "") -> None:
@@ -132,7 +167,7 @@ class ProgramBuilder:
             blob = bytearray(SLOT * n_params)
             pbuf = ctx.buffer(len(blob), usage=wgpu.BufferUsage.UNIFORM | wgpu.BufferUsage.COPY_DST,
                               label=f"params:{self.label}")
-        prog = Program(self.label, param_buffer=pbuf, marks=list(self._marks))
+        prog = Program(self.label, param_buffer=pbuf, ops=list(self._ops))
         slot = 0
         for it in self._items:
             pipe = pc.get(it.shader, it.defines, it.entry)
@@ -141,12 +176,14 @@ class ProgramBuilder:
             if it.params is not None:
                 assert len(it.params) <= SLOT, f"{it.shader}: params too large"
                 blob[slot * SLOT: slot * SLOT + len(it.params)] = it.params
-                entries.append({"binding": 0, "resource": {"buffer": pbuf, "offset": slot * SLOT, "size": len(it.params)}})
+                entries.append({"binding": 0,
+                                "resource": {"buffer": pbuf, "offset": slot * SLOT, "size": len(it.params)}})
                 slot += 1
                 b = 1
             for x in it.buffers:
                 if isinstance(x, Buf):
-                    res = {"buffer": x.buffer, "offset": x.offset, "size": x.size if x.size is not None else x.buffer.size - x.offset}
+                    res = {"buffer": x.buffer, "offset": x.offset,
+                           "size": x.size if x.size is not None else x.buffer.size - x.offset}
                 else:
                     res = {"buffer": x, "offset": 0, "size": x.size}
                 entries.append({"binding": b, "resource": res})
@@ -160,6 +197,26 @@ class ProgramBuilder:
         if pbuf is not None:
             ctx.queue.write_buffer(pbuf, 0, bytes(blob))
         return prog
+
+
+def records(kind: str, name: Callable[[dict], str] | str | None = None) -> Callable:
+    """Decorator of a kernel wrapper `fn(pb, ...)`: each call is recorded in `pb` as one op of
+    `kind` with its arguments bound by parameter name (defaults applied). `name` gives the op's
+    default name from those arguments; a caller may pass `op_name=` to choose it."""
+    def deco(fn: Callable) -> Callable:
+        sig = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        def wrapper(pb: ProgramBuilder, *a: Any, op_name: str | None = None, **kw: Any) -> Any:
+            bound = sig.bind(pb, *a, **kw)
+            bound.apply_defaults()
+            args = dict(bound.arguments)
+            del args[next(iter(sig.parameters))]
+            label = op_name or (name(args) if callable(name) else name or kind)
+            with pb.op(kind, label, args.get("step"), args):
+                return fn(pb, *a, **kw)
+        return wrapper
+    return deco
 
 
 @dataclass
@@ -189,7 +246,6 @@ class Runner:
         self.host_s = 0.0                     # Python time writing, encoding and submitting
         self.last_gpu_s: list[float] = []     # per program, from the last timed run
         self._qs: dict[int, tuple[Any, Any]] = {}
-        self._ring: dict[int, list[Any]] = {}
 
     @property
     def can_time(self) -> bool:
@@ -225,7 +281,7 @@ class Runner:
                reads: Sequence[Readback] = (), timed: bool = False) -> "Pending":
         """Like `run`, but return at once: `collect(handle)` waits for the reads later, so the host
         can queue the next step while the GPU runs this one. Each in-flight submission has its own
-        staging buffer (a small ring)."""
+        staging buffer (GPUContext.staging's ring)."""
         ctx = self.ctx
         t_start = time.perf_counter()
         programs = list(programs)
@@ -254,7 +310,7 @@ class Runner:
         st = None
         if reads:
             total = sum((r.size + 3) // 4 * 4 for r in reads)
-            st = self._ring_staging(total)
+            st = ctx.staging(total)
             off = 0
             for r in reads:
                 sz = (r.size + 3) // 4 * 4
@@ -266,16 +322,6 @@ class Runner:
         self.submissions += 1
         self.dispatches += n
         return Pending(st, stagings, timed)
-
-    def _ring_staging(self, size: int) -> Any:
-        import wgpu
-        size = max(256, 1 << (int(size) - 1).bit_length())
-        ring = self._ring.setdefault(size, [])
-        if len(ring) < 3:
-            ring.append(self.ctx.device.create_buffer(size=size, usage=wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.COPY_DST))
-        buf = ring.pop(0)
-        ring.append(buf)
-        return buf
 
     def collect(self, h: "Pending") -> list[bytes]:
         if h.staging is None:

@@ -33,6 +33,12 @@ class GPUTensor:
     cols: int
     row_words: int
     parts: list[Part] = field(default_factory=list)
+    sources: tuple[str, ...] = ()      # the file's tensors stacked by rows into this one (upload_concat)
+
+    @property
+    def members(self) -> tuple[str, ...]:
+        """The file tensors this weight holds, in row order: itself, or the stacked members."""
+        return self.sources or (self.name,)
 
     @property
     def nbytes(self) -> int:
@@ -66,7 +72,7 @@ def upload_tensor(ctx: GPUContext, name: str, raw: np.ndarray, qtype: QT, shape:
 
 
 def upload_concat(ctx: GPUContext, name: str, members: list[tuple[np.ndarray, QT, tuple[int, ...]]],
-                  progress: Callable[[int], None] | None = None) -> GPUTensor | None:
+                  progress: Callable[[int], None] | None = None, names: list[str] | None = None) -> GPUTensor | None:
     """Several weights that read the same input, stacked by rows into one tensor (one mat-vec
     dispatch instead of several); None when their types or widths differ (then upload each)."""
     qt, cols = members[0][1], int(members[0][2][0])
@@ -74,7 +80,9 @@ def upload_concat(ctx: GPUContext, name: str, members: list[tuple[np.ndarray, QT
         return None
     stacked = np.concatenate([np.asarray(r).reshape(int(np.prod(sh[1:])) if len(sh) > 1 else 1, -1)
                               for r, _, sh in members], axis=0)
-    return upload_tensor(ctx, name, stacked, qt, (cols, stacked.shape[0]), progress)
+    t = upload_tensor(ctx, name, stacked, qt, (cols, stacked.shape[0]), progress)
+    t.sources = tuple(names) if names else ()
+    return t
 
 
 def upload_array(ctx: GPUContext, name: str, arr: np.ndarray) -> GPUTensor:

@@ -8,7 +8,7 @@ Conventions (every kernel follows them):
   one dispatch per row part (`GPUTensor.parts`);
 * values that change per step (token count, positions, snapshot slot) are read from a small
   `step` storage buffer (u32 words), never baked into params, so decode and verify run the
-  same pipeline and stay bit-identical (DESIGN invariant 2). A step record is STEP_WORDS u32 at
+  same pipeline and stay bit-identical (ARCHITECTURE.md, "Batch invariance"). A step record is STEP_WORDS u32 at
   a word offset `step_off` given in the params:
       [0] n_tok     tokens in this batch (1 for decode, n+1 for verify, <= chunk for prefill)
       [1] pos0      position of the batch's first token (token t is at pos0 + t)
@@ -16,12 +16,14 @@ Conventions (every kernel follows them):
       [3] max_emit  token budget of a speculative round (0 = none; read by the accept kernel)
   Kernels that need positions may add a static `pos_add` from their params (the chained MTP
   draft steps of one submission each sit one position further).
+* every public wrapper is decorated with `gpu.program.records`: each call is recorded in the
+  program as one op with its arguments, which is all the op-by-op checker (check/trace.py) needs.
 """
 
-STEP_WORDS = 4
-STEP_N_TOK, STEP_POS0, STEP_SRC_SLOT, STEP_MAX_EMIT = 0, 1, 2, 3
 from dataclasses import dataclass
 from typing import Any
+
+STEP_WORDS = 4
 
 
 @dataclass(frozen=True)
@@ -32,3 +34,18 @@ class Act:
 
     def at(self, elems: int) -> "Act":
         return Act(self.buffer, self.offset + elems)
+
+
+def short_name(tensor_name: str) -> str:
+    """'blk.3.post_attention_norm.weight' -> 'post_attention_norm', 'blk.3.gdn_in' -> 'gdn_in':
+    the op names of check reports."""
+    parts = tensor_name.split(".")
+    if parts[-1] in ("weight", "bias") and len(parts) > 1:
+        parts = parts[:-1]
+    return parts[-1]
+
+
+def weight_name(w: Any, default: str) -> str:
+    """The short name of a weight argument (a GPUTensor has one; an Act or a raw buffer not)."""
+    name = getattr(w, "name", None)
+    return short_name(name) if isinstance(name, str) else default

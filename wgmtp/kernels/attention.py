@@ -6,8 +6,8 @@ the cache rows. The rows are cut into splits of `KVCache.split` positions at fix
 [j*S, (j+1)*S); one workgroup computes one split's softmax state for a tile of query rows, and
 a combine kernel folds the splits in index order. The split boundaries depend only on positions,
 so a token's result is the same whatever the batch (decode, verify, prefill chunk) it runs in:
-row t of an N-token batch is bit-identical to the 1-token run at the same position (DESIGN
-invariant 2); prefill windows (below) give the same bits too.
+row t of an N-token batch is bit-identical to the 1-token run at the same position (ARCHITECTURE.md, \
+"Batch invariance"); prefill windows (below) give the same bits too.
 
 Workspace: the split states of one window of splits (`window`, default: every split of the
 context, i.e. one window) for max_tok x n_head rows, plus two running-state planes when there is
@@ -16,7 +16,7 @@ of hundreds of tokens) passes a smaller `window`: attention then runs as ceil(n_
 (split, combine) dispatch pairs, with identical results.
 
 The cache may be stored in row parts (`KVPart`) so no binding exceeds the adapter's limit
-(DESIGN invariant 6); part boundaries are multiples of the split, one dispatch per part.
+(ARCHITECTURE.md, "Binding splits"); part boundaries are multiples of the split, one dispatch per part.
 Twins: reference.attention.kv_store and reference.attention.attention (= ops.attention).
 """
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..gpu.device import GPUContext
-from ..gpu.program import ProgramBuilder, pack
+from ..gpu.program import ProgramBuilder, pack, records
 from . import Act
 
 CHUNK = 64
@@ -123,6 +123,7 @@ def kv_cache(ctx: GPUContext, n_ctx: int, n_kv_head: int, head_dim: int, *, spli
     return c
 
 
+@records("kv_store")
 def kv_store(pb: ProgramBuilder, cache: KVCache, k: Act, v: Act, step: Act, *, max_tok: int,
              k_ts: int | None = None, k_hs: int | None = None, v_ts: int | None = None,
              v_hs: int | None = None, pos_add: int = 0) -> None:
@@ -185,6 +186,7 @@ def fit_window(ctx: GPUContext, cache: KVCache, n_head: int, max_tok: int, max_b
                      f"even with one split per window; use fewer tokens per batch")
 
 
+@records("attention")
 def attention(pb: ProgramBuilder, cache: KVCache, q: Act, out: Act, ws: Act, step: Act, *, n_head: int,
               max_tok: int, q_ts: int | None = None, q_hs: int | None = None, gate: Act | None = None,
               g_ts: int | None = None, g_hs: int | None = None, o_ts: int | None = None,

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
-
 from ..gpu.device import GPUContext
-from ..gpu.program import ProgramBuilder, Runner, pack
+from ..gpu.program import ProgramBuilder, Runner, pack, records
 from . import Act
 
 PER_WG = 4096      # vec4 words per workgroup (64 KiB)
 
 
+@records("stream_sum")
 def stream_sum(pb: ProgramBuilder, src, n_vec4: int, out: Act) -> int:
     """Partial sums of src (one per workgroup of PER_WG vec4s) into out; returns the workgroup
     count (twin: a numpy sum over the same ranges)."""

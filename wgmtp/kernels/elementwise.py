@@ -1,26 +1,24 @@
-"""add, swiglu and sigmoid_mul over f32 activations of n_tok rows (shaders/elementwise.wgsl)."""
+"""SwiGLU over f32 activations (shaders/swiglu.wgsl): the one activation kernel, for the dense FFN
+(gate and up stacked in one projection output, or apart) and for the MoE experts (k gate/up
+pairs per token, interleaved as the fused gate_up layout writes them)."""
 from __future__ import annotations
 
-from ..gpu.program import ProgramBuilder, pack
+from ..gpu.program import ProgramBuilder, pack, records
 from . import Act
 
-
-def _ew(entry: str, pb: ProgramBuilder, a: Act, b: Act, out: Act, row_len: int, step: Act, max_tok: int) -> None:
-    pb.add("elementwise", [a.buffer, b.buffer, out.buffer, step.buffer],
-           pack(row_len, a.offset, b.offset, out.offset, step.offset), -(-(row_len * max_tok) // 256),
-           entry=entry, label=entry)
+WG = 256
 
 
-def add(pb: ProgramBuilder, a: Act, b: Act, out: Act, row_len: int, step: Act, max_tok: int = 1) -> None:
-    """out = a + b over n_tok rows of row_len (twin: reference.ops.add)."""
-    _ew("add", pb, a, b, out, row_len, step, max_tok)
-
-
-def swiglu(pb: ProgramBuilder, gate: Act, up: Act, out: Act, row_len: int, step: Act, max_tok: int = 1) -> None:
-    """out = silu(gate) * up (twin: reference.ops.swiglu)."""
-    _ew("swiglu", pb, gate, up, out, row_len, step, max_tok)
-
-
-def sigmoid_mul(pb: ProgramBuilder, x: Act, gate: Act, out: Act, row_len: int, step: Act, max_tok: int = 1) -> None:
-    """out = x * sigmoid(gate): the attention output gate (twin: x * reference.ops.sigmoid)."""
-    _ew("sigmoid_mul", pb, x, gate, out, row_len, step, max_tok)
+@records("swiglu")
+def swiglu(pb: ProgramBuilder, gate: Act, up: Act, out: Act, step: Act, *, width: int, max_tok: int, k: int = 1,
+           g_stride: int | None = None, u_stride: int | None = None, out_stride: int | None = None) -> None:
+    """out[q*out_stride + c] = silu(gate[q*g_stride + c]) * up[q*u_stride + c] for rows
+    q < n_tok * k (n_tok from the step record, clamped to max_tok) and c < width; strides default
+    to width (dense rows). gate, up and out may share a buffer (out may be gate).
+    Twin: reference.ops.swiglu (reference.moe.swiglu for the experts' pairs)."""
+    gs = width if g_stride is None else int(g_stride)
+    us = width if u_stride is None else int(u_stride)
+    os_ = width if out_stride is None else int(out_stride)
+    pb.add("swiglu", [gate.buffer, up.buffer, out.buffer, step.buffer],
+           pack(width, k, max_tok, step.offset, gate.offset, gs, up.offset, us, out.offset, os_),
+           -(-(int(max_tok) * k * width) // WG), label="swiglu")

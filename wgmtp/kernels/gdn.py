@@ -6,7 +6,7 @@ State per GDN layer (f32, element offsets into any buffer): conv [n_slots, conv_
 ssm [n_slots, Hv, Dv, Dk] with M[h, j, i] = S_h[i, j]. Every kernel reads n_tok and src_slot from
 the step record, starts from plane src_slot and writes plane s = state after token T-1-s, so a
 verify batch leaves the states a rollback needs (reference 5.3/5.4) and decode, verify and prefill
-run the same pipelines (DESIGN invariant 2).
+run the same pipelines (ARCHITECTURE.md, "Batch invariance").
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..gpu.program import ProgramBuilder, grid1d, pack
+from ..gpu.program import ProgramBuilder, grid1d, pack, records
 from ..gpu.weights import GPUTensor
 from . import Act
 
@@ -76,6 +76,7 @@ def _single(t: GPUTensor, n: int, what: str) -> object:
     return t.parts[0].buffer
 
 
+@records("ssm_conv")
 def ssm_conv(pb: ProgramBuilder, step: Act, x: Act, conv_w: GPUTensor, state: Act, out: Act, *,
              n_slots: int, x_stride: int | None = None, out_stride: int | None = None) -> None:
     """c = silu(causal depthwise conv1d(x)) for the batch's tokens, conv planes written
@@ -105,6 +106,7 @@ def _gdn_params(step: Act, c: Act, alpha: Act, beta: Act, state: Act, out: Act, 
                 np.float32(eps), np.float32(1.0 / np.sqrt(d.dk)))
 
 
+@records("gdn")
 def gdn(pb: ProgramBuilder, step: Act, c: Act, alpha: Act, beta: Act, ssm_a: GPUTensor, dt_bias: GPUTensor,
         state: Act, out: Act, dims: GDNDims, *, n_slots: int, eps: float, c_stride: int | None = None,
         a_stride: int | None = None, b_stride: int | None = None, o_stride: int | None = None,
@@ -126,6 +128,7 @@ def gdn(pb: ProgramBuilder, step: Act, c: Act, alpha: Act, beta: Act, ssm_a: GPU
            label="gdn")
 
 
+@records("gdn_gates")
 def gdn_gates(pb: ProgramBuilder, step: Act, alpha: Act, beta: Act, ssm_a: GPUTensor, dt_bias: GPUTensor,
               out: Act, dims: GDNDims, *, a_stride: int | None = None, b_stride: int | None = None) -> None:
     """(g, beta) [T, Hv, 2] by the gate functions `gdn` fuses: for checking the gates on their own
@@ -152,6 +155,7 @@ def pick_chunk(ctx, dk: int, lanes: int = 8, cols: int = 8) -> int:
     raise ValueError(f"gdn_chunked: Dk={dk} needs more than {lim} bytes of workgroup memory even with 8-token chunks")
 
 
+@records("gdn_chunked")
 def gdn_chunked(pb: ProgramBuilder, step: Act, c: Act, alpha: Act, beta: Act, ssm_a: GPUTensor,
                 dt_bias: GPUTensor, state: Act, out: Act, dims: GDNDims, *, n_slots: int, eps: float,
                 chunk: int | None = None, c_stride: int | None = None, a_stride: int | None = None,

@@ -21,9 +21,9 @@ from gguf import GGMLQuantizationType as QT
 
 from .. import quants
 from ..errors import DeviceError
-from ..gpu.program import MAX_WG, ProgramBuilder, pack
+from ..gpu.program import MAX_WG, ProgramBuilder, pack, records
 from ..gpu.weights import GPUTensor
-from . import Act
+from . import Act, weight_name
 from .norm import weight_binding
 
 MATVEC_MAX_TOK = 16
@@ -34,6 +34,13 @@ _FLOAT = (QT.F32, QT.F16, QT.BF16)
 
 
 _SCALED = (QT.Q8_0, QT.Q4_0, QT.Q5_0, QT.Q6_K)
+
+
+def _linear_name(a: dict) -> str:
+    """'attn_norm+gdn_in', 'ssm_out+add', 'ffn_gate_up+swiglu': the product with its fusions."""
+    norm = a.get("norm")
+    return ((weight_name(norm[0], "norm") + "+" if norm else "") + weight_name(a["W"], "linear")
+            + ("+swiglu" if a.get("glu") else "") + ("+add" if a.get("add") else ""))
 
 
 def qtype_defines(qtype: QT | int) -> dict[str, bool]:
@@ -53,6 +60,7 @@ def _check(W: GPUTensor) -> dict[str, bool]:
     return d
 
 
+@records("linear", _linear_name)
 def matvec(pb: ProgramBuilder, W: GPUTensor, x: Act, y: Act, step: Act, *,
            x_stride: int | None = None, y_stride: int | None = None, norm: tuple[Any, float] | None = None,
            add: bool = False, glu: bool = False, rows: int | None = None, label: str = "") -> None:
@@ -71,7 +79,7 @@ def matvec(pb: ProgramBuilder, W: GPUTensor, x: Act, y: Act, step: Act, *,
 
     One 64-thread workgroup per 4 rows; tokens in chunks of 4, so a batch of up to 4 tokens
     streams each weight word once, like a decode step (longer ones re-read the rows per chunk,
-    from cache). Token t's result is bit-identical for every n_tok (DESIGN invariant 2).
+    from cache). Token t's result is bit-identical for every n_tok (ARCHITECTURE.md, "Batch invariance").
     Inputs are loaded as vec4 when x.offset and x_stride are multiples of 4 (keep arena
     offsets 16-byte aligned), else element by element (same values, same pipeline).
     Twin: reference.linear.matvec."""
@@ -140,6 +148,7 @@ def fusions(ctx) -> frozenset[str]:
     return frozenset(got)
 
 
+@records("linear", _linear_name)
 def matmul(pb: ProgramBuilder, W: GPUTensor, x: Act, y: Act, step: Act, *, max_tok: int,
            x_stride: int | None = None, y_stride: int | None = None, label: str = "") -> None:
     """Y[t] = W @ X[t] for t < n_tok <= max_tok: the tiled prefill product (64 rows x 64 tokens
@@ -160,6 +169,7 @@ def matmul(pb: ProgramBuilder, W: GPUTensor, x: Act, y: Act, step: Act, *, max_t
                (tt, tr, 1), defines=defs, label=label or f"matmul:{W.name}[{part.row0}]")
 
 
+@records("linear", _linear_name)
 def linear(pb: ProgramBuilder, W: GPUTensor, x: Act, y: Act, step: Act, *, max_tok: int,
            x_stride: int | None = None, y_stride: int | None = None, norm: tuple[Any, float] | None = None,
            add: bool = False, label: str = "") -> None:
@@ -174,6 +184,7 @@ def linear(pb: ProgramBuilder, W: GPUTensor, x: Act, y: Act, step: Act, *, max_t
         matmul(pb, W, x, y, step, max_tok=max_tok, x_stride=x_stride, y_stride=y_stride, label=label)
 
 
+@records("embed")
 def embed(pb: ProgramBuilder, table: GPUTensor, ids: Act, out: Act, step: Act, *, max_tok: int,
           out_stride: int | None = None, label: str = "") -> None:
     """out[t] = dequantized table row ids[t] for t < n_tok <= max_tok; `ids` is Act(buffer,

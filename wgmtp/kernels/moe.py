@@ -1,13 +1,14 @@
 """The MoE FFN of qwen35moe (reference 3.7) on the GPU: routing with the batch's expert work list
-(shaders/moe_route.wgsl), the routed experts' mat-vecs (shaders/moe.wgsl), their SwiGLU and the
-weighted combine with the shared expert (shaders/moe_combine.wgsl).
+(shaders/moe_route.wgsl), the routed experts' mat-vecs (shaders/moe.wgsl), their SwiGLU
+(kernels/elementwise.py, the one SwiGLU kernel) and the weighted combine with the shared expert
+(shaders/moe_combine.wgsl).
 
 Data flow of one MoE FFN over n_tok token rows h [T, E] (every count read on the GPU from the
 step record, every expert id from GPU buffers: no host round trip):
   router logits [T, NE] = linear(ffn_gate_inp, h)                     (kernels/linear.py)
   route     -> ids [T, k] (u32), weights [T, k] (f32), work list        (2 dispatches)
   expert_matvec(gate/up) -> gu [T, k, 2Fe] (gate rows then up rows of each pair)
-  swiglu    -> act [T, k, Fe]
+  elementwise.swiglu -> act [T, k, Fe]
   expert_matvec(down, x_per_slot) -> down [T, k, E]
   shared expert: linear x 3 + elementwise.swiglu -> shared [T, E]
   combine   -> y [T, E] = sum_j w[t, j] down[t, j] + sigmoid(gate_inp_shexp . h[t]) shared[t]
@@ -25,7 +26,7 @@ of them may live in one arena; keep f32 inputs 16-byte aligned for vec4 loads):
   gu        max_tok * k * rows_per_expert f32 per expert_matvec output (gate/up: 2*Fe)
   act       max_tok * k * Fe,  down  max_tok * k * E,  y  max_tok * E  f32
 All programs sharing a work list must use the same (n_expert, k, max_tok): it fixes the layout.
-Twins: reference.moe (route, worklist, expert_matvec, swiglu, combine, ffn; built from
+Twins: reference.moe (route, worklist, expert_matvec, combine, ffn; built from
 reference.ops.moe_route / moe_combine / ffn_moe).
 """
 from __future__ import annotations
@@ -33,9 +34,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..gpu.program import ProgramBuilder, pack
+from ..gpu.program import ProgramBuilder, pack, records
 from ..gpu.weights import GPUTensor
-from . import Act, linear
+from . import Act, elementwise, linear
 from .norm import weight_binding
 
 MAX_EXPERTS = 1024
@@ -71,6 +72,7 @@ def _check_route(n_expert: int, k: int) -> None:
 
 # ---- kernels -------------------------------------------------------------------------------------
 
+@records("moe_route")
 def route(pb: ProgramBuilder, step: Act, logits: Act, ids: Act, weights: Act, worklist: Act, *,
           n_expert: int, k: int, max_tok: int, logits_stride: int | None = None) -> None:
     """Per token: softmax of its router logits over ALL experts (f32), the top k by probability
@@ -90,6 +92,7 @@ def route(pb: ProgramBuilder, step: Act, logits: Act, ids: Act, weights: Act, wo
            label="moe_worklist")
 
 
+@records("expert_matvec")
 def expert_matvec(pb: ProgramBuilder, W: GPUTensor, x: Act, y: Act, worklist: Act, *,
                   n_expert: int, k: int, max_tok: int, rows_per_expert: int, row_offset: int = 0,
                   expert_row_stride: int | None = None, x_per_slot: bool = False,
@@ -135,20 +138,7 @@ def expert_matvec(pb: ProgramBuilder, W: GPUTensor, x: Act, y: Act, worklist: Ac
                grid, defines=defs, label=label or f"moe_matvec:{W.name}[{part.row0}]")
 
 
-def swiglu(pb: ProgramBuilder, gu: Act, out: Act, step: Act, *, width: int, k: int, max_tok: int,
-           gu_stride: int | None = None, up_offset: int | None = None, out_stride: int | None = None) -> None:
-    """out[q*out_stride + c] = silu(gu[q*gu_stride + c]) * gu[q*gu_stride + up_offset + c] for
-    pairs q < n_tok*k, c < width: the experts' activation from expert_matvec's gate/up output
-    (defaults: gu rows of 2*width, gate then up; out rows of width).
-    Twin: reference.moe.swiglu (= ops.swiglu)."""
-    gs = 2 * width if gu_stride is None else int(gu_stride)
-    uo = width if up_offset is None else int(up_offset)
-    os_ = width if out_stride is None else int(out_stride)
-    pb.add("moe_combine", [gu.buffer, out.buffer, step.buffer],
-           pack(width, k, max_tok, step.offset, gu.offset, gs, gu.offset + uo, gs, out.offset, os_),
-           -(-(int(max_tok) * k * width) // WG), defines={"SWIGLU": True}, label="moe_swiglu")
-
-
+@records("moe_combine")
 def combine(pb: ProgramBuilder, down: Act, weights: Act, y: Act, step: Act, *, n_embd: int, k: int,
             max_tok: int, down_stride: int | None = None, y_stride: int | None = None,
             shexp: tuple[Any, Act, Act] | None = None, h_stride: int | None = None,
@@ -236,6 +226,7 @@ def ffn_scratch_words(n_embd: int, n_expert: int, k: int, n_ff_exp: int, n_ff_sh
     return ffn_scratch_layout(n_embd, n_expert, k, n_ff_exp, n_ff_shexp, max_tok)["total"]
 
 
+@records("moe_ffn")
 def ffn(pb: ProgramBuilder, L: MoEWeights, h: Act, y: Act, step: Act, scratch: Act, *, k: int,
         max_tok: int) -> None:
     """y[t] = the MoE FFN of h[t] (rows of n_embd, t < n_tok), recorded as: router linear,
@@ -256,7 +247,8 @@ def ffn(pb: ProgramBuilder, L: MoEWeights, h: Act, y: Act, step: Act, scratch: A
     else:
         expert_matvec(pb, L.gate, h, s["gu"], s["worklist"], rows_per_expert=Fe, y_stride=2 * Fe, **kw)
         expert_matvec(pb, L.up, h, s["gu"].at(Fe), s["worklist"], rows_per_expert=Fe, y_stride=2 * Fe, **kw)
-    swiglu(pb, s["gu"], s["act"], step, width=Fe, k=k, max_tok=max_tok)
+    elementwise.swiglu(pb, s["gu"], s["gu"].at(Fe), s["act"], step, width=Fe, k=k, max_tok=max_tok,
+                       g_stride=2 * Fe, u_stride=2 * Fe)
     expert_matvec(pb, L.down, s["act"], s["down"], s["worklist"], rows_per_expert=E, x_per_slot=True, **kw)
     shexp = None
     if L.shexp_gate is not None:
@@ -264,7 +256,8 @@ def ffn(pb: ProgramBuilder, L: MoEWeights, h: Act, y: Act, step: Act, scratch: A
             raise ValueError("MoE shared expert without ffn_gate_inp_shexp")
         linear.linear(pb, L.shexp_gate, h, s["sh_gu"], step, max_tok=max_tok, y_stride=2 * Fs)
         linear.linear(pb, L.shexp_up, h, s["sh_gu"].at(Fs), step, max_tok=max_tok, y_stride=2 * Fs)
-        swiglu(pb, s["sh_gu"], s["sh_act"], step, width=Fs, k=1, max_tok=max_tok)
+        elementwise.swiglu(pb, s["sh_gu"], s["sh_gu"].at(Fs), s["sh_act"], step, width=Fs, max_tok=max_tok,
+                           g_stride=2 * Fs, u_stride=2 * Fs)
         linear.linear(pb, L.shexp_down, s["sh_act"], s["shared"], step, max_tok=max_tok)
         shexp = (L.shexp_gate_inp, h, s["shared"])
     combine(pb, s["down"], s["weights"], y, step, n_embd=E, k=k, max_tok=max_tok, shexp=shexp)

@@ -2,7 +2,7 @@
 applies to q and k (shaders/norm.wgsl, ROPE).
 
 WGSL sin/cos are only accurate near zero, while rope angles reach pos * 1 rad (pos up to 262144),
-so cos/sin come from a table made once on the host in float64 (reference.ops.rope_cos_sin) and
+so cos/sin come from a table made once on the host in float64 (rope_angles.rope_cos_sin, which the twins use too) and
 uploaded as f32 [n_ctx, n_rot/2] (two buffers); the kernels read the row of each token's position
 pos0 + t + pos_add (pos0 from the step record). The GPU and numpy then use identical cos/sin.
 """
@@ -15,10 +15,10 @@ import numpy as np
 
 from ..errors import DeviceError
 from ..gpu.device import GPUContext
-from ..gpu.program import ProgramBuilder, pack
-from ..reference import ops
+from ..gpu.program import ProgramBuilder, pack, records
+from ..rope_angles import rope_cos_sin
 from . import Act
-from .norm import Weight, _norm
+from .norm import Weight, dispatch_norm
 
 
 @dataclass
@@ -36,7 +36,7 @@ class RopeTable:
 
 
 def rope_table(ctx: GPUContext, n_ctx: int, n_rot: int, base: float) -> RopeTable:
-    """Compute (float64, rounded to f32, exactly ops.rope_cos_sin) and upload the table for
+    """Compute (float64, rounded to f32, exactly rope_angles.rope_cos_sin) and upload the table for
     positions 0 .. n_ctx-1; made once at load time (2 * n_ctx * n_rot/2 * 4 bytes: 64 MiB for
     262144 positions and R = 64)."""
     if n_rot < 2 or n_rot % 2:
@@ -55,7 +55,7 @@ def rope_table(ctx: GPUContext, n_ctx: int, n_rot: int, base: float) -> RopeTabl
     step = 1 << 16
     for p0 in range(0, n_ctx, step):      # bounded host memory for long contexts
         pos = np.arange(p0, min(n_ctx, p0 + step))
-        c[p0:p0 + len(pos)], s[p0:p0 + len(pos)] = ops.rope_cos_sin(pos, n_rot, base)
+        c[p0:p0 + len(pos)], s[p0:p0 + len(pos)] = rope_cos_sin(pos, n_rot, base)
     return RopeTable(ctx.upload(c, label="rope_cos"), ctx.upload(s, label="rope_sin"), n_ctx, n_rot, float(base))
 
 
@@ -64,6 +64,7 @@ def _check(table: RopeTable, head_dim: int) -> None:
         raise ValueError(f"rope: n_rot {table.n_rot} exceeds head_dim {head_dim}")
 
 
+@records("rope")
 def rope(pb: ProgramBuilder, step: Act, x: Act, table: RopeTable, out: Act, heads: int, head_dim: int,
          max_tok: int, *, pos_add: int = 0, x_stride: int | None = None, x_head_stride: int | None = None,
          out_stride: int | None = None, out_head_stride: int | None = None) -> None:
@@ -83,6 +84,7 @@ def rope(pb: ProgramBuilder, step: Act, x: Act, table: RopeTable, out: Act, head
            defines={"COPY": not in_place}, label="rope")
 
 
+@records("rmsnorm_rope")
 def rmsnorm_rope(pb: ProgramBuilder, step: Act, x: Act, w: Weight, table: RopeTable, out: Act, heads: int,
                  head_dim: int, eps: float, max_tok: int, *, pos_add: int = 0, x_stride: int | None = None,
                  x_head_stride: int | None = None, out_stride: int | None = None,
@@ -94,6 +96,6 @@ def rmsnorm_rope(pb: ProgramBuilder, step: Act, x: Act, w: Weight, table: RopeTa
     D = head_dim
     xh = x_head_stride or D
     oh = out_head_stride or D
-    _norm(pb, step, (x, x_stride or heads * xh, xh), (out, out_stride or heads * oh, oh), w, D, heads, max_tok,
+    dispatch_norm(pb, step, (x, x_stride or heads * xh, xh), (out, out_stride or heads * oh, oh), w, D, heads, max_tok,
           eps, mode="ROPE", extra=[table.cos, table.sin], rope=(table.half, pos_add, table.n_ctx),
           label="rmsnorm_rope")

@@ -6,11 +6,11 @@ area, then one workgroup per token combines the chunks, so a 248320-wide row kee
 busy. Logits are ranked by (value desc, id asc), a total order: the result is exact (equal to the
 numpy twin, not within a tolerance) and batch-invariant whatever order the reduction runs in. Only
 ids (and the few candidate logits) are written; the host reads back token ids, never logits
-(DESIGN invariant 8).
+(ARCHITECTURE.md, "GPU-resident hot loop").
 """
 from __future__ import annotations
 
-from ..gpu.program import ProgramBuilder, pack
+from ..gpu.program import ProgramBuilder, pack, records
 from . import Act
 
 WG = 256
@@ -43,6 +43,7 @@ def _scratch(pb: ProgramBuilder, scratch: Act | None, words: int, label: str) ->
     return Act(pb.ctx.buffer(4 * words, label=f"{label}_scratch"), 0)
 
 
+@records("argmax")
 def argmax(pb: ProgramBuilder, step: Act, logits: Act, ids: Act, n_vocab: int, max_tok: int, *,
            row_stride: int | None = None, scratch: Act | None = None) -> None:
     """ids[t] = argmax of logits row t (u32; ties to the lowest id, NaN first, as numpy; twin:
@@ -59,6 +60,7 @@ def argmax(pb: ProgramBuilder, step: Act, logits: Act, ids: Act, n_vocab: int, m
            defines={"E": ARGMAX_E, "FINAL": True}, label="argmax_final")
 
 
+@records("topk")
 def topk(pb: ProgramBuilder, step: Act, logits: Act, ids: Act, vals: Act, k: int, n_vocab: int, max_tok: int, *,
          row_stride: int | None = None, scratch: Act | None = None, p_top: Act | None = None,
          n_soft: int = 10) -> None:

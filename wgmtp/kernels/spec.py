@@ -2,10 +2,11 @@
 (shaders/spec.wgsl, shaders/copy_row.wgsl), so a whole round needs no host round trip."""
 from __future__ import annotations
 
-from ..gpu.program import ProgramBuilder, pack
+from ..gpu.program import ProgramBuilder, pack, records
 from . import Act
 
 
+@records("accept")
 def accept(pb: ProgramBuilder, ids, *, n: int, tgt_off: int, draft_off: int, nvalid_off: int,
            eog_off: int, n_eog: int, res_off: int, next_off: int, step_off: int) -> None:
     """Greedy sample-and-match over one verify round of n drafts; all offsets are u32 words in
@@ -15,12 +16,14 @@ def accept(pb: ProgramBuilder, ids, *, n: int, tgt_off: int, draft_off: int, nva
            (1, 1, 1), entry="accept", label="accept")
 
 
+@records("copy_row")
 def copy_row(pb: ProgramBuilder, ids, idx_off: int, add: int, src: Act, stride: int, dst: Act, n: int) -> None:
     """dst[:n] = src row (ids[idx_off] + add) (twin: reference.spec.copy_row)."""
     pb.add("copy_row", [ids, src.buffer, dst.buffer], pack(n, src.offset, stride, dst.offset, idx_off, int(add)),
            -(-n // 256), label="copy_row")
 
 
+@records("draft_gate")
 def draft_gate(pb: ProgramBuilder, ids, p_top: Act, n: int, out_off: int, p_min: float) -> None:
     """ids[out_off] = count of leading drafts with top probability >= p_min (twin:
     reference.spec.draft_gate)."""

@@ -1,1 +1,1 @@
-"""Model architectures as programs of GPU kernels."""
+"""One package per model architecture: what the engine needs to run it on the GPU."""

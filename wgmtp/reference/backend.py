@@ -2,13 +2,17 @@
 GPU against, and the speculative loop of reference section 4.5 written out plainly."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from ..gguf_file import GGUFModel
 from ..sampling import Sampler, softmax_top
 from ..speculative import accept
 from . import ops
 from .model import RefModel, RefState
+
+if TYPE_CHECKING:     # the file's type only: the reference never imports the GPU side
+    from ..models.qwen35 import GGUFModel
 
 f32 = np.float32
 
@@ -25,7 +29,8 @@ class RefBackend:
         self.mtp = False
         self.pending_h = np.zeros(self.cfg.n_embd, f32)
         self.last_round: dict = {}
-        self.draft_hook = None   # tests only: fn(pos, id_last, n_max) -> drafts, replaces the MTP chain
+        self.pending_fed = False     # the reference never runs ahead
+        self.timing: dict = {}       # no GPU parts to time
 
     @property
     def n_past(self) -> int:
@@ -58,7 +63,8 @@ class RefBackend:
 
     def draft(self, id_last: int, n_max: int, p_min: float, vocab: int = 0) -> list[int]:
         """Greedy MTP chain from (id_last, pending_h); writes draft-time MTP KV (overwritten later).
-        `vocab` > 0: drafts (and the p-min gate's softmax) over token ids < vocab only."""
+        `vocab` > 0: drafts (and the p-min gate's softmax) over token ids < vocab only. Tests
+        replace the drafter by overriding this method (any drafts must stay lossless)."""
         st, drafts = self.st, []
         tok, h, p = id_last, self.pending_h, st.n_past
         for _ in range(n_max):
@@ -75,12 +81,7 @@ class RefBackend:
                    draft_vocab: int = 0):
         st = self.st
         pos0 = st.n_past
-        if n_max <= 0:
-            drafts = []
-        elif self.draft_hook is not None:
-            drafts = list(self.draft_hook(pos0, id_last, n_max))[:n_max]
-        else:
-            drafts = self.draft(id_last, n_max, p_min, draft_vocab)
+        drafts = list(self.draft(id_last, n_max, p_min, draft_vocab))[:n_max] if n_max > 0 else []
         batch = [id_last] + drafts
         n = len(drafts)
         lg, H = self.model.forward(st, batch)

@@ -2,18 +2,20 @@
 
 Slow, exact, and the control every GPU result is compared with. A batch of T tokens runs the
 same per-row code as T single-token steps, so prefill, decode and verification agree bit for
-bit here; the GPU must reproduce that property (DESIGN invariant 2).
+bit here; the GPU must reproduce that property (ARCHITECTURE.md, "Batch invariance").
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from .. import quants
-from ..gguf_file import GGUFModel, ModelConfig
 from . import ops
+
+if TYPE_CHECKING:     # the file's type only: the reference never imports the GPU side
+    from ..models.qwen35 import GGUFModel, ModelConfig
 
 f32 = np.float32
 Trace = Callable[[str, int, str, np.ndarray], None]   # (where, layer, op, value)
@@ -126,7 +128,8 @@ class RefModel:
         qg = ops.matvec_rows(w[p + "attn_q.weight"], X).reshape(T, H, 2, D)
         q = ops.rmsnorm(qg[:, :, 0], w[p + "attn_q_norm.weight"], c.eps)
         gate = qg[:, :, 1]
-        k = ops.rmsnorm(ops.matvec_rows(w[p + "attn_k.weight"], X).reshape(T, Hkv, D), w[p + "attn_k_norm.weight"], c.eps)
+        k = ops.rmsnorm(ops.matvec_rows(w[p + "attn_k.weight"], X).reshape(T, Hkv, D), w[p + "attn_k_norm.weight"],
+                        c.eps)
         v = ops.matvec_rows(w[p + "attn_v.weight"], X).reshape(T, Hkv, D)
         pos = np.arange(pos0, pos0 + T)
         q = ops.rope_neox(q, pos, c.n_rot, c.rope_base)
@@ -192,7 +195,8 @@ class RefModel:
 
     # ---- trunk
 
-    def forward(self, st: RefState, tokens: list[int] | np.ndarray, *, logits: bool = True) -> tuple[np.ndarray | None, np.ndarray]:
+    def forward(self, st: RefState, tokens: list[int] | np.ndarray, *,
+                logits: bool = True) -> tuple[np.ndarray | None, np.ndarray]:
         """Run `tokens` at positions n_past.. through the trunk; update `st`.
 
         Returns (logits [T, V] or None, h_final [T, E]) where h_final is the post-output_norm
@@ -245,7 +249,8 @@ class RefModel:
         a = self.attn_block(h, p, st.mtp_kv, pos0, m, "mtp")
         x, h = ops.add_rmsnorm(x, a, w[p + "post_attention_norm.weight"], c.eps)
         x = ops.add(x, self.ffn(h, p))
-        norm = p + "nextn.shared_head_norm.weight" if w.has(p + "nextn.shared_head_norm.weight") else "output_norm.weight"
+        norm = (p + "nextn.shared_head_norm.weight" if w.has(p + "nextn.shared_head_norm.weight")
+                else "output_norm.weight")
         h_out = ops.rmsnorm(x, w[norm], c.eps)
         self._t(m, "h_out", h_out, "mtp")
         if not logits:

@@ -9,8 +9,9 @@ import sys
 import time
 from pathlib import Path
 
-from .api import resolve_model
-from .errors import WgmtpError
+from ..api import resolve_model
+from ..errors import WgmtpError
+
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
     """Arguments shared by run, bench and check."""
@@ -25,7 +26,8 @@ def add_parser(sub) -> None:
     add_model_args(p)
     p.add_argument("-p", "--prompt", default=None, help="prompt (with -cnv: the system prompt)")
     p.add_argument("-f", "--file", default=None, help="read the prompt from a file")
-    p.add_argument("-n", "--n-predict", type=int, default=128, help="tokens to generate (-1 = until EOS or context end)")
+    p.add_argument("-n", "--n-predict", type=int, default=128,
+                   help="tokens to generate (-1 = until EOS or context end)")
     p.add_argument("--temp", type=float, default=0.0, help="temperature (0 = greedy)")
     p.add_argument("--top-k", type=int, default=40)
     p.add_argument("--top-p", type=float, default=0.95)
@@ -45,7 +47,7 @@ def add_parser(sub) -> None:
 
 def load_from_args(a: argparse.Namespace):
     """wgmtp.load with the CLI's arguments; returns (model, load seconds)."""
-    from .api import load
+    from ..api import load
     t0 = time.perf_counter()
     dev = a.device if a.device not in (None, "auto") else "auto"
     m = load(resolve_model(a.model), device=dev, mtp=a.mtp_file, n_ctx=a.ctx_size)
@@ -125,7 +127,7 @@ def verbose_line(m, load_s: float) -> str:
 def chat_loop(m, a: argparse.Namespace, system: str | None, max_tokens: int) -> int:
     """Interactive chat: keeps the conversation and its KV/recurrent state between turns; each
     turn feeds only the new text (the chat template's delta)."""
-    from .chat import ChatSession
+    from ..chat import ChatSession
     sess = ChatSession(m, system=system)
     out, err = sys.stdout, sys.stderr
     interactive = sys.stdin.isatty()

@@ -1,11 +1,16 @@
-// matvec_input: include file (not a kernel) shared by matvec_common.wgsl (matvec.wgsl, moe.wgsl)
-// and matvec_rowwise.wgsl: the loads of a mat-vec's input X (array<vec4<f32>>), the output
-// epilogues (ADD: into the residual stream; GLU: silu(gate row) * up row), and, with NORM,
-// the fused RMSNorm prologue: the input is the un-normalized residual stream x, each load adds
-// x^2 to the token's running sum of squares and returns x * w (the norm weight: binding NW,
-// array<vec4<f32>>, from element p.nw_off, a multiple of 4); the kernel multiplies the reduced dot products by
-// 1/sqrt(sum/cols + eps) once per output (rmsnorm(x)*w . W = inv * (x*w . W)), so the norm costs
-// no dispatch and no pass over x of its own. Needs quant.wgsl's D8.
+// include/matvec_input.wgsl -- INCLUDE (not a kernel): the input side and the output epilogues of
+// a mat-vec, shared by include/matvec_common.wgsl (matvec.wgsl, moe.wgsl) and matvec_rowwise.wgsl.
+// Provides: x1, x8 (loads of the input X, two vec4 loads when aligned), dot8, nw8 (and nw1 with
+//   NORM), xin / xin1 (inputs times the norm weight, adding x^2 to the token's running sum of
+//   squares, with NORM), fin (times 1/sqrt(sum/cols + eps) with NORM), store (ADD: Y[i] += v,
+//   the residual add; else Y[i] = v), out1 and out_glu (GLU: silu(gate row) * up row).
+//   With NORM the input is the un-normalized residual stream x and the kernel multiplies the
+//   reduced dot products by the norm's 1/rms once per output (rmsnorm(x)*w . W = inv * (x*w . W)),
+//   so the norm costs no dispatch and no pass over x of its own.
+// Expects: include/quant.wgsl's D8 (included before this file); the including shader's X
+//   (array<vec4<f32>>) and Y (array<f32>); with NORM also the uniform p with `cols`, `eps` and
+//   `nw_off` and the norm weight binding NW (array<vec4<f32>>, from element p.nw_off, a multiple
+//   of 4); defines NORM, ADD.
 
 fn x1(e: u32) -> f32 { return X[e >> 2u][e & 3u]; }
 

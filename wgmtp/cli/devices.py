@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 
-from .gpu.adapters import describe
-from .gpu.device import kill_switches
+from ..gpu.adapters import describe
+from ..gpu.device import kill_switches
 
 
 def add_parser(sub) -> None:
@@ -26,7 +25,8 @@ def cmd_devices(a: argparse.Namespace) -> int:
     from rich.table import Table
     con = Console()
     keys = [("max-storage-buffer-binding-size", "max binding"), ("max-buffer-size", "max buffer"),
-            ("max-compute-workgroup-storage-size", "wg storage"), ("max-compute-invocations-per-workgroup", "invocations"),
+            ("max-compute-workgroup-storage-size", "wg storage"),
+            ("max-compute-invocations-per-workgroup", "invocations"),
             ("max-storage-buffers-per-shader-stage", "storage bufs/stage")]
     for d in info:
         t = Table(title=f"[{d['index']}] {d['device']}", show_header=False, title_justify="left")
@@ -37,10 +37,12 @@ def cmd_devices(a: argparse.Namespace) -> int:
                 t.add_row(label, f"{d['limits'][k]:,}")
         t.add_row("features", ", ".join(d["features"]) or "-")
         if "subgroup_sizes" in d:
-            t.add_row("subgroup sizes seen", ", ".join(map(str, d["subgroup_sizes"])) if d["subgroup_sizes"] else "n/a (no subgroups)")
+            t.add_row("subgroup sizes seen",
+                      ", ".join(map(str, d["subgroup_sizes"])) if d["subgroup_sizes"] else "n/a (no subgroups)")
         if "in_use" in d:
             u = d["in_use"]
-            t.add_row("wgmtp uses", f"subgroups {'on' if u['subgroups'] else 'off'}, f16 KV {'on' if u['f16'] else 'off'}, "
+            t.add_row("wgmtp uses", f"subgroups {'on' if u['subgroups'] else 'off'}, "
+                                    f"f16 KV {'on' if u['f16'] else 'off'}, "
                                     f"bindings split above {u['max_binding']:,} bytes")
         if "error" in d:
             t.add_row("[red]error[/]", d["error"])

@@ -1,8 +1,10 @@
-// sortkey: include file (not a kernel) shared by argmax.wgsl and topk.wgsl: logits compared as
-// (order-preserving u32 key, id) pairs, a total order, so selections are exact whatever the
-// reduction order. Provides NONE, okey (the key of a float), better (the pair order) and wg_best
-// (the best pair of the workgroup, in workgroup memory rk/ri of KEY_SLOTS entries). The including
-// shader defines the constants WG (threads, a power of two) and KEY_SLOTS (>= WG).
+// include/sortkey.wgsl -- INCLUDE (not a kernel), shared by argmax.wgsl and topk.wgsl: logits
+// compared as (order-preserving u32 key, id) pairs, a total order, so selections are exact
+// whatever the reduction order.
+// Provides: NONE, okey (the key of a float), better (the pair order) and wg_best (the best pair
+//   of the workgroup, in workgroup memory rk/ri of KEY_SLOTS entries).
+// Expects: the including shader defines the constants WG (threads, a power of two) and
+//   KEY_SLOTS (>= WG); define SUBGROUPS. No bindings.
 
 const NONE: u32 = 0xffffffffu;
 var<workgroup> rk: array<u32, KEY_SLOTS>;

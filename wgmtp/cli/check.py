@@ -54,7 +54,8 @@ def _ops(a: argparse.Namespace) -> list[str] | None:
 
 def cmd_list(con) -> int:
     from rich.table import Table
-    from .check import opsuite as S
+
+    from ..check import cases as S
     t = Table(title="wgmtp check: op families and cases", title_justify="left")
     t.add_column("family")
     t.add_column("cases", justify="right")
@@ -75,8 +76,8 @@ def cmd_list(con) -> int:
 def cmd_check(a: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from .check import report
-    from .gpu.device import kill_switches
+    from ..check import report
+    from ..gpu.device import kill_switches
     con = Console()
     if not con.is_terminal and not os.environ.get("COLUMNS"):
         con = Console(width=160)          # logs and CI: tables wide enough not to wrap every cell
@@ -96,7 +97,7 @@ def cmd_check(a: argparse.Namespace) -> int:
     model = None
     if a.model:
         try:
-            from .check.model import run_model_check
+            from ..check.model import run_model_check
         except ImportError:
             con.print("wgmtp check: model mode is not available in this build (wgmtp/check/model.py is missing)")
             return 2
@@ -121,8 +122,8 @@ def cmd_check(a: argparse.Namespace) -> int:
 
 def run_op_suite(con, *, device=None, ops=None, case=None, timeout=60.0, quiet=False, extra_cases=None) -> dict:
     """The op suite with live output: a table per variant as soon as it is done."""
-    from .check import report
-    from .check.worker import run_suite
+    from ..check import report
+    from ..check.worker import run_suite
     status = {"n": 0, "total": 0, "spinner": None}
 
     def start(ad, v, n):

@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from .errors import WgmtpError
+from ..errors import WgmtpError
 
 
 def add_parser(sub) -> None:
@@ -56,7 +56,7 @@ def _weight_type(gm) -> str:
 def bytes_per_token(be, ctx_len: float) -> dict:
     """What one decode step reads: every trunk weight once (one embedding row; k of NE experts),
     the KV of every attention layer up to the context, and the GDN state (read and written)."""
-    gm, c, st = be.gm, be.cfg, be.model.state
+    gm, c = be.gm, be.cfg
     w = 0
     for n in gm.used_tensors:
         if gm.is_mtp_tensor(n):
@@ -75,13 +75,33 @@ def bytes_per_token(be, ctx_len: float) -> dict:
     return {"weights": w, "kv": int(kv), "gdn_state": gdn, "total": int(w + kv + gdn)}
 
 
+def synthetic_runner(base: type) -> type:
+    """`--synthetic-acceptance P` (like llama.cpp's server option): a runner whose greedy rounds
+    pretend the first drafts were accepted with probability P each (the text is then meaningless).
+    The state follows the forced count: next batch from plane n - k, pending hidden row k + 1.
+    A bench-only subclass: the production runner has no such switch."""
+    class SyntheticAcceptance(base):
+        synthetic_p: float | None = None
+        _syn_rng = np.random.default_rng(0)
+
+        def _greedy_outcome(self, k: int, out: list[int], n_valid: int) -> tuple[int, list[int]]:
+            if self.synthetic_p is None:
+                return k, out
+            ks = 0
+            while ks < n_valid and self._syn_rng.random() < self.synthetic_p:
+                ks += 1
+            if ks != k:
+                self.set_accepted(ks)
+            return ks, (out + [out[-1]] * (ks + 1))[: ks + 1]
+    return SyntheticAcceptance
+
+
 def run_bench(a: argparse.Namespace) -> tuple[list[dict], dict]:
-    from .api import eog_ids  # noqa: F401  (documents that EOG is deliberately ignored here)
-    from .engine import GenRequest, Session
-    from .gguf_file import GGUFModel
-    from .gpu.backend import GPUBackend
-    from .kernels import bandwidth
-    from .api import resolve_model
+    from ..api import resolve_model
+    from ..engine import GenRequest, Session
+    from ..kernels import bandwidth
+    from ..models.qwen35 import GGUFModel
+    from ..models.qwen35.runner import Qwen35Runner
 
     path = resolve_model(a.model)
     gm = GGUFModel(path, a.mtp_file)
@@ -90,8 +110,8 @@ def run_bench(a: argparse.Namespace) -> tuple[list[dict], dict]:
         if a.synthetic_acceptance is None:
             raise WgmtpError(f"{path}: no MTP block for --spec-draft-n-max > 0 (give -md, or use 0)")
     n_ctx = a.n_prompt + a.n_gen + 32
-    be = GPUBackend(gm, device=a.device or "auto", n_ctx=n_ctx, prefill_chunk=a.prefill_chunk,
-                    eog=set(), progress=True)
+    runner = Qwen35Runner if a.synthetic_acceptance is None else synthetic_runner(Qwen35Runner)
+    be = runner(gm, device=a.device or "auto", n_ctx=n_ctx, prefill_chunk=a.prefill_chunk, eog=set(), progress=True)
     bw = bandwidth.measure(be.ctx)
     adapter = be.ctx.name
     wtype = _weight_type(gm)
@@ -120,7 +140,8 @@ def run_bench(a: argparse.Namespace) -> tuple[list[dict], dict]:
         spec = n_max > 0
         if spec and not gm.has_mtp:
             continue
-        be.synthetic_p = a.synthetic_acceptance if spec else None
+        if a.synthetic_acceptance is not None:
+            be.synthetic_p = a.synthetic_acceptance if spec else None
         tps, acc, mal, per_tok = [], [], [], []
         for _ in range(a.reps):
             prompt = [int(x) for x in rng.integers(0, V, 8)]
@@ -159,7 +180,6 @@ def run_bench(a: argparse.Namespace) -> tuple[list[dict], dict]:
             if a.spec_draft_vocab:
                 row["draft_vocab"] = a.spec_draft_vocab
         rows.append(row)
-    be.synthetic_p = None
     info = {"adapter": adapter, "bandwidth": bw, "model": path, "weight_type": wtype,
             "weights_bytes": base["weights_bytes"]}
     return rows, info

@@ -1,14 +1,18 @@
-// matvec_common: include file (not a kernel) shared by matvec.wgsl and moe.wgsl: the 4 rows x 4
-// inputs mat-vec block of a 64-thread workgroup, with the weight decoders of quant.wgsl (included
-// here). The including shader declares P (with `cols`), W (weight words), X (array<vec4<f32>>)
-// and Y (array<f32>), and copies its subgroup builtins into sg_lane_ / sg_size_ (SUBGROUPS).
-// Provides: accum4 (a thread's partial sums of 4 rows x up to 4 inputs) and reduce4 (their
-// workgroup sums, written to Y), with matvec_input.wgsl's loads, fused norm prologue (NORM: the
-// including shader declares NW and p.eps / p.nw_off) and residual-add epilogue (ADD). Every
-// input goes through the same accumulate statement arithmetic and the same reduction code,
-// whichever of the 4 slots it occupies; its sum of squares (NORM) likewise.
-#include "quant.wgsl"
-#include "matvec_input.wgsl"
+// include/matvec_common.wgsl -- INCLUDE (not a kernel): the 4 rows x 4 inputs mat-vec block of a
+// 64-thread workgroup, shared by matvec.wgsl and moe.wgsl; it includes include/quant.wgsl (the
+// weight decoders) and include/matvec_input.wgsl (input loads, fused norm prologue, epilogues).
+// Provides: const WG = 64, workgroup memory red (4 KiB; with NORM also red_ss), the private
+//   sg_lane_ / sg_size_, accum4 (a thread's partial sums of 4 rows x up to 4 inputs, struct Acc4)
+//   and reduce4 (their workgroup sums, written to Y through matvec_input's out1 / out_glu),
+//   slot_sum, dots; plus everything of include/quant.wgsl and include/matvec_input.wgsl.
+// Expects: the including shader declares P (with `cols`; with NORM also `eps`, `nw_off`) as the
+//   uniform p, W (storage read array<u32>, weight words), X (array<vec4<f32>>), Y (array<f32>),
+//   with NORM NW (array<vec4<f32>>), and copies its subgroup builtins into sg_lane_ / sg_size_
+//   when SUBGROUPS; defines: the weight type's (include/quant.wgsl), SUBGROUPS, NORM, ADD, GLU.
+// Every input goes through the same accumulate statement arithmetic and the same reduction
+// code, whichever of the 4 slots it occupies; its sum of squares (NORM) likewise.
+#include "include/quant.wgsl"
+#include "include/matvec_input.wgsl"
 
 const WG: u32 = 64u;
 
@@ -81,7 +85,7 @@ fn accum4(b: vec4<u32>, xb: vec4<u32>, m: u32, al: bool, lid: u32) -> Acc4 {
 
 // Sum the inputs i < min(m, 4) of a chunk over the workgroup (subgroupAdd, then the subgroup
 // partials in slot order; else a workgroup-memory tree), and with NORM their sums of squares
-// the same way; write row r of input i to Y[yb[i] + r] where ok[r] (matvec_input.wgsl's out1),
+// the same way; write row r of input i to Y[yb[i] + r] where ok[r] (include/matvec_input.wgsl's out1),
 // or with GLU (rows 0, 1 = gate rows of outputs 0, 1 and rows 2, 3 their up rows) output r < 2.
 fn reduce4(a: Acc4, m: u32, lid: u32, yb: vec4<u32>, ok: vec4<bool>) {
 #if SUBGROUPS

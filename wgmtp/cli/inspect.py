@@ -1,15 +1,19 @@
-"""`wgmtp` command line: run, inspect, devices, check, bench. Flags follow llama.cpp's names.
-
-Every failure a user can cause ends in one line on stderr naming the cause, and exit status 1.
-"""
+"""`wgmtp inspect`: what a GGUF holds (architecture, tensor types, tokenizer, GPU memory) and
+whether wgmtp runs it."""
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 from collections import defaultdict
 
-from .errors import GGUFError, WgmtpError
+from ..errors import GGUFError
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("inspect", help="what a GGUF holds and whether wgmtp runs it")
+    p.add_argument("file")
+    p.add_argument("-md", "--model-draft", dest="mtp_file", default=None, help="MTP sidecar GGUF (mtp-*.gguf)")
+    p.add_argument("-c", "--ctx-size", type=int, default=4096)
+    p.set_defaults(fn=cmd_inspect)
 
 
 def _human(n: float) -> str:
@@ -20,14 +24,12 @@ def _human(n: float) -> str:
     return str(n)
 
 
-# --------------------------------------------------------------------------------------------
-# inspect
-
 def cmd_inspect(a: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from .gguf_file import GGUFModel, open_reader
+    from ..gguf_file import open_reader
+    from ..models.qwen35 import GGUFModel
 
     con = Console()
     try:
@@ -49,9 +51,12 @@ def cmd_inspect(a: argparse.Namespace) -> int:
     rows = [
         ("architecture", c.arch + (f"  ({name})" if name else "")),
         ("embedding / FFN", f"E={c.n_embd}  F={c.n_ff}  vocab={c.n_vocab}  context={c.n_ctx_train}"),
-        ("layers", f"{c.n_layer} trunk + {c.n_mtp} MTP;  pattern {c.layer_kinds()}  (G = Gated DeltaNet, A = gated attention)"),
-        ("attention", f"H={c.n_head}  Hkv={c.n_head_kv}  head_dim={c.head_dim}  rope dims={c.n_rot}  base={c.rope_base:g}"),
-        ("Gated DeltaNet", f"key heads={c.ssm_n_group}  value heads={c.ssm_dt_rank}  head dim={c.head_k_dim}  conv kernel={c.conv_kernel}"),
+        ("layers", f"{c.n_layer} trunk + {c.n_mtp} MTP;  pattern {c.layer_kinds()}  "
+                   "(G = Gated DeltaNet, A = gated attention)"),
+        ("attention", f"H={c.n_head}  Hkv={c.n_head_kv}  head_dim={c.head_dim}  rope dims={c.n_rot}  "
+                      f"base={c.rope_base:g}"),
+        ("Gated DeltaNet", f"key heads={c.ssm_n_group}  value heads={c.ssm_dt_rank}  head dim={c.head_k_dim}  "
+                           f"conv kernel={c.conv_kernel}"),
         ("embeddings", "tied (LM head = token_embd)" if c.tied_embeddings else "untied (separate output.weight)"),
     ]
     if c.is_moe:
@@ -63,7 +68,8 @@ def cmd_inspect(a: argparse.Namespace) -> int:
                                 f"read per token)"))
     rows += [
         ("rms eps", f"{c.eps:g}"),
-        ("MTP", "present" + (" (from sidecar)" if gm.mtp_path else "") if gm.has_mtp else "absent (no nextn block; give -md mtp-*.gguf)"),
+        ("MTP", "present" + (" (from sidecar)" if gm.mtp_path else "") if gm.has_mtp
+         else "absent (no nextn block; give -md mtp-*.gguf)"),
     ]
     t = Table(show_header=False, box=None)
     for k, v in rows:
@@ -76,7 +82,9 @@ def cmd_inspect(a: argparse.Namespace) -> int:
         by_type[info.qtype.name][0] += 1
         by_type[info.qtype.name][1] += info.n_bytes
     tt = Table(title="tensor types")
-    tt.add_column("type"); tt.add_column("tensors", justify="right"); tt.add_column("bytes", justify="right")
+    tt.add_column("type")
+    tt.add_column("tensors", justify="right")
+    tt.add_column("bytes", justify="right")
     for k, (cnt, b) in sorted(by_type.items(), key=lambda kv: -kv[1][1]):
         tt.add_row(k, str(cnt), _human(b))
     con.print(tt)
@@ -88,7 +96,9 @@ def cmd_inspect(a: argparse.Namespace) -> int:
 
     n_ctx = min(a.ctx_size, c.n_ctx_train)
     mt = Table(title=f"GPU memory (context {n_ctx}, f16 KV, one sequence)")
-    mt.add_column(""); mt.add_column("weights", justify="right"); mt.add_column("KV + recurrent state", justify="right")
+    mt.add_column("")
+    mt.add_column("weights", justify="right")
+    mt.add_column("KV + recurrent state", justify="right")
     mt.add_column("total", justify="right")
     for label, mtp in (("without MTP", False), ("with MTP (n_max 3)", True)):
         if mtp and not gm.has_mtp:
@@ -98,41 +108,3 @@ def cmd_inspect(a: argparse.Namespace) -> int:
     con.print(mt)
     con.print("supported: [green]yes[/]")
     return 0
-
-
-# --------------------------------------------------------------------------------------------
-
-def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="wgmtp", description="Qwen3.5/3.6 with MTP speculative decoding on WebGPU")
-    sub = ap.add_subparsers(dest="cmd", required=True)
-
-    p = sub.add_parser("inspect", help="what a GGUF holds and whether wgmtp runs it")
-    p.add_argument("file")
-    p.add_argument("-md", "--model-draft", dest="mtp_file", default=None, help="MTP sidecar GGUF (mtp-*.gguf)")
-    p.add_argument("-c", "--ctx-size", type=int, default=4096)
-    p.set_defaults(fn=cmd_inspect)
-
-    for name, mod in (("run", "run_cmd"), ("devices", "devices_cmd"), ("check", "check_cmd"), ("bench", "bench_cmd")):
-        try:
-            m = __import__(f"wgmtp.{mod}", fromlist=["add_parser"])
-        except ImportError:
-            continue
-        m.add_parser(sub)
-    return ap
-
-
-def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
-    ap = build_parser()
-    a = ap.parse_args(argv)
-    try:
-        return int(a.fn(a) or 0)
-    except WgmtpError as e:
-        print(f"wgmtp: error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

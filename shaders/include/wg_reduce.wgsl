@@ -1,9 +1,12 @@
-// wg_reduce: include file (not a kernel) shared by norm.wgsl, moe_route.wgsl (route) and
-// moe_combine.wgsl (SHEXP): f32 sum and max over a workgroup of WG threads (the including shader defines the
-// constant WG, a power of two, and copies its subgroup builtins into sg_lane_ / sg_size_ when
-// SUBGROUPS), in a fixed order: subgroup partials combined by thread 0 in slot order, or a binary
-// tree in workgroup memory. Every thread gets the result; each call ends with a barrier, so calls
-// may follow each other.
+// include/wg_reduce.wgsl -- INCLUDE (not a kernel): f32 sum and max over a workgroup, shared by
+// norm.wgsl, moe_route.wgsl (route) and moe_combine.wgsl (SHEXP), in a fixed order: subgroup
+// partials combined by thread 0 in slot order, or a binary tree in workgroup memory.
+// Provides: wg_max(v, lid), wg_sum(v, lid) -> f32 (every thread gets the result; each call ends
+//   with a barrier, so calls may follow each other); workgroup red[WG], red_out; the private
+//   sg_lane_, sg_size_.
+// Expects: the including shader defines the constant WG (threads, a power of two) and, when
+//   SUBGROUPS, copies its subgroup builtins into sg_lane_ / sg_size_; define SUBGROUPS. No
+//   bindings.
 
 var<workgroup> red: array<f32, WG>;
 var<workgroup> red_out: f32;

@@ -1,10 +1,13 @@
-// gdn_common: include file (not a kernel) shared by gdn.wgsl and gdn_chunked.wgsl, which have the
-// same bindings and the same value-row sharding. Provides: the params struct P and bindings 0..8
-// (documented in gdn.wgsl); the constants DK, DV, L (lanes per value row), COLS, WG, R (state
-// elements per lane) from the defines DK, DV, LANES, COLS; the gate functions (softplus, gate_g,
-// gate_beta); the butterfly lane sum `bfly` (SUBGROUPS) and `tree_sum`, the same tree order in
-// workgroup memory; and main's prologue pieces: step_uniform (n_tok, source plane), the Cell of a
-// thread (head, value row, lane, state row) and load_state / store_state of its registers.
+// include/gdn_common.wgsl -- INCLUDE (not a kernel): shared by gdn.wgsl and gdn_chunked.wgsl, which
+// have the same bindings and the same value-row sharding.
+// Provides: the params struct P and bindings 0..8 (documented in gdn.wgsl); the constants DK, DV,
+//   L (lanes per value row), COLS, WG, R (state elements per lane); workgroup wg_T, wg_src; the
+//   gate functions (softplus, gate_g, gate_beta); the butterfly lane sum `bfly` (SUBGROUPS) and
+//   `tree_sum`, the same tree order in workgroup memory; and main's prologue pieces: step_uniform
+//   (n_tok, source plane), the Cell of a thread (head, value row, lane, state row) and
+//   load_state / store_state of its registers.
+// Expects: the defines DK, DV (key / value head dims), LANES (a power of two), COLS (value rows
+//   per workgroup) and SUBGROUPS; the including shader declares no bindings of its own.
 struct P {
     step_off: u32, hk: u32, hv: u32, n_slots: u32,
     c_off: u32, c_stride: u32, a_off: u32, a_stride: u32,

@@ -1,10 +1,16 @@
-// Weight decoding for every supported ggml type, in the word-aligned GPU layout of
-// wgmtp/quants.py (repack_for_gpu, GPU_BLOCK_WORDS). Included by matvec_common.wgsl (matvec.wgsl,
-// moe.wgsl), matmul.wgsl and embed.wgsl; no bindings of its own: the including shader declares the
-// weight words as
+// include/quant.wgsl -- INCLUDE (not a kernel): weight decoding for every supported ggml type, in
+// the word-aligned GPU layout of wgmtp/quants.py (repack_for_gpu, GPU_BLOCK_WORDS).
+// Included by: include/matvec_common.wgsl (so matvec.wgsl and moe.wgsl), matvec_rowwise.wgsl,
+//   matmul.wgsl, embed.wgsl.
+// Provides: struct D8 (8 f32 as two vec4: lo, hi), deq8(base, u) -> D8, deq1(base, c) -> f32 and
+//   the block size QK (elements) of the selected type; with SCALED also struct DS and
+//   deq8s(base, u) -> DS; the helpers f16lo, f16hi, byte4, nib4, hi4, nib8, sbytes4, kscale, kdm,
+//   knib8 (their names are taken in the including shader).
+// Expects: no bindings of its own -- the including shader declares the weight words as
 //     var<storage, read> W: array<u32>;
-// Select the type with exactly one define Q_<NAME> (Q_F32, Q_F16, Q_BF16, Q_Q8_0, Q_Q4_0, Q_Q4_1,
-// Q_Q5_0, Q_Q5_1, Q_Q4_K, Q_Q5_K, Q_Q6_K); FLOAT is defined as well for F32/F16/BF16.
+//   and exactly one define Q_<NAME> (Q_F32, Q_F16, Q_BF16, Q_Q8_0, Q_Q4_0, Q_Q4_1, Q_Q5_0, Q_Q5_1,
+//   Q_Q4_K, Q_Q5_K, Q_Q6_K), with FLOAT as well for F32/F16/BF16 and SCALED for Q8_0, Q4_0, Q5_0,
+//   Q6_K (kernels/linear.qtype_defines sets them).
 //
 // The unit of decoding is 8 consecutive elements of a row ("unit" u = elements 8u .. 8u+7): in
 // every block format those 8 share one scale (and min), and their quant bits come from 2

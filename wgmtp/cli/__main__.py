@@ -1,0 +1,7 @@
+"""`python -m wgmtp.cli ...`: the `wgmtp` command."""
+import sys
+
+from . import main
+
+if __name__ == "__main__":
+    sys.exit(main())

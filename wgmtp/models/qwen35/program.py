@@ -1,0 +1,495 @@
+"""The qwen35 model on the GPU as recorded programs: one kernel call per op, built once per shape.
+
+One token's path: step ids -> embed -> per layer [norm -> GDN or gated attention -> residual add ->
+norm -> SwiGLU (or MoE) FFN -> residual add] -> output_norm (the final hidden, also what the MTP
+head reads) -> LM head -> argmax (greedy) or top-k candidates (sampling) -> step ids, where the next
+step's embedding reads it.
+
+Each kernel wrapper records its call in the program (gpu.program.records); `pb.at(where, layer)`
+names the place of the ops that follow, so every op is checkable by its twin with no second line
+here (check/trace.py).
+
+The residual stream is a value (`Residual`) threaded through the block builders: a block reads
+norm(stream) through its first projection and adds its output into the stream through its last
+one. Where a product can fuse neither (prefill's mat-mul, the MoE FFN) its output waits in
+`block_out` as the residual's pending add, and the next norm runs as one add_rmsnorm dispatch.
+
+Programs (typed methods, each cached by its arguments):
+  feed(T, mtp, n_cand)   a batch of up to T tokens (prefill chunk or decode step) and the last
+                         row's argmax / candidates; with mtp the MTP head's KV fill and pending hidden
+  logits_only(T)         logits of every row of a batch (Model.logits, check)
+  draft(n, p_min, vocab) n chained MTP rows, each argmax feeding the next row's embedding
+  verify(n, n_cand)      verify [id_last, d1..dn] in one batch, MTP KV refill, greedy acceptance
+  commit()               after a host-accepted (sampled) round: the pending hidden for k
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ...gpu.device import GPUContext
+from ...gpu.program import Program, ProgramBuilder
+from ...gpu.weights import GPUTensor, upload_concat, upload_tensor
+from ...kernels import Act, attention, elementwise, gdn, linear, moe, norm, rope, sample, spec
+from ...sampling import TOPK_MAX
+from .config import ModelConfig
+from .model_file import GGUFModel
+from .state import GPUState
+from .step_data import StepLayout
+from .tensors import stacked_groups
+
+MATVEC_MAX_TOK = linear.MATVEC_MAX_TOK   # batches up to this many tokens take the mat-vec (decode, verify)
+
+
+
+@dataclass(frozen=True)
+class Residual:
+    """The residual stream and, when the last block could not add its output in place, that
+    output (in `block_out`) still to be added by the next norm."""
+    stream: Act
+    pending: Act | None = None
+
+
+@dataclass
+class Buffers:
+    """Every activation buffer of the model, sized for the largest batch (made once)."""
+    resid: Act            # [T, E] the residual stream
+    normed: Act           # [T, E] norm(stream) when a norm runs as its own dispatch
+    hidden: Act           # [T+1, E] row 0: the MTP's pending hidden; rows 1..: final hiddens
+    draft_hidden: Act     # [n_draft_max+2, E] the MTP chain's hiddens
+    last_hidden: Act      # [E] the last row's final hidden (plain decoding)
+    block_out: Act        # [T, E] a block output waiting to be added into the stream
+    q_gate: Act           # [T, H, 2, D] attention q interleaved with its gate
+    k: Act
+    v: Act
+    attn_out: Act
+    stacked_out: Act      # [T, rows] outputs of a stacked projection
+    ffn_act: Act          # [T, F] silu(gate) * up (also the unstacked gate)
+    ffn_up: Act
+    mtp_concat: Act       # [T, 2E] MTP's [enorm(embed); hnorm(hidden)]
+    logits: Act
+    top_vals: Act
+    top_ids: Act
+    p_top: Act
+    sample_scratch: Act
+    attn_workspace: Act
+    moe_scratch: Act | None = None
+    qkv_mixed: Act | None = None   # GDN in-projection outputs
+    conv_out: Act | None = None
+    z_gate: Act | None = None
+    alpha: Act | None = None
+    beta: Act | None = None
+    gdn_out: Act | None = None
+
+
+class Qwen35GPU:
+    """Weights, state and programs of one model on one device."""
+
+    def __init__(self, ctx: GPUContext, gm: GGUFModel, *, n_ctx: int, t_max: int = 64,
+                 n_draft_max: int = 15, progress: bool = True) -> None:
+        self.ctx = ctx
+        self.gm = gm
+        self.cfg: ModelConfig = gm.config
+        self.n_ctx = n_ctx
+        self.t_max = max(t_max, MATVEC_MAX_TOK)
+        self.lay = StepLayout(self.t_max, n_draft_max)
+        self.w: dict[str, GPUTensor] = {}
+        self._progress = progress
+        self.upload(mtp=False)
+        c = self.cfg
+        self.rope = rope.rope_table(ctx, n_ctx, c.n_rot, c.rope_base)
+        self.dims = gdn.GDNDims.from_config(c) if any(c.is_gdn) else None
+        self.state = GPUState.allocate(ctx, c, n_ctx)
+        self.buf = self._alloc_buffers()
+        self.fuse = linear.fusions(ctx)
+        self.n_eog = 0                  # end-of-generation ids the runner wrote at lay.eog
+        self._programs: dict[tuple, Program] = {}
+
+    # ---------------------------------------------------------------------------------------
+    # weights and buffers
+
+    def upload(self, *, mtp: bool) -> None:
+        """Upload the trunk (and with `mtp`, the MTP block); MTP tensors stay on the host until
+        speculative decoding is asked for (docs/ARCHITECTURE.md, "Weights stay quantized").
+        Projections that read one input are uploaded stacked (tensors.stacked_groups), and then
+        not also on their own."""
+        want = [n for n in self.gm.used_tensors if n not in self.w and (mtp or not self.gm.is_mtp_tensor(n))]
+        groups = {}
+        for i in range(self.cfg.block_count if mtp else self.cfg.n_layer):
+            for g, members in stacked_groups(self.cfg, i).items():
+                if g not in self.w and all(m in want for m in members) and \
+                        len({self.gm.tensors[m].qtype for m in members}) == 1:
+                    groups[g] = members
+        in_group = {m for ms in groups.values() for m in ms}
+        names = [n for n in want if n not in in_group]
+        total = sum(self.gm.tensors[n].n_bytes for n in names)
+        bar = None
+        if self._progress and total > 64 << 20:
+            from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+            bar = Progress("uploading weights", BarColumn(), DownloadColumn(), TransferSpeedColumn(), transient=True)
+            bar.start()
+            task = bar.add_task("up", total=total)
+        prog = (lambda b: bar.update(task, advance=b)) if bar else None
+        try:
+            for g, members in groups.items():
+                self.w[g] = upload_concat(self.ctx, g, [(self.gm.raw(m), self.gm.tensors[m].qtype,
+                                                         self.gm.tensors[m].shape) for m in members], prog,
+                                          names=members)
+            for n in names:
+                info = self.gm.tensors[n]
+                self.w[n] = upload_tensor(self.ctx, n, self.gm.raw(n), info.qtype, info.shape, prog)
+        finally:
+            if bar:
+                bar.stop()
+
+    def _alloc_buffers(self) -> Buffers:
+        c, T, ctx = self.cfg, self.t_max, self.ctx
+        E, H, Hkv, D, F = c.n_embd, c.n_head, c.n_head_kv, c.head_dim, c.n_ff
+        buf = lambda n, lab: Act(ctx.buffer(max(n, 4) * 4, label=lab))  # noqa: E731
+        n_stacked = max([2 * H * D + 2 * Hkv * D, 2 * F]
+                        + ([c.conv_dim + c.value_dim + 2 * c.ssm_dt_rank] if any(c.is_gdn) else []))
+        rows = MATVEC_MAX_TOK              # logits rows: the largest mat-vec batch
+        cache_shape = attention.KVCache(self.n_ctx, c.n_head_kv, c.head_dim, ctx.f16)   # dims only, no buffers
+        b = Buffers(
+            resid=buf(T * E, "resid"), normed=buf(T * E, "normed"), hidden=buf((T + 1) * E, "hidden"),
+            draft_hidden=buf((self.lay.n_draft_max + 2) * E, "draft_hidden"), last_hidden=buf(E, "last_hidden"),
+            block_out=buf(T * E, "block_out"), q_gate=buf(T * 2 * H * D, "q_gate"), k=buf(T * Hkv * D, "k"),
+            v=buf(T * Hkv * D, "v"), attn_out=buf(T * H * D, "attn_out"), stacked_out=buf(T * n_stacked, "stacked_out"),
+            ffn_act=buf(T * F, "ffn_act"), ffn_up=buf(T * F, "ffn_up"), mtp_concat=buf(T * 2 * E, "mtp_concat"),
+            logits=buf(rows * c.n_vocab, "logits"), top_vals=buf(rows * TOPK_MAX, "top_vals"),
+            top_ids=Act(ctx.buffer(rows * TOPK_MAX * 4, label="top_ids")),
+            p_top=buf(self.lay.n_draft_max + 1, "p_top"),
+            sample_scratch=Act(ctx.buffer(max(sample.argmax_scratch_words(c.n_vocab, rows),
+                                              sample.topk_scratch_words(c.n_vocab, rows, TOPK_MAX)) * 4,
+                                          label="sample_scratch")),
+            attn_workspace=Act(ctx.buffer(attention.workspace_floats(cache_shape, c.n_head, T) * 4,
+                                          label="attn_workspace")))
+        if c.is_moe:
+            b.moe_scratch = buf(moe.ffn_scratch_words(E, c.n_expert, c.n_expert_used, c.n_ff_exp, c.n_ff_shexp, T),
+                                "moe_scratch")
+        if any(c.is_gdn):
+            b.qkv_mixed, b.conv_out = buf(T * c.conv_dim, "qkv_mixed"), buf(T * c.conv_dim, "conv_out")
+            b.z_gate, b.gdn_out = buf(T * c.value_dim, "z_gate"), buf(T * c.value_dim, "gdn_out")
+            b.alpha, b.beta = buf(T * c.ssm_dt_rank, "alpha"), buf(T * c.ssm_dt_rank, "beta")
+        self.step_buf = Act(ctx.buffer(self.lay.words * 4, label="step_data"))
+        return b
+
+    def ensure_state(self, n_planes: int, mtp: bool) -> None:
+        """State with `n_planes` snapshot planes (n_max + 1 for speculation); MTP weights and cache
+        on first use. Programs bind the state's buffers, so new buffers mean new programs."""
+        if mtp and self.state.mtp_cache is None:
+            self.upload(mtp=True)
+        if self.state.ensure(n_planes, mtp):
+            self._programs = {}
+
+    def set_n_eog(self, n: int) -> None:
+        self.n_eog = n
+
+    def state_bytes(self) -> int:
+        return self.state.nbytes()
+
+    def weight_bytes(self) -> int:
+        return sum(t.nbytes for t in self.w.values())
+
+    def record(self, at: int) -> Act:
+        """The step record at word offset `at` of the step buffer."""
+        return self.step_buf.at(at)
+
+    def ids(self, at: int) -> Act:
+        """u32 ids at word offset `at` of the step buffer."""
+        return self.step_buf.at(at)
+
+    # ---------------------------------------------------------------------------------------
+    # building blocks: each emits its kernels, one call per op; the residual is passed through
+
+    def _norm(self, pb: ProgramBuilder, name: str, res: Residual, out: Act, step: Act, T: int) -> Residual:
+        """out = rmsnorm(stream) * w[name], first adding a pending block output."""
+        c = self.cfg
+        if res.pending is not None:
+            norm.add_rmsnorm(pb, step, res.stream, res.pending, self.w[name], res.stream, out, c.n_embd, c.eps, T)
+        else:
+            norm.rmsnorm(pb, step, res.stream, self.w[name], out, c.n_embd, c.eps, T)
+        return Residual(res.stream)
+
+    def _norm_for_product(self, pb: ProgramBuilder, name: str, res: Residual, step: Act,
+                          T: int) -> tuple[Act, str | None, Residual]:
+        """(input, norm left to fuse, residual) of a product reading rmsnorm(stream) * w[name]: the
+        stream itself with the norm fused into a mat-vec, or `normed` after a norm dispatch (prefill,
+        a pending add, or the norm fusion off)."""
+        if T <= MATVEC_MAX_TOK and "norm" in self.fuse and res.pending is None:
+            return res.stream, name, res
+        res = self._norm(pb, name, res, self.buf.normed, step, T)
+        return self.buf.normed, None, res
+
+    def _norm_arg(self, name: str | None) -> tuple[GPUTensor, float] | None:
+        return (self.w[name], self.cfg.eps) if name else None
+
+    def _project_add(self, pb: ProgramBuilder, name: str, x: Act, res: Residual, step: Act, T: int) -> Residual:
+        """stream += W x: fused into the mat-vec, or left pending in block_out."""
+        if T <= MATVEC_MAX_TOK and "add" in self.fuse:
+            linear.linear(pb, self.w[name], x, res.stream, step, max_tok=T, add=True)
+            return res
+        linear.linear(pb, self.w[name], x, self.buf.block_out, step, max_tok=T)
+        return Residual(res.stream, pending=self.buf.block_out)
+
+    def _project_group(self, pb: ProgramBuilder, group: str, res: Residual, step: Act, T: int,
+                       outs: list[tuple[str, Act]], norm_name: str) -> tuple[list[Act], list[int], Residual]:
+        """Projections of norm(stream): one mat-vec over the stacked weight into `stacked_out` when
+        the group was stacked at upload, else one per member into its own buffer. Returns each
+        member's output, its row stride, and the residual."""
+        x, fused_norm, res = self._norm_for_product(pb, norm_name, res, step, T)
+        W = self.w.get(group)
+        if W is None:
+            for name, y in outs:
+                linear.linear(pb, self.w[name], x, y, step, max_tok=T, norm=self._norm_arg(fused_norm))
+            return [y for _, y in outs], [self.w[n].rows for n, _ in outs], res
+        linear.linear(pb, W, x, self.buf.stacked_out, step, max_tok=T, norm=self._norm_arg(fused_norm))
+        acts, off = [], 0
+        for n, _ in outs:
+            acts.append(self.buf.stacked_out.at(off))
+            off += int(np.prod(self.gm.tensors[n].shape[1:]))
+        return acts, [W.rows] * len(outs), res
+
+    def _attn_block(self, pb: ProgramBuilder, i: int, cache: attention.KVCache, res: Residual, step: Act,
+                    T: int) -> Residual:
+        """Gated attention on norm(stream): q+gate, k, v projections; q/k norm + rope in place; KV
+        append; attention with the sigmoid gate; output projection added into the stream."""
+        c, w, b = self.cfg, self.w, self.buf
+        H, Hkv, D = c.n_head, c.n_head_kv, c.head_dim
+        p = f"blk.{i}."
+        (qg, k, v), (sq, sk, sv), res = self._project_group(pb, p + "attn_in", res, step, T, [
+            (p + "attn_q.weight", b.q_gate), (p + "attn_k.weight", b.k), (p + "attn_v.weight", b.v)],
+            norm_name=p + "attn_norm.weight")
+        rope.rmsnorm_rope(pb, step, qg, w[p + "attn_q_norm.weight"], self.rope, qg, H, D, c.eps, T,
+                            x_stride=sq, x_head_stride=2 * D, out_stride=sq, out_head_stride=2 * D,
+                            op_name="q_norm_rope")
+        rope.rmsnorm_rope(pb, step, k, w[p + "attn_k_norm.weight"], self.rope, k, Hkv, D, c.eps, T,
+                            x_stride=sk, out_stride=sk, op_name="k_norm_rope")
+        attention.kv_store(pb, cache, k, v, step, max_tok=T, k_ts=sk, v_ts=sv)
+        attention.attention(pb, cache, qg, b.attn_out, b.attn_workspace, step, n_head=H, max_tok=T,
+                         q_ts=sq, q_hs=2 * D, gate=qg.at(D), g_ts=sq, g_hs=2 * D)
+        return self._project_add(pb, p + "attn_output.weight", b.attn_out, res, step, T)
+
+    def _gdn_block(self, pb: ProgramBuilder, i: int, res: Residual, step: Act, T: int, chunked: bool) -> Residual:
+        """Gated DeltaNet on norm(stream): in-projections, conv, delta rule, gated norm, ssm_out
+        added into the stream."""
+        c, w, st, b = self.cfg, self.w, self.state, self.buf
+        p = f"blk.{i}."
+        (mix, z, al, be), (s_mix, s_z, s_al, s_be), res = self._project_group(pb, p + "gdn_in", res, step, T, [
+            (p + "attn_qkv.weight", b.qkv_mixed), (p + "attn_gate.weight", b.z_gate),
+            (p + "ssm_alpha.weight", b.alpha), (p + "ssm_beta.weight", b.beta)], norm_name=p + "attn_norm.weight")
+        gdn.ssm_conv(pb, step, mix, w[p + "ssm_conv1d.weight"], st.conv_at(i, 0), b.conv_out,
+                       n_slots=st.n_planes, x_stride=s_mix)
+        rule = gdn.gdn_chunked if chunked else gdn.gdn
+        rule(pb, step, b.conv_out, al, be, w[p + "ssm_a"], w[p + "ssm_dt.bias"], st.ssm_at(i, 0), b.gdn_out,
+             self.dims, n_slots=st.n_planes, eps=c.eps, a_stride=s_al, b_stride=s_be)
+        norm.gated_rmsnorm(pb, step, b.gdn_out, w[p + "ssm_norm.weight"], z, b.gdn_out,
+                             c.ssm_dt_rank, c.head_v_dim, c.eps, T, z_stride=s_z)
+        return self._project_add(pb, p + "ssm_out.weight", b.gdn_out, res, step, T)
+
+    def _ffn(self, pb: ProgramBuilder, i: int, res: Residual, step: Act, T: int) -> Residual:
+        """The FFN on norm(stream) (post_attention_norm), its output added into the stream."""
+        c, w, b = self.cfg, self.w, self.buf
+        p = f"blk.{i}."
+        norm_name = p + "post_attention_norm.weight"
+        if c.is_moe:
+            res = self._norm(pb, norm_name, res, b.normed, step, T)
+            L = moe.MoEWeights(
+                router=w[p + "ffn_gate_inp.weight"], down=w[p + "ffn_down_exps.weight"],
+                gate=w.get(p + "ffn_gate_exps.weight"), up=w.get(p + "ffn_up_exps.weight"),
+                gate_up=w.get(p + "ffn_gate_up_exps.weight"), shexp_gate_inp=w.get(p + "ffn_gate_inp_shexp.weight"),
+                shexp_gate=w.get(p + "ffn_gate_shexp.weight"), shexp_up=w.get(p + "ffn_up_shexp.weight"),
+                shexp_down=w.get(p + "ffn_down_shexp.weight"))
+            moe.ffn(pb, L, b.normed, b.block_out, step, b.moe_scratch, k=c.n_expert_used, max_tok=T)
+            return Residual(res.stream, pending=b.block_out)
+        F = c.n_ff
+        W = w.get(p + "ffn_gate_up")
+        if W is not None and T <= MATVEC_MAX_TOK and "glu" in self.fuse and linear.glu_fusable(W):
+            # gate, up and SwiGLU in one mat-vec (stacked weight in one binding)
+            x, fused_norm, res = self._norm_for_product(pb, norm_name, res, step, T)
+            linear.matvec(pb, W, x, b.ffn_act, step, norm=self._norm_arg(fused_norm), glu=True)
+        else:
+            (g, u), (sg, su), res = self._project_group(pb, p + "ffn_gate_up", res, step, T, [
+                (p + "ffn_gate.weight", b.ffn_act), (p + "ffn_up.weight", b.ffn_up)], norm_name=norm_name)
+            # silu(gate) * up over rows that may be strided (a stacked gate/up output)
+            elementwise.swiglu(pb, g, u, b.ffn_act, step, width=F, max_tok=T, g_stride=sg, u_stride=su)
+        return self._project_add(pb, p + "ffn_down.weight", b.ffn_act, res, step, T)
+
+    def _layer(self, pb: ProgramBuilder, i: int, cache: attention.KVCache | None, res: Residual, step: Act,
+               T: int, chunked: bool) -> Residual:
+        """Decoder block i: mixer (GDN, or gated attention on `cache`), then the FFN."""
+        if i < self.cfg.n_layer and self.cfg.is_gdn[i]:
+            res = self._gdn_block(pb, i, res, step, T, chunked)
+        else:
+            res = self._attn_block(pb, i, cache, res, step, T)
+        return self._ffn(pb, i, res, step, T)
+
+    def _trunk(self, pb: ProgramBuilder, step: Act, T: int, *, chunked: bool = False) -> None:
+        """embed input_ids[0..n_tok) -> layers -> output_norm into hidden rows 1..n_tok."""
+        c, E = self.cfg, self.cfg.n_embd
+        pb.at("trunk", -1)
+        linear.embed(pb, self.w["token_embd.weight"], self.ids(self.lay.input_ids), self.buf.resid, step, max_tok=T)
+        res = Residual(self.buf.resid)
+        for i in range(c.n_layer):
+            pb.at("trunk", i)
+            res = self._layer(pb, i, self.state.caches.get(i), res, step, T, chunked)
+        self._norm(pb, "output_norm.weight", res, self.buf.hidden.at(E), step, T)
+
+    def _mtp_rows(self, pb: ProgramBuilder, step: Act, T: int, ids: Act, hprev: Act, hprev_stride: int,
+                  h_out: Act, *, where: str = "mtp") -> None:
+        """MTP head over n_tok rows: token ids[t] at position pos0 + t, with hprev row t the hidden
+        that predicted it; writes the MTP KV cache and h_out (post shared_head_norm) rows."""
+        c, w, b, E = self.cfg, self.w, self.buf, self.cfg.n_embd
+        m = c.mtp_layer
+        p = f"blk.{m}."
+        pb.at(where, m)
+        emb = p + "nextn.embed_tokens.weight" if p + "nextn.embed_tokens.weight" in w else "token_embd.weight"
+        linear.embed(pb, w[emb], ids, b.resid, step, max_tok=T)
+        norm.rmsnorm(pb, step, b.resid, w[p + "nextn.enorm.weight"], b.mtp_concat, E, c.eps, T, out_stride=2 * E)
+        norm.rmsnorm(pb, step, hprev, w[p + "nextn.hnorm.weight"], b.mtp_concat.at(E), E, c.eps, T,
+                       x_stride=hprev_stride, out_stride=2 * E)
+        linear.linear(pb, w[p + "nextn.eh_proj.weight"], b.mtp_concat, b.resid, step, max_tok=T)
+        res = self._layer(pb, m, self.state.mtp_cache, Residual(b.resid), step, T, False)
+        head_norm = (p + "nextn.shared_head_norm.weight" if p + "nextn.shared_head_norm.weight" in w
+                     else "output_norm.weight")
+        self._norm(pb, head_norm, res, h_out, step, T)
+
+    def _lm_head_name(self, mtp: bool) -> str:
+        p = f"blk.{self.cfg.mtp_layer}.nextn.shared_head_head.weight"
+        if mtp and p in self.w:
+            return p
+        return "token_embd.weight" if self.cfg.tied_embeddings else "output.weight"
+
+    def _logits(self, pb: ProgramBuilder, step: Act, h: Act, T: int, *, mtp: bool = False,
+                vocab: int | None = None) -> None:
+        """logits rows of h through the LM head; `vocab`: only its first rows (draft vocabulary)."""
+        if not mtp:
+            pb.at("head", self.cfg.n_layer)
+        W = self.w[self._lm_head_name(mtp)]
+        V = W.rows if vocab is None else vocab
+        if V == W.rows:
+            linear.linear(pb, W, h, self.buf.logits, step, max_tok=T, op_name="lm_head")
+        else:   # draft rows: T = 1
+            linear.matvec(pb, W, h, self.buf.logits, step, y_stride=V, rows=V, op_name=f"lm_head[:{V}]")
+
+    def _pick(self, pb: ProgramBuilder, step: Act, T: int, ids_out: Act, n_cand: int) -> None:
+        """argmax into ids_out (greedy), or top-k candidates into top_ids/top_vals (sampling)."""
+        b, V = self.buf, self.cfg.n_vocab
+        if n_cand <= 1:
+            sample.argmax(pb, step, b.logits, ids_out, V, T, scratch=b.sample_scratch)
+        else:
+            sample.topk(pb, step, b.logits, b.top_ids, b.top_vals, n_cand, V, T, scratch=b.sample_scratch)
+
+    def _copy_row(self, pb: ProgramBuilder, idx_at: int, add: int, src: Act, dst: Act) -> None:
+        """dst = row (ids[idx_at] + add) of src: the pending hidden, chosen on the GPU."""
+        E = self.cfg.n_embd
+        spec.copy_row(pb, self.step_buf.buffer, idx_at, add, src, E, dst, E)
+
+    # ---------------------------------------------------------------------------------------
+    # programs
+
+    def _cached(self, key: tuple, build) -> Program:
+        p = self._programs.get(key)
+        if p is None:
+            p = self._programs[key] = build()
+        return p
+
+    def feed(self, T: int, mtp: bool, n_cand: int) -> Program:
+        """A batch of up to T tokens (prefill chunk or decode): trunk, [MTP fill + pending hidden],
+        then the last row's logits -> argmax into input_ids[0] (or top-k candidates)."""
+        return self._cached(("feed", T, mtp, n_cand), lambda: self._build_feed(T, mtp, n_cand))
+
+    def _build_feed(self, T: int, mtp: bool, n_cand: int) -> Program:
+        pb = ProgramBuilder(self.ctx, f"feed{T}")
+        lay, E, b = self.lay, self.cfg.n_embd, self.buf
+        batch = self.record(lay.batch)
+        self._trunk(pb, batch, T, chunked=T > MATVEC_MAX_TOK and self.dims is not None)
+        if mtp:
+            self._mtp_rows(pb, batch, T, self.ids(lay.input_ids), b.hidden, E, b.normed)
+            pb.at("head")
+            # pending hidden = final hidden of the last token: hidden row n_tok (row 0 is the old pending)
+            self._copy_row(pb, lay.batch, 0, b.hidden, b.hidden)
+            last = b.hidden
+        else:
+            pb.at("head")
+            self._copy_row(pb, lay.batch, -1, b.hidden.at(E), b.last_hidden)
+            last = b.last_hidden
+        one = self.record(lay.last)
+        self._logits(pb, one, last, 1)
+        self._pick(pb, one, 1, self.ids(lay.input_ids), n_cand)
+        return pb.build()
+
+    def logits_only(self, T: int) -> Program:
+        """Trunk over up to T <= 16 tokens with logits for every row (Model.logits, check)."""
+        return self._cached(("logits_only", T), lambda: self._build_logits_only(T))
+
+    def _build_logits_only(self, T: int) -> Program:
+        pb = ProgramBuilder(self.ctx, f"logits{T}")
+        batch = self.record(self.lay.batch)
+        self._trunk(pb, batch, T)
+        self._logits(pb, batch, self.buf.hidden.at(self.cfg.n_embd), T)
+        return pb.build()
+
+    def draft(self, n: int, p_min: float, vocab: int) -> Program:
+        """The draft chain of a round: n MTP rows, each argmax feeding the next row's embedding
+        (and with p_min > 0 the gate that counts the confident leading drafts). `vocab` < n_vocab:
+        the LM head and argmax of each row cover token ids < vocab only (a cheaper draft; the
+        verify batch still reads the whole head, so the output is unchanged)."""
+        return self._cached(("draft", n, float(p_min), vocab), lambda: self._build_draft(n, float(p_min), vocab))
+
+    def _build_draft(self, n: int, p_min: float, vocab: int) -> Program:
+        pb = ProgramBuilder(self.ctx, f"draft{n}")
+        lay, E, b = self.lay, self.cfg.n_embd, self.buf
+        gate = p_min > 0
+        # row i reads input_ids[i] and a hidden (i == 0: the pending hidden[0], else draft_hidden[i])
+        for i in range(n):
+            st = self.record(lay.draft(i))
+            hp = b.hidden if i == 0 else b.draft_hidden.at(i * E)
+            self._mtp_rows(pb, st, 1, self.ids(lay.input_ids + i), hp, E, b.draft_hidden.at((i + 1) * E),
+                           where=f"draft{i + 1}")
+            self._logits(pb, st, b.draft_hidden.at((i + 1) * E), 1, mtp=True, vocab=vocab)
+            sample.argmax(pb, st, b.logits, self.ids(lay.input_ids + i + 1), vocab, 1, scratch=b.sample_scratch)
+            if gate:
+                sample.topk(pb, st, b.logits, b.top_ids, b.top_vals, 10, vocab, 1, scratch=b.sample_scratch,
+                           p_top=b.p_top.at(i), op_name="p_top")
+        if gate:
+            pb.at("draft")
+            spec.draft_gate(pb, self.step_buf.buffer, b.p_top, n, lay.n_valid, p_min)
+        return pb.build()
+
+    def verify(self, n: int, n_cand: int) -> Program:
+        """The rest of a round: verify [id_last, d1..dn] in one batch, refill the MTP KV from the
+        target's hiddens, then greedy acceptance and the pending-hidden update on the GPU
+        (n_cand = 1), or top-k candidates of all n+1 rows for the host's sampler."""
+        return self._cached(("verify", n, n_cand, self.n_eog), lambda: self._build_verify(n, n_cand))
+
+    def _build_verify(self, n: int, n_cand: int) -> Program:
+        pb = ProgramBuilder(self.ctx, f"verify{n}")
+        lay, E, c, b = self.lay, self.cfg.n_embd, self.cfg, self.buf
+        batch = self.record(lay.batch)
+        T = n + 1
+        self._trunk(pb, batch, T)
+        self._logits(pb, batch, b.hidden.at(E), T)
+        # MTP KV rows pos0..pos0+n from the target's hiddens (overwrites the draft-time rows)
+        self._mtp_rows(pb, batch, T, self.ids(lay.input_ids), b.hidden, E, b.normed)
+        pb.at("head")
+        if n_cand <= 1:
+            sample.argmax(pb, batch, b.logits, self.ids(lay.argmax), c.n_vocab, T, scratch=b.sample_scratch)
+            spec.accept(pb, self.step_buf.buffer, n=n, tgt_off=lay.argmax, draft_off=lay.input_ids + 1,
+                          nvalid_off=lay.n_valid, eog_off=lay.eog, n_eog=self.n_eog, res_off=lay.result,
+                          next_off=lay.input_ids, step_off=lay.batch)
+            self._copy_row(pb, lay.result, 1, b.hidden, b.hidden)
+        else:
+            sample.topk(pb, batch, b.logits, b.top_ids, b.top_vals, n_cand, c.n_vocab, T, scratch=b.sample_scratch)
+        return pb.build()
+
+    def commit(self) -> Program:
+        """After a host-accepted (sampled) round: pending hidden = hidden row k + 1 (k in result[0])."""
+        return self._cached(("commit",), self._build_commit)
+
+    def _build_commit(self) -> Program:
+        pb = ProgramBuilder(self.ctx, "commit").at("head")
+        self._copy_row(pb, self.lay.result, 1, self.buf.hidden, self.buf.hidden)
+        return pb.build()
+

@@ -1,0 +1,124 @@
+"""The host <-> GPU contract of one step: what the runner writes before a submission (step records
+and the batch's token ids) and what it reads back (acceptance results, argmax ids), as named
+fields of one u32 buffer, so that a whole step is one contiguous write and one small read.
+
+Every kernel reads its step record (kernels/__init__.py: n_tok, pos0, src_slot, max_emit) at a
+word offset of this buffer; a program binds the record it runs under by name (`batch`, `last`,
+`draft(i)`). The host builds a step from `Row`s, each carrying its sequence slot and position;
+with one sequence the rows of a batch are one slot's consecutive positions, which is what the
+records express today (docs/ARCHITECTURE.md, "Slots").
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ...errors import WgmtpError
+from ...kernels import STEP_WORDS
+
+N_EOG = 16      # end-of-generation ids the GPU's acceptance compares against
+
+
+@dataclass(frozen=True)
+class Row:
+    """One token row of a batch: the sequence slot it belongs to and its position there."""
+    slot: int
+    pos: int
+
+
+@dataclass(frozen=True)
+class Batch:
+    """The rows of one submission's main batch, and what the step records derive from them."""
+    rows: tuple[Row, ...]
+    src_plane: int = 0       # the recurrent snapshot plane the batch starts from (rollback)
+    max_emit: int = 0        # a greedy round's token budget (0: none)
+
+    @classmethod
+    def of_sequence(cls, slot: int, pos0: int, n_tok: int, src_plane: int = 0, max_emit: int = 0) -> "Batch":
+        return cls(tuple(Row(slot, pos0 + t) for t in range(n_tok)), src_plane, max_emit)
+
+    @property
+    def n_tok(self) -> int:
+        return len(self.rows)
+
+    @property
+    def pos0(self) -> int:
+        return self.rows[0].pos
+
+    def check_one_sequence(self) -> None:
+        """Today's records describe one slot's consecutive positions; anything else needs the
+        per-row step data of the many-sequences issue."""
+        slots = {r.slot for r in self.rows}
+        if len(slots) != 1 or any(r.pos != self.pos0 + t for t, r in enumerate(self.rows)):
+            raise WgmtpError("a batch of several sequences or non-consecutive positions is not supported yet")
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    """What a greedy round's acceptance wrote: k drafts accepted, the tokens it emits."""
+    k: int
+    tokens: list[int]
+
+
+class StepLayout:
+    """Word offsets of the named fields of the step buffer. Records first, then the batch's input
+    ids, so the host's per-step data (records + ids) is one contiguous write."""
+
+    def __init__(self, t_max: int, n_draft_max: int) -> None:
+        self.t_max = t_max
+        self.n_draft_max = n_draft_max
+        self.batch = 0                                            # record of the main batch
+        self.last = STEP_WORDS                                    # 1 token at the batch's last position
+        self.input_ids = STEP_WORDS * (3 + n_draft_max)           # [t_max] ids of the batch (row t)
+        self.argmax = self.input_ids + t_max                      # [t_max] the verify's argmax per row
+        self.n_valid = self.argmax + t_max                        # drafts the p-min gate let through
+        self.eog = self.n_valid + 1                               # [N_EOG]
+        self.result = self.eog + N_EOG                            # [k, n_out, out...]
+        self.words = self.result + 2 + t_max + 4
+
+    def draft(self, i: int) -> int:
+        """Record of draft step i: 1 token at pos0 + i."""
+        return STEP_WORDS * (2 + i)
+
+    # ---- encoding
+
+    def records(self, batch: Batch, n_drafts: int = 0) -> np.ndarray:
+        """The step records of a submission: the batch, its last row, one per draft step."""
+        batch.check_one_sequence()
+        w = np.zeros(self.input_ids, np.uint32)
+        w[self.batch: self.batch + STEP_WORDS] = (batch.n_tok, batch.pos0, batch.src_plane, batch.max_emit)
+        w[self.last: self.last + STEP_WORDS] = (1, batch.pos0 + batch.n_tok - 1, batch.src_plane, 0)
+        for i in range(n_drafts):
+            o = self.draft(i)
+            w[o: o + STEP_WORDS] = (1, batch.pos0 + i, 0, 0)
+        return w
+
+    def head(self, batch: Batch, ids: list[int], n_drafts: int = 0, n_valid: int | None = None) -> bytes:
+        """Records + input ids (+ with n_valid, the drafts-valid word): one write at word 0."""
+        recs = self.records(batch, n_drafts)
+        tail = np.asarray(ids, np.uint32)
+        if n_valid is not None:
+            tail = np.zeros(self.n_valid + 1 - self.input_ids, np.uint32)
+            tail[: len(ids)] = ids
+            tail[self.n_valid - self.input_ids] = n_valid
+        return np.concatenate([recs, tail]).astype(np.uint32).tobytes()
+
+    def eog_words(self, eog: list[int]) -> bytes:
+        if len(eog) > N_EOG:
+            raise ValueError(f"at most {N_EOG} end-of-generation ids are supported on the GPU")
+        w = np.zeros(N_EOG, np.uint32)
+        w[: len(eog)] = eog
+        return w.tobytes()
+
+    # ---- decoding
+
+    def round_result(self, blob: bytes) -> RoundResult:
+        """Decode the `result` field (read as 2 + t words)."""
+        res = np.frombuffer(blob, np.uint32)
+        k, n_out = int(res[0]), int(res[1])
+        return RoundResult(k, [int(x) for x in res[2: 2 + n_out]])
+
+    @staticmethod
+    def word(blob: bytes) -> int:
+        return int(np.frombuffer(blob, np.uint32)[0])
