@@ -1,5 +1,5 @@
 """shaders/: every kernel is dispatched and every include file only included, each file says what
-it is in its header, and docs/shaders.md maps exactly the files there are (no GPU needed).
+it is in its header, and docs/ARCHITECTURE.md maps exactly the files there are (no GPU needed).
 
 Kernels are shaders/NAME.wgsl, dispatched by name from wgmtp/ (`<builder>.add("NAME", buffers,
 ...)` or `pipelines(ctx).get("NAME", ...)`: found by reading the Python source, not by running
@@ -18,7 +18,7 @@ from wgmtp.gpu import shaders as S
 ROOT = Path(__file__).resolve().parent.parent
 SHADERS = ROOT / "shaders"
 INCLUDE = SHADERS / "include"
-DOC = ROOT / "docs" / "shaders.md"
+DOC = ROOT / "docs" / "ARCHITECTURE.md"
 _INC = re.compile(r'^\s*#include\s+"([^"]*)"\s*$')
 
 
@@ -148,12 +148,14 @@ def test_include_header(name):
     assert "Provides:" in h and "Expects:" in h, f"include/{name}.wgsl: the header needs Provides: and Expects:"
 
 
-# (d) docs/shaders.md lists exactly the shaders there are
+# (d) docs/ARCHITECTURE.md lists exactly the shaders there are
 
 def doc_tables() -> list[list[list[str]]]:
-    """The markdown tables of docs/shaders.md, in order: rows of cells, header and rule dropped."""
+    """The markdown tables of docs/ARCHITECTURE.md's "Shaders" section, in order: rows of cells,
+    header and rule dropped."""
     tables, cur = [], None
-    for line in DOC.read_text().splitlines():
+    text = DOC.read_text()
+    for line in text[text.index("\n## Shaders\n"):].splitlines():
         if line.startswith("|"):
             cells = [c.strip() for c in line.strip().strip("|").split("|")]
             if cur is None:
@@ -205,18 +207,19 @@ def test_doc_kernel_table_names_real_code():
     for row in doc_tables()[0]:
         shader = _code(row[0])[0][:-5]
         mods = modules_and_functions(row[1])
-        assert set(mods) & dispatch_map("wgmtp")[shader], f"docs/shaders.md {shader}: {sorted(mods)} do not dispatch it"
+        assert set(mods) & dispatch_map("wgmtp")[shader], \
+            f"docs/ARCHITECTURE.md {shader}: {sorted(mods)} do not dispatch it"
         for path, fns in list(mods.items()) + list(modules_and_functions(row[2]).items()):
-            assert (ROOT / path).is_file(), f"docs/shaders.md {shader}: no file {path}"
+            assert (ROOT / path).is_file(), f"docs/ARCHITECTURE.md {shader}: no file {path}"
             missing = [f for f in fns if f not in defs(path)]
-            assert not missing, f"docs/shaders.md {shader}: {path} defines no {missing}"
+            assert not missing, f"docs/ARCHITECTURE.md {shader}: {path} defines no {missing}"
 
 
 def test_doc_include_table_names_includers():
     inc_by = includers()
     for row in doc_tables()[1]:
         name = Path(_code(row[0])[0]).stem
-        assert set(_code(row[2])) == inc_by.get(name, set()), f"docs/shaders.md include/{name}.wgsl: included by"
+        assert set(_code(row[2])) == inc_by.get(name, set()), f"docs/ARCHITECTURE.md include/{name}.wgsl: included by"
 
 
 # the preprocessor keeps kernels and includes apart

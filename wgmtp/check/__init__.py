@@ -3,7 +3,9 @@
 * cases/      the op suite: every kernel against its numpy twin over a fixed grid of shapes and
               weight types, the batch-invariance suite and snapshot rollback, as named cases;
               one module per kernel family (mirrors wgmtp/kernels/), common.py for what they share;
-* compare.py  the one element-wise error (NaN never passes silently);
+* compare.py  the one element-wise error (NaN never passes silently) and the shape of an op's
+              comparison;
+* twins.py    the numpy twin of each recorded op kind, built from the record alone;
 * trace.py    op-by-op checking of a running model from the ops its programs recorded
               (WGMTP_CHECK=1, `wgmtp check -m`);
 * worker.py   runs cases in child processes (one per adapter variant) that journal each case

@@ -1,7 +1,7 @@
 """WGSL sources: a tiny preprocessor (#include, #if/#else/#endif, {{NAME}}) and a pipeline cache
 keyed by (shader, defines) so every pipeline is compiled once per device.
 
-Two kinds of file (docs/shaders.md maps them): a KERNEL is shaders/NAME.wgsl, compiled on its own
+Two kinds of file (docs/ARCHITECTURE.md, "Shaders", maps them): a KERNEL is shaders/NAME.wgsl, compiled on its own
 and dispatched by name (`pipelines(ctx).get("NAME")`, `ProgramBuilder.add("NAME", ...)`); an
 INCLUDE is shaders/include/NAME.wgsl, never compiled alone, pulled into kernels (or other
 includes) by `#include "include/NAME.wgsl"` (the path from shaders/, written out in full). The
