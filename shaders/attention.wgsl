@@ -6,7 +6,7 @@
 // index order. Inside a split, keys go in chunks of C = 64 at fixed positions, folded with the
 // online-softmax rescale. Every operation on a query row depends only on that row's q, its
 // position and the cache, never on the other rows of the tile or on n_tok: row t of a verify
-// batch is bit-identical to decoding it alone (DESIGN invariant 2).
+// batch is bit-identical to decoding it alone (ARCHITECTURE.md, "Batch invariance").
 //
 // Query rows: a workgroup takes BQ consecutive tokens x HB heads of one kv head's group
 // (GQA: q head h reads kv head h / (H/Hkv)); row r = token t0 + r / HB, head kh*G + hb*HB + r % HB.

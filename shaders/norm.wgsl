@@ -8,7 +8,7 @@
 // (coalesced). Pass 1 sums squares in that order per thread, then a fixed-order workgroup reduction
 // (include/wg_reduce.wgsl: subgroupAdd per subgroup, partials added in subgroup order; or a binary tree
 // in workgroup memory); pass 2 writes. The order depends on n and WG only, never on the token count or on which
-// workgroup runs the row: batch-invariant (DESIGN invariant 2).
+// workgroup runs the row: batch-invariant (ARCHITECTURE.md, "Batch invariance").
 //
 // Bindings (binding 0 uniform P, the rest storage):
 //   1 step record (u32, rw)   2 X (f32, rw)   3 Y (f32, rw)

@@ -1,4 +1,4 @@
-"""Adapter choice and the kill switches (DESIGN.md): each switch changes what a context uses.
+"""Adapter choice and the kill switches (README, "Run"): each switch changes what a context uses.
 `wgmtp devices` probes subgroup sizes with shaders/probe_subgroup.wgsl (test_devices_lists_adapters)."""
 from __future__ import annotations
 

@@ -14,8 +14,8 @@ from .. import quants
 from .. import tolerances as tol
 from ..gpu.program import OpRecord
 from ..kernels import Act
-from ..kernels import gdn as K_gdn
-from ..reference import gdn as RG
+from ..kernels import gdn as gdn_kernels
+from ..reference import gdn as gdn_twins
 from ..reference import ops
 from ..reference.spec import accept_greedy
 from .compare import Cmp, OpCheck
@@ -284,7 +284,7 @@ def gdn(rec: OpRecord, W: Weights, ctx: Any) -> OpCheck:
 
     def after(io, inp, n, pos0):
         M0 = inp["planes"][inp["src"]]
-        o_exp, planes = RG.gdn(inp["c"], inp["al"], inp["be"], A, dtb, M0, hk=dims.hk, hv=dims.hv, dk=dims.dk,
+        o_exp, planes = gdn_twins.gdn(inp["c"], inp["al"], inp["be"], A, dtb, M0, hk=dims.hk, hv=dims.hv, dk=dims.dk,
                                dv=dims.dv, eps=eps, n_slots=n_slots, slots=inp["planes"])
         got = rows_of(io, out, n, dims.value_dim, a.get("o_stride")).reshape(n, dims.hv, dims.dv)
         got_planes = io.f32(state, n_slots * plane).reshape(n_slots, dims.hv, dims.dv, dims.dk)
@@ -296,7 +296,7 @@ def gdn(rec: OpRecord, W: Weights, ctx: Any) -> OpCheck:
         be = tol.sigmoid_rel(inp["be"]).max(axis=0)
         t = np.arange(1, n + 1)
         if chunked:
-            chunk = a.get("chunk") or K_gdn.pick_chunk(ctx, dims.dk, a.get("lanes", 8), a.get("cols", 8))
+            chunk = a.get("chunk") or gdn_kernels.pick_chunk(ctx, dims.dk, a.get("lanes", 8), a.get("cols", 8))
             Gmax = float(np.abs(np.cumsum(g, axis=0)).max()) if n else 0.0
             bo = tol.chunked_gdn_tol(t[:, None, None], dims.dk, chunk, scale[None, :, None], Gmax, ge[None, :, None],
                                      be[None, :, None])

@@ -1,4 +1,4 @@
-"""`wgmtp check`: the cross-GPU smoke test (DESIGN.md).
+"""`wgmtp check`: the cross-GPU smoke test (README, "Check an adapter").
 
 Without `-m`: the op suite -- every kernel against its numpy twin, the batch-invariance suite and
 snapshot rollback -- on every adapter variant (subgroups and f16 on and off where the adapter has

@@ -9,8 +9,8 @@ import numpy as np
 from ... import tolerances as tol
 from ...gpu.program import ProgramBuilder, Runner
 from ...kernels import STEP_WORDS, Act
-from ...kernels import attention as KA
-from ...reference import attention as RA
+from ...kernels import attention as attention_kernels
+from ...reference import attention as attention_twins
 from .common import (
     Case,
     Check,
@@ -23,7 +23,7 @@ from .common import (
 f32 = np.float32
 
 
-def fill_cache(ctx, cache: KA.KVCache, K: np.ndarray, V: np.ndarray) -> None:
+def fill_cache(ctx, cache: attention_kernels.KVCache, K: np.ndarray, V: np.ndarray) -> None:
     dt = np.float16 if cache.f16 else f32
     for p in cache.parts:
         ctx.queue.write_buffer(p.k, p.k_off * cache.elem_bytes,
@@ -32,7 +32,7 @@ def fill_cache(ctx, cache: KA.KVCache, K: np.ndarray, V: np.ndarray) -> None:
                                np.ascontiguousarray(V[p.row0:p.row0 + p.rows], dt).tobytes())
 
 
-def read_cache(ctx, cache: KA.KVCache) -> tuple[np.ndarray, np.ndarray]:
+def read_cache(ctx, cache: attention_kernels.KVCache) -> tuple[np.ndarray, np.ndarray]:
     dt = np.float16 if cache.f16 else f32
     shp = (-1, cache.n_kv_head, cache.head_dim)
     K = np.concatenate([ctx.read_array(p.k, dt, p.rows * cache.row_elems, p.k_off).reshape(shp) for p in cache.parts])
@@ -44,7 +44,7 @@ def kv_store_case(ctx, chk: Check) -> None:
     """Strided k/v rows, pos_add, a cache in 3 parts, positions across a part boundary; rows outside
     the batch untouched; f32 exact, f16 within 1 ULP of round-to-nearest (WGSL leaves it open)."""
     Hkv, D, S, n_ctx = 2, 16, 64, 150
-    cache = KA.kv_cache(ctx, n_ctx, Hkv, D, split=S, part_rows=S)
+    cache = attention_kernels.kv_cache(ctx, n_ctx, Hkv, D, split=S, part_rows=S)
     chk.expect("cache in 3 parts", len(cache.parts) == 3)
     rng = np.random.default_rng(1)
     K0 = rng.standard_normal((n_ctx, Hkv, D)).astype(f32)
@@ -56,10 +56,10 @@ def kv_store_case(ctx, chk: Check) -> None:
     kin[0, 0, :4] = [65504.0, 1e-7, -3e-5, 0.333333]
     st = steps(ctx, [(T, pos0)])
     kb, vb = ctx.upload(np.concatenate([np.zeros(7, f32), kin.ravel()])), ctx.upload(vin)
-    run(ctx, lambda pb: KA.kv_store(pb, cache, Act(kb, 7), Act(vb), Act(st), max_tok=max_tok, k_ts=Hkv * 3 * D,
-                                    k_hs=3 * D, pos_add=pos_add))
+    run(ctx, lambda pb: attention_kernels.kv_store(pb, cache, Act(kb, 7), Act(vb), Act(st), max_tok=max_tok,
+                                                   k_ts=Hkv * 3 * D, k_hs=3 * D, pos_add=pos_add))
     K, V = read_cache(ctx, cache)
-    Kr, Vr = RA.kv_store(K0, V0, kin[:T, :, :D], vin[:T], pos0 + pos_add, cache.f16)
+    Kr, Vr = attention_twins.kv_store(K0, V0, kin[:T, :, :D], vin[:T], pos0 + pos_add, cache.f16)
     if not cache.f16:
         chk.equal("K cache", K, Kr)
         chk.equal("V cache", V, Vr)
@@ -80,7 +80,7 @@ def attention_case(ctx, chk: Check, D: int, H: int, Hkv: int, S: int) -> None:
     against ops.attention on the cache read back from the GPU."""
     rng = np.random.default_rng(D * 100 + H)
     n_ctx = 3 * S + 21
-    cache = KA.kv_cache(ctx, n_ctx, Hkv, D, split=S)
+    cache = attention_kernels.kv_cache(ctx, n_ctx, Hkv, D, split=S)
     K0 = rng.standard_normal((n_ctx, Hkv, D)).astype(f32)
     V0 = (rng.standard_normal((n_ctx, Hkv, D)) * 2).astype(f32)
     fill_cache(ctx, cache, K0, V0)
@@ -95,24 +95,25 @@ def attention_case(ctx, chk: Check, D: int, H: int, Hkv: int, S: int) -> None:
     qb, kb, vb = ctx.upload(qg), ctx.upload(kin), ctx.upload(vin)
     o_ts = H * D + 5
     ob = ctx.buffer((len(runs) * max_tok * o_ts + 3) * 4)
-    ws = ctx.buffer(KA.workspace_floats(cache, H, max_tok) * 4)
+    ws = ctx.buffer(attention_kernels.workspace_floats(cache, H, max_tok) * 4)
     progs = []
     for i, (n, p0) in enumerate(runs):
         pb = ProgramBuilder(ctx, f"attn{i}")
         st = Act(step, i * STEP_WORDS)
         pa = pos_add if n > 1 else 0
         if n > 1:
-            KA.kv_store(pb, cache, Act(kb), Act(vb), st, max_tok=max_tok, pos_add=pa)
+            attention_kernels.kv_store(pb, cache, Act(kb), Act(vb), st, max_tok=max_tok, pos_add=pa)
         q = Act(qb, i * max_tok * H * 2 * D)
-        KA.attention(pb, cache, q, Act(ob, 3 + i * max_tok * o_ts), Act(ws), st, n_head=H, max_tok=max_tok,
-                     q_ts=2 * H * D, q_hs=2 * D, gate=q.at(D), o_ts=o_ts, pos_add=pa)
+        attention_kernels.attention(pb, cache, q, Act(ob, 3 + i * max_tok * o_ts), Act(ws), st, n_head=H,
+                                    max_tok=max_tok, q_ts=2 * H * D, q_hs=2 * D, gate=q.at(D), o_ts=o_ts,
+                                    pos_add=pa)
         progs.append(pb.build())
     Runner(ctx).run(progs)
     K, V = read_cache(ctx, cache)
     out = read_f32(ctx, ob, len(runs) * max_tok * o_ts, 3).reshape(len(runs), max_tok, o_ts)
     for i, (n, p0) in enumerate(runs):
         q, gate = qg[i, :n, :, 0], qg[i, :n, :, 1]
-        ref = RA.attention(q, K, V, p0, gate)
+        ref = attention_twins.attention(q, K, V, p0, gate)
         got = out[i, :n, :H * D].reshape(n, H, D)
         bound = tol.gated_attention_tol(q, K, V, p0 + np.arange(n) + 1, gate, ref)
         chk.close(f"{'verify' if n > 1 else 'decode'} n_tok={n} n_kv={p0 + 1}..{p0 + n}", got, ref, bound)
@@ -127,8 +128,8 @@ def attention_batch_case(ctx, chk: Check, D: int, H: int, Hkv: int, lim: int | N
     rng = np.random.default_rng(D + H)
     K0 = rng.standard_normal((n_ctx, Hkv, D)).astype(f32)
     V0 = rng.standard_normal((n_ctx, Hkv, D)).astype(f32)
-    cache = KA.kv_cache(ctx, n_ctx, Hkv, D, split=S)
-    parted = KA.kv_cache(ctx, n_ctx, Hkv, D, split=S, part_rows=S)
+    cache = attention_kernels.kv_cache(ctx, n_ctx, Hkv, D, split=S)
+    parted = attention_kernels.kv_cache(ctx, n_ctx, Hkv, D, split=S, part_rows=S)
     fill_cache(ctx, cache, K0, V0)
     fill_cache(ctx, parted, K0, V0)
     q = (rng.standard_normal((MT, H, D)) * 3).astype(f32)
@@ -138,7 +139,7 @@ def attention_batch_case(ctx, chk: Check, D: int, H: int, Hkv: int, lim: int | N
     step = steps(ctx, recs)
     HD = H * D
     ob = ctx.buffer(len(recs) * MT * HD * 4)
-    big = max(KA.workspace_floats(cache, H, MT, w) for w in (None, 1, 3))
+    big = max(attention_kernels.workspace_floats(cache, H, MT, w) for w in (None, 1, 3))
     ws = ctx.buffer(big * 4)
     progs = []
     labels = []
@@ -152,8 +153,9 @@ def attention_batch_case(ctx, chk: Check, D: int, H: int, Hkv: int, lim: int | N
             win, lab = 1, "N=16 window 1"
         elif i == len(recs) - 1:
             win, lab = 3, "N=16 window 3"
-        KA.attention(pb, c, Act(qb, i * HD if dec else 0), Act(ob, i * MT * HD), Act(ws), Act(step, i * STEP_WORDS),
-                     n_head=H, max_tok=1 if dec else MT, gate=Act(gb, i * HD if dec else 0), window=win, wg_limit=lim)
+        attention_kernels.attention(pb, c, Act(qb, i * HD if dec else 0), Act(ob, i * MT * HD), Act(ws),
+                                    Act(step, i * STEP_WORDS), n_head=H, max_tok=1 if dec else MT,
+                                    gate=Act(gb, i * HD if dec else 0), window=win, wg_limit=lim)
         progs.append(pb.build())
         labels.append(lab)
     Runner(ctx).run(progs)
@@ -163,7 +165,7 @@ def attention_batch_case(ctx, chk: Check, D: int, H: int, Hkv: int, lim: int | N
         chk.equal(f"verify {labels[i]} vs decode", out[i, :n], single[:n], bits=True)
     if twin:
         K, V = read_cache(ctx, cache)
-        ref = RA.attention(q, K, V, P, gate)
+        ref = attention_twins.attention(q, K, V, P, gate)
         chk.close("decode vs twin", single.reshape(MT, H, D), ref,
                   tol.gated_attention_tol(q, K, V, P + np.arange(MT) + 1, gate, ref))
 

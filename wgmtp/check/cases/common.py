@@ -173,7 +173,7 @@ def steps(ctx, recs) -> Any:
 
 @contextlib.contextmanager
 def binding_limit(ctx, nbytes: int) -> Iterator[None]:
-    """Uploads made inside split weights into row parts of at most `nbytes` (DESIGN invariant 6)
+    """Uploads made inside split weights into row parts of at most `nbytes` (ARCHITECTURE.md, "Binding splits")
     on the same device: a second device per variant is slow, and wgpu's GL backend has aborted
     with several."""
     old = ctx.max_binding
@@ -215,7 +215,7 @@ def run_step(ctx, build: Callable[[ProgramBuilder, Act], None], n_tok: int, pos0
 
 
 class Batch:
-    """Exact batch invariance (DESIGN invariant 2) of one program built for max_tok token rows.
+    """Exact batch invariance (ARCHITECTURE.md, "Batch invariance") of one program built for max_tok token rows.
 
     Buffers are slabs of `stride` words per token ([max_tok, stride] at word offset `off`); inputs
     are rewritten before every run (kernels may work in place), outputs reset to a sentinel. For

@@ -7,7 +7,7 @@ import numpy as np
 
 from ... import tolerances as tol
 from ...kernels import Act
-from ...kernels import elementwise as KE
+from ...kernels import elementwise as elementwise_kernels
 from ...reference import ops
 from .common import Case, Check, read_f32, require, run  # noqa: F401  (require: the kernel tests run cases with it)
 
@@ -24,8 +24,8 @@ def swiglu_case(ctx, chk: Check, n: int) -> None:
     A, B = ctx.upload(a), ctx.upload(b)
     O = ctx.buffer(2 * n * 4 + 64)
     S = ctx.upload(np.array([1, 0, 0, 0, n, 0, 0, 0], np.uint32))
-    run(ctx, lambda pb: (KE.swiglu(pb, Act(A), Act(B), Act(O, 0), Act(S, 0), width=n, max_tok=1),
-                         KE.swiglu(pb, Act(A), Act(B), Act(O, n), Act(S, 4), width=1, max_tok=n)))
+    run(ctx, lambda pb: (elementwise_kernels.swiglu(pb, Act(A), Act(B), Act(O, 0), Act(S, 0), width=n, max_tok=1),
+                         elementwise_kernels.swiglu(pb, Act(A), Act(B), Act(O, n), Act(S, 4), width=1, max_tok=n)))
     out = read_f32(ctx, O, 2 * n).reshape(2, n)
     ref = ops.swiglu(a, b)
     for i, lay in enumerate(("one row", "rows of 1")):
@@ -36,7 +36,7 @@ def swiglu_case(ctx, chk: Check, n: int) -> None:
     G = ctx.upload(gu)
     O2 = ctx.upload(np.full((rows, 9), -7.0, f32))
     S2 = ctx.upload(np.array([rows, 0, 0, 0], np.uint32))
-    run(ctx, lambda pb: KE.swiglu(pb, Act(G), Act(G, F), Act(O2), Act(S2), width=F, max_tok=rows,
+    run(ctx, lambda pb: elementwise_kernels.swiglu(pb, Act(G), Act(G, F), Act(O2), Act(S2), width=F, max_tok=rows,
                                   g_stride=2 * F, u_stride=2 * F, out_stride=9))
     got = read_f32(ctx, O2, rows * 9).reshape(rows, 9)
     ref = ops.swiglu(gu[:, :F], gu[:, F:])

@@ -11,8 +11,8 @@ from ... import tolerances as tol
 from ...gpu.program import Readback
 from ...gpu.weights import upload_array
 from ...kernels import Act
-from ...kernels import gdn as KG
-from ...reference import gdn as RG
+from ...kernels import gdn as gdn_kernels
+from ...reference import gdn as gdn_twins
 from ...reference import ops
 from .common import (
     EPS,
@@ -43,7 +43,7 @@ class Layer:
 
     def __init__(self, ctx, hk, hv, dk, dv, T, seed):
         self.ctx = ctx
-        self.d = d = KG.GDNDims(hk, hv, dk, dv)
+        self.d = d = gdn_kernels.GDNDims(hk, hv, dk, dv)
         rng = np.random.default_rng(seed)
         self.rng = rng
         self.T = T
@@ -78,7 +78,7 @@ class Layer:
     def conv(self, pb, step, t0, cstate, cout, n_slots, cout_row0=None):
         cd = self.d.conv_dim
         r0 = t0 if cout_row0 is None else cout_row0
-        KG.ssm_conv(pb, step, Act(self.X, t0 * cd), self.W, cstate, Act(cout.buffer, cout.offset + r0 * cd),
+        gdn_kernels.ssm_conv(pb, step, Act(self.X, t0 * cd), self.W, cstate, Act(cout.buffer, cout.offset + r0 * cd),
                     n_slots=n_slots)
 
     def gdn(self, pb, step, t0, c, sstate, out, n_slots, chunked=False, c_row0=None, out_row0=None):
@@ -88,9 +88,9 @@ class Layer:
         args = (pb, step, c.at(cr * d.conv_dim), Act(self.AL, t0 * d.hv), Act(self.BE, t0 * d.hv), self.A,
                 self.DTB, sstate, out.at(orow * d.value_dim), d)
         if chunked:
-            KG.gdn_chunked(*args, n_slots=n_slots, eps=EPS, chunk=GDN_CHUNK)
+            gdn_kernels.gdn_chunked(*args, n_slots=n_slots, eps=EPS, chunk=GDN_CHUNK)
         else:
-            KG.gdn(*args, n_slots=n_slots, eps=EPS)
+            gdn_kernels.gdn(*args, n_slots=n_slots, eps=EPS)
 
     def head_scale(self, v, M0):
         return np.abs(v).max(axis=(0, 2)) + np.abs(M0).max(axis=(1, 2))
@@ -140,9 +140,10 @@ def gdn_gates_case(ctx, chk: Check) -> None:
     L.upload_gates()
     OUT = ctx.buffer(L.T * L.d.hv * 2 * 4)
     STEP = ctx.upload(np.zeros(4, np.uint32))
-    out, = gdn_run(ctx, lambda pb: KG.gdn_gates(pb, Act(STEP), Act(L.AL), Act(L.BE), L.A, L.DTB, Act(OUT), L.d),
+    out, = gdn_run(ctx, lambda pb: gdn_kernels.gdn_gates(pb, Act(STEP), Act(L.AL), Act(L.BE), L.A, L.DTB, Act(OUT),
+                                                         L.d),
                    step_words((L.T, 0)), STEP, [(OUT, (L.T, L.d.hv, 2))])
-    g, b = RG.gdn_gates(L.alpha, L.beta, L.a, L.dtb)
+    g, b = gdn_twins.gdn_gates(L.alpha, L.beta, L.a, L.dtb)
     x = (L.alpha + L.dtb).astype(f32)
     chk.close("g", out[..., 0], g, tol.gdn_gates_tol(np.broadcast_to(L.a, x.shape), x, g))
     chk.close("beta", out[..., 1], b, tol.sigmoid_rel(L.beta) * np.abs(b))
@@ -162,9 +163,9 @@ def gdn_case(ctx, chk: Check, hk: int, hv: int, dk: int, dv: int) -> None:
     STEP = ctx.upload(np.zeros(4, np.uint32))
     o, planes = gdn_run(ctx, lambda pb: L.gdn(pb, Act(STEP), 0, Act(L.C), Act(S), Act(OUT), n_slots),
                         step_words((T, src)), STEP, [(OUT, (T, hv, dv)), (S, init.shape)])
-    ro, rplanes = RG.gdn(L.c, L.alpha, L.beta, L.a, L.dtb, init[src], hk=hk, hv=hv, dk=dk, dv=dv, eps=EPS,
+    ro, rplanes = gdn_twins.gdn(L.c, L.alpha, L.beta, L.a, L.dtb, init[src], hk=hk, hv=hv, dk=dk, dv=dv, eps=EPS,
                          n_slots=n_slots, slots=init)
-    _, _, v = RG.split_qkv(L.c, hk, hv, dk, dv, EPS)
+    _, _, v = gdn_twins.split_qkv(L.c, hk, hv, dk, dv, EPS)
     scale = L.head_scale(v, init[src])
     ge, be = L.input_errs()
     t = np.arange(1, T + 1)[:, None, None]
@@ -190,11 +191,11 @@ def gdn_chunked_case(ctx, chk: Check, hk: int, hv: int, dk: int, dv: int) -> Non
                         step_words((T, src)), STEP, [(OUT, (T, hv, dv)), (S, init.shape)])
     chk.equal("other planes untouched", planes[1:], init[1:], bits=True)
     kw = dict(hk=hk, hv=hv, dk=dk, dv=dv, eps=EPS)
-    ro, rM = RG.gdn(L.c, L.alpha, L.beta, L.a, L.dtb, init[src], **kw)
-    co, cM = RG.gdn_chunked(L.c, L.alpha, L.beta, L.a, L.dtb, init[src], chunk=GDN_CHUNK, **kw)
+    ro, rM = gdn_twins.gdn(L.c, L.alpha, L.beta, L.a, L.dtb, init[src], **kw)
+    co, cM = gdn_twins.gdn_chunked(L.c, L.alpha, L.beta, L.a, L.dtb, init[src], chunk=GDN_CHUNK, **kw)
     g, _ = ops.gdn_gates(L.alpha, L.beta, L.a, L.dtb)
     gmax = max(float(np.abs(g[c0:c0 + GDN_CHUNK].astype(np.float64).sum(0)).max()) for c0 in range(0, T, GDN_CHUNK))
-    _, _, v = RG.split_qkv(L.c, hk, hv, dk, dv, EPS)
+    _, _, v = gdn_twins.split_qkv(L.c, hk, hv, dk, dv, EPS)
     scale = L.head_scale(v, init[src])
     ge, be = L.input_errs()
     t = np.arange(1, T + 1)[:, None, None]
@@ -217,7 +218,7 @@ def conv_gdn_exact_case(ctx, chk: Check, hk: int, hv: int, dk: int, *, use_conv:
     the one-token chain is also compared with the twin (the tolerance cases do that already)."""
     L = Layer(ctx, hk, hv, dk, dk, NMAX, seed=7 * dk + hv)
     d = L.d
-    cp, sp = KG.conv_plane(d.conv_dim, KC), d.ssm_plane
+    cp, sp = gdn_kernels.conv_plane(d.conv_dim, KC), d.ssm_plane
     conv0, ssm0 = L.rand_conv(1)[0], L.rand_ssm(1)[0]
     Ns = list(range(2, NMAX + 1)) if batch else []
     slots = {N: (N + 1 if N <= 5 else 6) for N in range(2, NMAX + 1)}
@@ -297,8 +298,8 @@ def conv_gdn_exact_case(ctx, chk: Check, hk: int, hv: int, dk: int, *, use_conv:
         ch = regions["chain"][0]
         if use_gdn and not exact_only:   # the chain is right (to the twin's bound): the exact checks mean something
             cin = cc[0, :NMAX] if use_conv else L.c
-            ro, _ = RG.gdn(cin, L.alpha, L.beta, L.a, L.dtb, ssm0, hk=hk, hv=hv, dk=dk, dv=dk, eps=EPS)
-            _, _, v = RG.split_qkv(cin, hk, hv, dk, dk, EPS)
+            ro, _ = gdn_twins.gdn(cin, L.alpha, L.beta, L.a, L.dtb, ssm0, hk=hk, hv=hv, dk=dk, dv=dk, eps=EPS)
+            _, _, v = gdn_twins.split_qkv(cin, hk, hv, dk, dk, EPS)
             ge, be = L.input_errs()
             t = np.arange(1, NMAX + 1)[:, None, None]
             chk.close("one-token chain vs twin", oo[0, :NMAX], ro,

@@ -11,8 +11,8 @@ from ... import quants
 from ... import tolerances as tol
 from ...gpu.weights import upload_tensor
 from ...kernels import STEP_WORDS, Act
-from ...kernels import linear as KL
-from ...reference import linear as RL
+from ...kernels import linear as linear_kernels
+from ...reference import linear as linear_twins
 from ...reference import ops
 from .common import (
     EPS,
@@ -51,7 +51,8 @@ def make_weight(ctx, qt: QT, rows: int, cols: int, seed: int, tiny_tail: int = 0
     if tiny_tail:
         w[rows - tiny_tail:] *= f32(2.0 ** -14)
     raw = quants.quantize(w, qt)
-    return raw, RL.dequantize_matrix(raw, qt, rows, cols), upload_tensor(ctx, f"w{seed}", raw, qt, (cols, rows))
+    return (raw, linear_twins.dequantize_matrix(raw, qt, rows, cols),
+            upload_tensor(ctx, f"w{seed}", raw, qt, (cols, rows)))
 
 
 def _padded(X: np.ndarray, pad: int) -> np.ndarray:
@@ -81,10 +82,10 @@ def _matvec_batch(ctx, Wt, X, counts, x_pad=0, y_pad=0, y0=None, out_rows=None, 
 
     def build(pb):
         for i, n in enumerate(counts):
-            KL.matvec(pb, Wt, Act(Xb), Act(Yb, i * 16 * ys), Act(St, (i + 1) * STEP_WORDS), x_stride=xs,
+            linear_kernels.matvec(pb, Wt, Act(Xb), Act(Yb, i * 16 * ys), Act(St, (i + 1) * STEP_WORDS), x_stride=xs,
                       y_stride=ys, **fuse)
         for t in range(T):
-            KL.matvec(pb, Wt, Act(Xb, t * xs), Act(Yb, (len(counts) + t) * 16 * ys), Act(St, 0),
+            linear_kernels.matvec(pb, Wt, Act(Xb, t * xs), Act(Yb, (len(counts) + t) * 16 * ys), Act(St, 0),
                       x_stride=xs, y_stride=ys, **fuse)
     run(ctx, build)
     Y = read_f32(ctx, Yb, slots * 16 * ys).reshape(slots, 16, ys)
@@ -115,7 +116,7 @@ def matvec_fused_case(ctx, chk: Check, qt: QT, rows: int, cols: int, seed: int, 
         fuse["add"] = True
     if glu:
         fuse["glu"] = True
-    want = RL.matvec(raw, qt, Wd.shape[0], cols, Xin)
+    want = linear_twins.matvec(raw, qt, Wd.shape[0], cols, Xin)
     bound = tol.norm_matvec_tol(Wd, Xin, qt.name) if norm else tol.matvec_tol(Wd, Xin, qt.name)
     if glu:
         g, u = want[:, :rows], want[:, rows:]
@@ -135,11 +136,11 @@ def matvec_fused_case(ctx, chk: Check, qt: QT, rows: int, cols: int, seed: int, 
 def matvec_case(ctx, chk: Check, qt: QT, rows: int, cols: int, seed: int, counts=(16,), x_pad=0, y_pad=0,
                 batch: bool = False, twin: bool = True) -> None:
     """matvec within matvec_tol of the twin; with `batch`, every n_tok in counts also equal, token
-    by token and bit for bit, to n_tok = 1 runs of the same pipeline (DESIGN invariant 2); the
+    by token and bit for bit, to n_tok = 1 runs of the same pipeline (ARCHITECTURE.md, "Batch invariance"); the
     batch-invariance suite's cases (twin=False) make only those exact comparisons."""
     raw, Wd, Wt = make_weight(ctx, qt, rows, cols, seed)
     X = np.random.default_rng(seed + 1).standard_normal((16, cols)).astype(f32)
-    want = RL.matvec(raw, qt, rows, cols, X)
+    want = linear_twins.matvec(raw, qt, rows, cols, X)
     bound = tol.matvec_tol(Wd, X, qt.name)
     if not batch:
         T = max(counts)
@@ -147,7 +148,7 @@ def matvec_case(ctx, chk: Check, qt: QT, rows: int, cols: int, seed: int, counts
         Xb = ctx.upload(_padded(X, x_pad))
         St = steps(ctx, list(counts))
         Yb = ctx.buffer(len(counts) * T * ys * 4)
-        run(ctx, lambda pb: [KL.matvec(pb, Wt, Act(Xb), Act(Yb, i * T * ys), Act(St, i * STEP_WORDS),
+        run(ctx, lambda pb: [linear_kernels.matvec(pb, Wt, Act(Xb), Act(Yb, i * T * ys), Act(St, i * STEP_WORDS),
                                        x_stride=xs, y_stride=ys) for i in range(len(counts))])
         Y = read_f32(ctx, Yb, len(counts) * T * ys).reshape(len(counts), T, ys)
         chk.expect("y_stride padding untouched", not Y[:, :, rows:].any())
@@ -171,7 +172,7 @@ def matvec_prefix_case(ctx, chk: Check, qt: QT) -> None:
     with binding_limit(ctx, SPLIT_BINDING):
         raw, Wd, Wt = make_weight(ctx, qt, rows, cols, seed=700 + int(qt))
     X = np.random.default_rng(8).standard_normal((1, cols)).astype(f32)
-    want = RL.matvec(raw, qt, rows, cols, X)
+    want = linear_twins.matvec(raw, qt, rows, cols, X)
     bound = tol.matvec_tol(Wd, X, qt.name)
     Xb, St = ctx.upload(X), steps(ctx, [1])
     for limit in (1, Wt.parts[0].rows, Wt.parts[1].row0 + 1, rows - 1):
@@ -179,7 +180,7 @@ def matvec_prefix_case(ctx, chk: Check, qt: QT) -> None:
         pb_n = []
 
         def build(pb):
-            KL.matvec(pb, Wt, Act(Xb), Act(Yb), Act(St), rows=limit)
+            linear_kernels.matvec(pb, Wt, Act(Xb), Act(Yb), Act(St), rows=limit)
             pb_n.append(len(pb._items))
         run(ctx, build)
         Y = read_f32(ctx, Yb, rows)
@@ -199,12 +200,12 @@ def matmul_case(ctx, chk: Check, qt: QT, rows: int, cols: int, seed: int, counts
     Xb = ctx.upload(_padded(X, x_pad))
     St = steps(ctx, list(counts))
     Yb = ctx.buffer(len(counts) * T * ys * 4)
-    run(ctx, lambda pb: [KL.matmul(pb, Wt, Act(Xb), Act(Yb, i * T * ys), Act(St, i * STEP_WORDS), max_tok=T,
+    run(ctx, lambda pb: [linear_kernels.matmul(pb, Wt, Act(Xb), Act(Yb, i * T * ys), Act(St, i * STEP_WORDS), max_tok=T,
                                    x_stride=xs, y_stride=ys) for i in range(len(counts))])
     Y = read_f32(ctx, Yb, len(counts) * T * ys).reshape(len(counts), T, ys)
     chk.expect("y_stride padding untouched", not Y[:, :, rows:].any())
     Y = Y[:, :, :rows]
-    want = RL.matmul(raw, qt, rows, cols, X)
+    want = linear_twins.matmul(raw, qt, rows, cols, X)
     bound = tol.matvec_tol(Wd, X, qt.name)
     for i, n in enumerate(counts):
         chk.close(f"matmul n_tok={n}", Y[i, :n], want[:n], bound[:n])
@@ -212,7 +213,7 @@ def matmul_case(ctx, chk: Check, qt: QT, rows: int, cols: int, seed: int, counts
 
 
 def embed_compare(chk: Check, qt: QT, raw, ids, got, what="embed") -> None:
-    want = RL.embed(raw, qt, ids)
+    want = linear_twins.embed(raw, qt, ids)
     if qt in EXACT_EMBED:
         chk.equal(what, got, want)
     else:
@@ -229,7 +230,7 @@ def embed_case(ctx, chk: Check, qt: QT) -> None:
     Ib = ctx.upload(np.concatenate([ids, [1, 2]]).astype(np.uint32))
     Ob = ctx.upload(np.full(T * cols, 7.0, f32))
     St = steps(ctx, [len(ids)])
-    run(ctx, lambda pb: KL.embed(pb, Wt, Act(Ib), Act(Ob), Act(St), max_tok=T))
+    run(ctx, lambda pb: linear_kernels.embed(pb, Wt, Act(Ib), Act(Ob), Act(St), max_tok=T))
     got = read_f32(ctx, Ob, T * cols).reshape(T, cols)
     embed_compare(chk, qt, raw, ids, got[:len(ids)])
     chk.expect("slots past n_tok untouched", np.all(got[len(ids):] == 7.0))
@@ -261,17 +262,17 @@ def split_case(ctx, chk: Check, qt: QT, kernel: str) -> None:
 
     def build(pb):
         if kernel == "matvec":
-            KL.matvec(pb, Wt, Act(A, oX), Act(A, oY), Act(A, oS))
+            linear_kernels.matvec(pb, Wt, Act(A, oX), Act(A, oY), Act(A, oS))
         elif kernel == "matmul":
-            KL.matmul(pb, Wt, Act(A, oX), Act(A, oY), Act(A, oS), max_tok=T)
+            linear_kernels.matmul(pb, Wt, Act(A, oX), Act(A, oY), Act(A, oS), max_tok=T)
         else:
-            KL.embed(pb, Wt, Act(A, oI), Act(A, oY), Act(A, oS), max_tok=len(ids))
+            linear_kernels.embed(pb, Wt, Act(A, oI), Act(A, oY), Act(A, oS), max_tok=len(ids))
     run(ctx, build)
     out = read_f32(ctx, A, oS)
     if kernel == "embed":
         embed_compare(chk, qt, raw, ids, out[oY:oS].reshape(len(ids), cols), "embed (parts)")
     else:
-        want = RL.matvec(raw, qt, rows, cols, X)
+        want = linear_twins.matvec(raw, qt, rows, cols, X)
         chk.close(f"{kernel} (parts)", out[oY:oS].reshape(T, rows), want, tol.matvec_tol(Wd, X, qt.name))
 
 

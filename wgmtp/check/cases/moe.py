@@ -15,7 +15,7 @@ f32 = np.float32
 
 
 def _moe_layer(ctx, qt: QT, NE: int, k: int, E: int, Fe: int, Fs: int, seed: int):
-    from ...kernels import moe as KM
+    from ...kernels import moe as moe_kernels
     rng = np.random.default_rng(seed)
     router = (rng.standard_normal((NE, E)) * 3 / np.sqrt(E)).astype(f32)
     gates = [make_weight(ctx, qt, Fe * NE, E, seed + 1), make_weight(ctx, qt, Fe * NE, E, seed + 2),
@@ -23,9 +23,10 @@ def _moe_layer(ctx, qt: QT, NE: int, k: int, E: int, Fe: int, Fs: int, seed: int
     sh = [make_weight(ctx, qt, Fs, E, seed + 4), make_weight(ctx, qt, Fs, E, seed + 5),
           make_weight(ctx, qt, E, Fs, seed + 6)]
     g_inp = (rng.standard_normal(E) / np.sqrt(E)).astype(f32)
-    L = KM.MoEWeights(router=upload_tensor(ctx, "router", router, QT.F32, (E, NE)), gate=gates[0][2], up=gates[1][2],
-                      down=gates[2][2], shexp_gate_inp=upload_tensor(ctx, "gsh", g_inp, QT.F32, (E,)),
-                      shexp_gate=sh[0][2], shexp_up=sh[1][2], shexp_down=sh[2][2])
+    L = moe_kernels.MoEWeights(router=upload_tensor(ctx, "router", router, QT.F32, (E, NE)), gate=gates[0][2],
+                               up=gates[1][2], down=gates[2][2],
+                               shexp_gate_inp=upload_tensor(ctx, "gsh", g_inp, QT.F32, (E,)),
+                               shexp_gate=sh[0][2], shexp_up=sh[1][2], shexp_down=sh[2][2])
     mats = (router, gates[0][1].reshape(NE, Fe, E), gates[1][1].reshape(NE, Fe, E), gates[2][1].reshape(NE, E, Fe),
             (g_inp, sh[0][1], sh[1][1], sh[2][1]))
     return L, mats
@@ -34,13 +35,13 @@ def _moe_layer(ctx, qt: QT, NE: int, k: int, E: int, Fe: int, Fs: int, seed: int
 def moe_case(ctx, chk: Check, qt: QT, n_tok: int) -> None:
     """The whole MoE FFN (router, route + work list, experts, shared expert, combine) against
     ops.ffn_moe within tolerances.moe_ffn_tol."""
-    from ...kernels import moe as KM
+    from ...kernels import moe as moe_kernels
     NE, k, E, Fe, Fs = 6, 2, 256, 256, 256
     L, (router, g, u, d, sh) = _moe_layer(ctx, qt, NE, k, E, Fe, Fs, 40)
     h = np.random.default_rng(41).standard_normal((n_tok, E)).astype(f32)
     Hb, Y = ctx.upload(h), ctx.buffer(n_tok * E * 4)
-    S = ctx.buffer(KM.ffn_scratch_words(E, NE, k, Fe, Fs, n_tok) * 4)
-    run_step(ctx, lambda pb, st: KM.ffn(pb, L, Act(Hb), Act(Y), st, Act(S), k=k, max_tok=n_tok), n_tok)
+    S = ctx.buffer(moe_kernels.ffn_scratch_words(E, NE, k, Fe, Fs, n_tok) * 4)
+    run_step(ctx, lambda pb, st: moe_kernels.ffn(pb, L, Act(Hb), Act(Y), st, Act(S), k=k, max_tok=n_tok), n_tok)
     want = ops.ffn_moe(h, router, g, u, d, k, sh)
     chk.close("moe_ffn", read_f32(ctx, Y, n_tok * E).reshape(n_tok, E), want,
               tol.moe_ffn_tol(h, router, g, u, d, k, sh, qt.name, qt.name, qt.name))
@@ -48,7 +49,7 @@ def moe_case(ctx, chk: Check, qt: QT, n_tok: int) -> None:
 
 def moe_batch_case(ctx, chk: Check) -> None:
     """Row t of an N-token MoE FFN (experts shared between tokens) equals its 1-token run, N = 2..16."""
-    from ...kernels import moe as KM
+    from ...kernels import moe as moe_kernels
     NE, k, E, Fe, Fs = 6, 2, 256, 256, 256
     L, _ = _moe_layer(ctx, QT.Q8_0, NE, k, E, Fe, Fs, 50)
     h = np.random.default_rng(51).standard_normal((16, E)).astype(f32)
@@ -56,14 +57,14 @@ def moe_batch_case(ctx, chk: Check) -> None:
 
     def ffn_of(n):
         Y = ctx.buffer(n * E * 4)
-        S = ctx.buffer(KM.ffn_scratch_words(E, NE, k, Fe, Fs, 16) * 4)
-        run_step(ctx, lambda pb, st: KM.ffn(pb, L, Act(Hb), Act(Y), st, Act(S), k=k, max_tok=16), n)
+        S = ctx.buffer(moe_kernels.ffn_scratch_words(E, NE, k, Fe, Fs, 16) * 4)
+        run_step(ctx, lambda pb, st: moe_kernels.ffn(pb, L, Act(Hb), Act(Y), st, Act(S), k=k, max_tok=16), n)
         return read_f32(ctx, Y, n * E).reshape(n, E)
     ones = []
     for t in range(16):
-        Y1, S1 = ctx.buffer(E * 4), ctx.buffer(KM.ffn_scratch_words(E, NE, k, Fe, Fs, 16) * 4)
+        Y1, S1 = ctx.buffer(E * 4), ctx.buffer(moe_kernels.ffn_scratch_words(E, NE, k, Fe, Fs, 16) * 4)
         Ht = ctx.upload(h[t])
-        run_step(ctx, lambda pb, st: KM.ffn(pb, L, Act(Ht), Act(Y1), st, Act(S1), k=k, max_tok=16), 1)
+        run_step(ctx, lambda pb, st: moe_kernels.ffn(pb, L, Act(Ht), Act(Y1), st, Act(S1), k=k, max_tok=16), 1)
         ones.append(read_f32(ctx, Y1, E))
     for n in (2, 5, 16):
         chk.equal(f"moe_ffn N={n}", ffn_of(n), np.stack(ones[:n]), bits=True)

@@ -9,8 +9,8 @@ import numpy as np
 from ... import tolerances as tol
 from ...gpu.weights import upload_array
 from ...kernels import Act
-from ...kernels import norm as KN
-from ...reference import norm as RN
+from ...kernels import norm as norm_kernels
+from ...reference import norm as norm_twins
 from ...reference import ops
 from .common import (
     EPS,
@@ -37,7 +37,7 @@ def rmsnorm_case(ctx, chk: Check, n: int) -> None:
     X = ctx.upload(xs)
     Wt = upload_array(ctx, "w", w)
     O = ctx.upload(np.full(7 + 4 * n, SENTINEL, f32))
-    run_step(ctx, lambda pb, st: KN.rmsnorm(pb, st, Act(X), Wt, Act(O, 7), n, EPS, 4, x_stride=stride), T)
+    run_step(ctx, lambda pb, st: norm_kernels.rmsnorm(pb, st, Act(X), Wt, Act(O, 7), n, EPS, 4, x_stride=stride), T)
     y = read_f32(ctx, O, 4 * n, 7).reshape(4, n)
     ref = ops.rmsnorm(x, w, EPS)
     chk.close("rmsnorm", y[:T], ref, tol.rmsnorm_tol(n, ref))
@@ -54,7 +54,7 @@ def add_rmsnorm_case(ctx, chk: Check, n: int) -> None:
     X = ctx.upload(x)
     RB = ctx.upload(np.concatenate([r.ravel(), np.zeros(T * n, f32)]))
     Wb = ctx.upload(np.concatenate([np.zeros(3, f32), w]))
-    run_step(ctx, lambda pb, st: KN.add_rmsnorm(pb, st, Act(X), Act(RB), Act(Wb, 3), Act(X), Act(RB, T * n),
+    run_step(ctx, lambda pb, st: norm_kernels.add_rmsnorm(pb, st, Act(X), Act(RB), Act(Wb, 3), Act(X), Act(RB, T * n),
                                                 n, EPS, T), T)
     s_ref, y_ref = ops.add_rmsnorm(x, r, w, EPS)
     chk.equal("residual x + r", read_f32(ctx, X, T * n).reshape(T, n), s_ref)
@@ -71,11 +71,11 @@ def head_rmsnorm_case(ctx, chk: Check, heads: int, D: int) -> None:
     QG = ctx.upload(qg)
     Wb = ctx.upload(w)
     O = ctx.buffer(4 * T * heads * D)
-    run_step(ctx, lambda pb, st: KN.head_rmsnorm(pb, st, Act(QG), Wb, Act(O), heads, D, EPS, T,
+    run_step(ctx, lambda pb, st: norm_kernels.head_rmsnorm(pb, st, Act(QG), Wb, Act(O), heads, D, EPS, T,
                                                  x_head_stride=2 * D), T)
     ref = ops.rmsnorm(qg[:, :, 0], w, EPS)
     chk.close("head_rmsnorm (copy)", read_f32(ctx, O, ref.size).reshape(ref.shape), ref, tol.rmsnorm_tol(D, ref))
-    run_step(ctx, lambda pb, st: KN.head_rmsnorm(pb, st, Act(QG), Wb, Act(QG), heads, D, EPS, T,
+    run_step(ctx, lambda pb, st: norm_kernels.head_rmsnorm(pb, st, Act(QG), Wb, Act(QG), heads, D, EPS, T,
                                                  x_head_stride=2 * D, out_head_stride=2 * D), T)
     got = read_f32(ctx, QG, qg.size).reshape(qg.shape)
     chk.equal("gate halves untouched", got[:, :, 1], qg[:, :, 1], bits=True)
@@ -91,7 +91,7 @@ def gated_rmsnorm_case(ctx, chk: Check, heads: int, D: int) -> None:
     OB = ctx.upload(o)
     Z = ctx.upload(z)
     Wt = upload_array(ctx, "ssm_norm", w)
-    run_step(ctx, lambda pb, st: KN.gated_rmsnorm(pb, st, Act(OB), Wt, Act(Z), Act(OB), heads, D, EPS, T), T)
+    run_step(ctx, lambda pb, st: norm_kernels.gated_rmsnorm(pb, st, Act(OB), Wt, Act(Z), Act(OB), heads, D, EPS, T), T)
     ref = ops.gated_rmsnorm(o, w, z, EPS)
     chk.close("gated_rmsnorm", read_f32(ctx, OB, o.size).reshape(o.shape), ref, tol.gated_rmsnorm_tol(D, z, ref))
 
@@ -103,8 +103,8 @@ def l2norm_case(ctx, chk: Check, heads: int, D: int, scale: float) -> None:
     x[0, 0] = 0.0                                              # eps keeps a zero head finite
     X = ctx.upload(x)
     O = ctx.buffer(x.nbytes)
-    run_step(ctx, lambda pb, st: KN.l2norm(pb, st, Act(X), Act(O), heads, D, EPS, T, scale), T)
-    ref = RN.l2norm(x, EPS, scale)
+    run_step(ctx, lambda pb, st: norm_kernels.l2norm(pb, st, Act(X), Act(O), heads, D, EPS, T, scale), T)
+    ref = norm_twins.l2norm(x, EPS, scale)
     chk.close("l2norm", read_f32(ctx, O, x.size).reshape(x.shape), ref, tol.l2norm_tol(D, ref))
 
 
@@ -129,11 +129,11 @@ def norm_batch_case(ctx, chk: Check) -> None:
     w = ctx.upload((1 + 0.3 * rng.standard_normal(n)).astype(f32))
 
     def build(pb, st):
-        KN.rmsnorm(pb, st, Act(r), w, Act(y1), n, EPS, M)
-        KN.add_rmsnorm(pb, st, Act(x), Act(r), w, Act(x), Act(y2), n, EPS, M)
-        KN.head_rmsnorm(pb, st, Act(qg), w, Act(yq), H, D, EPS, M, x_head_stride=2 * D, out_head_stride=2 * D)
-        KN.gated_rmsnorm(pb, st, Act(o), w, Act(z), Act(yg), Hv, Dv, EPS, M)
-        KN.l2norm(pb, st, Act(o), Act(yl), 2, 48, EPS, M, 0.125)
+        norm_kernels.rmsnorm(pb, st, Act(r), w, Act(y1), n, EPS, M)
+        norm_kernels.add_rmsnorm(pb, st, Act(x), Act(r), w, Act(x), Act(y2), n, EPS, M)
+        norm_kernels.head_rmsnorm(pb, st, Act(qg), w, Act(yq), H, D, EPS, M, x_head_stride=2 * D, out_head_stride=2 * D)
+        norm_kernels.gated_rmsnorm(pb, st, Act(o), w, Act(z), Act(yg), Hv, Dv, EPS, M)
+        norm_kernels.l2norm(pb, st, Act(o), Act(yl), 2, 48, EPS, M, 0.125)
     b.check(chk, build, ["rmsnorm", "add_rmsnorm", "residual", "head_rmsnorm", "gated_rmsnorm", "l2norm"])
 
 

@@ -8,8 +8,8 @@ import numpy as np
 
 from ... import tolerances as tol
 from ...kernels import Act
-from ...kernels import rope as KR
-from ...reference import norm as RN
+from ...kernels import rope as rope_kernels
+from ...reference import norm as norm_twins
 from ...reference import ops
 from .common import (
     EPS,
@@ -31,12 +31,12 @@ N_CTX_BIG = 262144
 _tables: dict = {}
 
 
-def rope_table(ctx, n_ctx: int, n_rot: int, base: float = ROPE_BASE) -> KR.RopeTable:
+def rope_table(ctx, n_ctx: int, n_rot: int, base: float = ROPE_BASE) -> rope_kernels.RopeTable:
     key = (id(ctx), n_ctx, n_rot, base)
     if key not in _tables:
         if n_ctx * n_rot // 2 * 4 > ctx.binding_limit:
             raise Skip("rope table exceeds this adapter's binding limit")
-        _tables[key] = KR.rope_table(ctx, n_ctx, n_rot, base)
+        _tables[key] = rope_kernels.rope_table(ctx, n_ctx, n_rot, base)
     return _tables[key]
 
 
@@ -64,13 +64,13 @@ def rope_case(ctx, chk: Check, heads: int, D: int, R: int) -> None:
     QG = ctx.upload(qg)
     O = ctx.buffer(4 * T * heads * D)
     pos = pos0 + 1 + np.arange(T)
-    run_step(ctx, lambda pb, st: KR.rope(pb, st, Act(QG), tb, Act(O), heads, D, T, pos_add=1,
+    run_step(ctx, lambda pb, st: rope_kernels.rope(pb, st, Act(QG), tb, Act(O), heads, D, T, pos_add=1,
                                          x_head_stride=2 * D), T, pos0)
     ref = ops.rope_neox(qg[:, :, 0], pos, R, ROPE_BASE)
     got = read_f32(ctx, O, ref.size).reshape(ref.shape)
     chk.equal("unrotated dims copied", got[..., R:], qg[:, :, 0, R:], bits=True)
     chk.close("rope (copy)", got, ref, tol.rope_tol(qg[:, :, 0], ref))
-    run_step(ctx, lambda pb, st: KR.rope(pb, st, Act(QG), tb, Act(QG), heads, D, T, pos_add=1,
+    run_step(ctx, lambda pb, st: rope_kernels.rope(pb, st, Act(QG), tb, Act(QG), heads, D, T, pos_add=1,
                                          x_head_stride=2 * D, out_head_stride=2 * D), T, pos0)
     got = read_f32(ctx, QG, qg.size).reshape(qg.shape)
     chk.equal("gate halves untouched", got[:, :, 1], qg[:, :, 1], bits=True)
@@ -86,7 +86,7 @@ def rope_far_case(ctx, chk: Check, heads: int = 2, D: int = 64) -> None:
     X = ctx.upload(x)
     O = ctx.buffer(x.nbytes)
     pos0 = N_CTX_BIG - T
-    run_step(ctx, lambda pb, st: KR.rope(pb, st, Act(X), tb, Act(O), heads, D, T), T, pos0)
+    run_step(ctx, lambda pb, st: rope_kernels.rope(pb, st, Act(X), tb, Act(O), heads, D, T), T, pos0)
     ref = ops.rope_neox(x, pos0 + np.arange(T), R, ROPE_BASE)
     chk.close("rope at positions 262140..262143", read_f32(ctx, O, x.size).reshape(x.shape), ref, tol.rope_tol(x, ref))
 
@@ -101,10 +101,10 @@ def rmsnorm_rope_case(ctx, chk: Check, heads: int, D: int, R: int, n_ctx: int) -
     QG = ctx.upload(qg)
     Wb = ctx.upload(w)
     pos0 = n_ctx - T
-    run_step(ctx, lambda pb, st: KR.rmsnorm_rope(pb, st, Act(QG), Wb, tb, Act(QG), heads, D, EPS, T,
+    run_step(ctx, lambda pb, st: rope_kernels.rmsnorm_rope(pb, st, Act(QG), Wb, tb, Act(QG), heads, D, EPS, T,
                                                  x_head_stride=2 * D, out_head_stride=2 * D), T, pos0)
     pos = pos0 + np.arange(T)
-    ref = RN.rmsnorm_rope(qg[:, :, 0], w, EPS, pos, R, ROPE_BASE)
+    ref = norm_twins.rmsnorm_rope(qg[:, :, 0], w, EPS, pos, R, ROPE_BASE)
     got = read_f32(ctx, QG, qg.size).reshape(qg.shape)
     chk.equal("gate halves untouched", got[:, :, 1], qg[:, :, 1], bits=True)
     chk.close("rmsnorm_rope", got[:, :, 0], ref, rmsnorm_rope_tol(qg[:, :, 0], w, pos, R, ref))
@@ -123,9 +123,9 @@ def rope_batch_case(ctx, chk: Check, R: int = 64) -> None:
     w = ctx.upload((1 + 0.3 * rng.standard_normal(D)).astype(f32))
 
     def build(pb, st):
-        KR.rmsnorm_rope(pb, st, Act(x), w, tb, Act(yq), H, D, EPS, M, pos_add=1, x_head_stride=2 * D)
-        KR.rmsnorm_rope(pb, st, Act(k), w, tb, Act(k), 2, D, EPS, M, pos_add=2)
-        KR.rope(pb, st, Act(x), tb, Act(yr), H, D, M, x_head_stride=2 * D)
+        rope_kernels.rmsnorm_rope(pb, st, Act(x), w, tb, Act(yq), H, D, EPS, M, pos_add=1, x_head_stride=2 * D)
+        rope_kernels.rmsnorm_rope(pb, st, Act(k), w, tb, Act(k), 2, D, EPS, M, pos_add=2)
+        rope_kernels.rope(pb, st, Act(x), tb, Act(yr), H, D, M, x_head_stride=2 * D)
     b.check(chk, build, ["rmsnorm_rope q", "rmsnorm_rope k (in place)", "rope"])
 
 

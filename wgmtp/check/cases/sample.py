@@ -8,7 +8,7 @@ import numpy as np
 from ... import sampling
 from ... import tolerances as tol
 from ...kernels import Act
-from ...kernels import sample as KS
+from ...kernels import sample as sample_kernels
 from ...reference import ops
 from .common import (
     Batch,
@@ -54,7 +54,7 @@ def argmax_case(ctx, chk: Check, V: int) -> None:
     T = L.shape[0]
     LB = ctx.upload(np.concatenate([np.zeros(5, f32), L.ravel()]))
     ids = ctx.buffer(4 * (T + 3))
-    run_step(ctx, lambda pb, st: KS.argmax(pb, st, Act(LB, 5), Act(ids, 3), V, T + 2), T)
+    run_step(ctx, lambda pb, st: sample_kernels.argmax(pb, st, Act(LB, 5), Act(ids, 3), V, T + 2), T)
     got = ctx.read_array(ids, np.uint32, T, 3)
     chk.equal("argmax ids", got, np.array([ops.argmax(r) for r in L], np.uint32))
 
@@ -77,7 +77,7 @@ def topk_case(ctx, chk: Check, V: int, k: int, ptop: bool = True) -> None:
     ids = ctx.buffer(4 * (2 + T * k))
     vals = ctx.buffer(4 * (1 + T * k))
     pt = ctx.buffer(4 * (T + 2)) if ptop else None
-    run_step(ctx, lambda pb, st: KS.topk(pb, st, Act(LB), Act(ids, 2), Act(vals, 1), k, V, T,
+    run_step(ctx, lambda pb, st: sample_kernels.topk(pb, st, Act(LB), Act(ids, 2), Act(vals, 1), k, V, T,
                                          p_top=Act(pt, 2) if pt is not None else None, n_soft=max(n_soft, 1)), T)
     gi = ctx.read_array(ids, np.uint32, T * k, 2).reshape(T, k)
     gv = ctx.read_array(vals, np.uint32, T * k, 1).reshape(T, k)
@@ -100,12 +100,12 @@ def sample_batch_case(ctx, chk: Check, which: str) -> None:
     L = b.input(rows)
     if which == "argmax":
         ids = b.output(1, off=3, dtype=np.uint32)
-        b.check(chk, lambda pb, st: KS.argmax(pb, st, Act(L), Act(ids, 3), V, M), ["argmax"])
+        b.check(chk, lambda pb, st: sample_kernels.argmax(pb, st, Act(L), Act(ids, 3), V, M), ["argmax"])
         return
     tids = b.output(k, dtype=np.uint32)
     tvals = b.output(k)
     pt = b.output(1)
-    b.check(chk, lambda pb, st: KS.topk(pb, st, Act(L), Act(tids), Act(tvals), k, V, M, p_top=Act(pt)),
+    b.check(chk, lambda pb, st: sample_kernels.topk(pb, st, Act(L), Act(tids), Act(tvals), k, V, M, p_top=Act(pt)),
             ["topk ids", "topk logits", "p_top"])
 
 

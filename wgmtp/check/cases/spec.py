@@ -5,8 +5,8 @@ import numpy as np
 
 from ...gpu.program import Readback
 from ...kernels import Act
-from ...kernels import spec as KSP
-from ...reference import spec as RSP
+from ...kernels import spec as spec_kernels
+from ...reference import spec as spec_twins
 from .common import (
     Case,
     Check,
@@ -40,9 +40,9 @@ def accept_round(case: int) -> tuple[np.ndarray, tuple]:
 
 
 def accept_dispatch(pb, buf, layout: tuple) -> None:
-    """KSP.accept on an id buffer laid out by accept_round."""
+    """spec_kernels.accept on an id buffer laid out by accept_round."""
     n, eog = layout[0], layout[4]
-    KSP.accept(pb, buf, n=n, tgt_off=4, draft_off=21, nvalid_off=30, eog_off=31, n_eog=len(eog), res_off=40,
+    spec_kernels.accept(pb, buf, n=n, tgt_off=4, draft_off=21, nvalid_off=30, eog_off=31, n_eog=len(eog), res_off=40,
                next_off=20, step_off=0)
 
 
@@ -50,7 +50,7 @@ def accept_result(out: np.ndarray, layout: tuple) -> tuple[list[int], list[int]]
     """(got, want): [accepted drafts, emitted count, emitted ids..., next id] from the buffer after
     accept_dispatch and from reference.spec.accept_greedy."""
     _, tgt, drafts, n_valid, eog, max_emit = layout
-    expect = RSP.accept_greedy(tgt, drafts, n_valid, eog, max_emit)
+    expect = spec_twins.accept_greedy(tgt, drafts, n_valid, eog, max_emit)
     got = [int(out[40]), int(out[41])] + [int(x) for x in out[42:42 + len(expect)]] + [int(out[20])]
     return got, [len(expect) - 1, len(expect)] + expect + [expect[-1]]
 
@@ -72,19 +72,19 @@ def copy_row_case(ctx, chk: Check) -> None:
     ids = ctx.upload(np.array([0, 3, 0, 0], np.uint32))
     S = ctx.upload(src)
     D = ctx.buffer(301 * 4)
-    run(ctx, lambda pb: KSP.copy_row(pb, ids, 1, -1, Act(S), 300, Act(D, 1), 300))
-    chk.equal("copy_row", read_f32(ctx, D, 300, 1), RSP.copy_row(src, 2), bits=True)
+    run(ctx, lambda pb: spec_kernels.copy_row(pb, ids, 1, -1, Act(S), 300, Act(D, 1), 300))
+    chk.equal("copy_row", read_f32(ctx, D, 300, 1), spec_twins.copy_row(src, 2), bits=True)
 
 
 def draft_gate_case(ctx, chk: Check, mins: tuple[float, ...] = (0.0, 0.3, 0.9)) -> None:
     p = np.array([0.95, 0.5, 0.31, 0.2, 0.99], f32)
     ids = [ctx.upload(np.zeros(8, np.uint32)) for _ in mins]
     P = ctx.upload(np.concatenate([[7.0], p]).astype(f32))
-    blobs = run(ctx, lambda pb: [KSP.draft_gate(pb, b, Act(P, 1), 5, 3, m) for b, m in zip(ids, mins)],
+    blobs = run(ctx, lambda pb: [spec_kernels.draft_gate(pb, b, Act(P, 1), 5, 3, m) for b, m in zip(ids, mins)],
                 reads=[Readback(b, 0, 32) for b in ids])
     got = np.array([int(np.frombuffer(b, np.uint32)[3]) for b in blobs])
     chk.equal(f"drafts passing p_min {', '.join(f'{m:g}' for m in mins)}", got,
-              np.array([RSP.draft_gate(p, m) for m in mins]))
+              np.array([spec_twins.draft_gate(p, m) for m in mins]))
 
 
 def cases() -> list[Case]:

@@ -18,8 +18,8 @@ from typing import Any
 
 from ...gpu.device import GPUContext
 from ...kernels import Act
-from ...kernels import attention as K_attn
-from ...kernels import gdn as K_gdn
+from ...kernels import attention as attention_kernels
+from ...kernels import gdn as gdn_kernels
 from .config import ModelConfig
 
 
@@ -29,8 +29,8 @@ class GPUState:
     cfg: ModelConfig
     n_ctx: int                                                        # positions per slot
     n_seq: int = 1                                                    # sequence slots
-    caches: dict[int, K_attn.KVCache] = field(default_factory=dict)   # trunk attention layers
-    mtp_cache: K_attn.KVCache | None = None
+    caches: dict[int, attention_kernels.KVCache] = field(default_factory=dict)   # trunk attention layers
+    mtp_cache: attention_kernels.KVCache | None = None
     n_planes: int = 0                                                 # snapshot planes per slot
     conv: dict[int, Any] = field(default_factory=dict)   # [n_seq, n_planes, conv_dim, Kc-1] f32 per GDN layer
     ssm: dict[int, Any] = field(default_factory=dict)    # [n_seq, n_planes, Hv, Dv, Dk] f32 per GDN layer
@@ -38,13 +38,13 @@ class GPUState:
     @classmethod
     def allocate(cls, ctx: GPUContext, cfg: ModelConfig, n_ctx: int, n_seq: int = 1) -> "GPUState":
         st = cls(ctx, cfg, n_ctx, n_seq)
-        st.caches = {i: K_attn.kv_cache(ctx, n_seq * n_ctx, cfg.n_head_kv, cfg.head_dim, label=f"kv{i}")
+        st.caches = {i: attention_kernels.kv_cache(ctx, n_seq * n_ctx, cfg.n_head_kv, cfg.head_dim, label=f"kv{i}")
                      for i in range(cfg.n_layer) if not cfg.is_gdn[i]}
         return st
 
     @property
     def conv_plane(self) -> int:
-        return K_gdn.conv_plane(self.cfg.conv_dim, self.cfg.conv_kernel)
+        return gdn_kernels.conv_plane(self.cfg.conv_dim, self.cfg.conv_kernel)
 
     @property
     def ssm_plane(self) -> int:
@@ -77,7 +77,8 @@ class GPUState:
             self.n_planes = n_planes
             changed = True
         if mtp and self.mtp_cache is None:
-            self.mtp_cache = K_attn.kv_cache(ctx, self.n_seq * self.n_ctx, c.n_head_kv, c.head_dim, label="kv_mtp")
+            self.mtp_cache = attention_kernels.kv_cache(ctx, self.n_seq * self.n_ctx, c.n_head_kv, c.head_dim,
+                                                        label="kv_mtp")
         return changed
 
     def zero(self) -> None:
