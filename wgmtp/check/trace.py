@@ -93,13 +93,15 @@ class OpByOp:
         self.weights = Weights(gm)
         self.stop_on_divergence = stop_on_divergence
         self.results: list[CheckResult] = []
-        self._checks: dict[int, OpCheck] = {}
+        self._checks: dict[int, tuple[OpRecord, OpCheck]] = {}
 
     def _op_check(self, rec: OpRecord) -> OpCheck:
-        chk = self._checks.get(id(rec))
-        if chk is None:
-            chk = self._checks[id(rec)] = check_of(rec, self.weights, self.ctx)
-        return chk
+        """The comparison of a record, built once per record (kept with it: an id can be reused
+        once rebuilt programs drop their old records)."""
+        hit = self._checks.get(id(rec))
+        if hit is None or hit[0] is not rec:
+            hit = self._checks[id(rec)] = (rec, check_of(rec, self.weights, self.ctx))
+        return hit[1]
 
     def __call__(self, programs: list[Program], writes, reads: list[Readback]) -> list[bytes]:
         for buf, off, data in writes:

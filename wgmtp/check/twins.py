@@ -108,17 +108,14 @@ def linear(rec: OpRecord, W: Weights, ctx: Any) -> OpCheck:
     norm_w = W.of(norm[0]) if norm else None
     eps = float(norm[1]) if norm else 0.0
 
-    def grab(buf, n, stride, width):
-        return np.stack([buf[t * stride: t * stride + width] for t in range(n)])
-
     def before(io, n, pos0):
-        inp = {"x": io.f32(x, (n - 1) * xs + cols).reshape(-1)}
+        inp = {"x": rows_of(io, x, n, cols, xs)}
         if add:
-            inp["y"] = io.f32(y, (n - 1) * ys + n_out)
+            inp["y"] = rows_of(io, y, n, n_out, ys)
         return inp
 
     def after(io, inp, n, pos0):
-        X = grab(inp["x"], n, xs, cols)
+        X = inp["x"]
         if norm_w is not None:
             X = ops.rmsnorm(X, norm_w, eps)
         ids, Wr, _ = W.rows(name)
@@ -132,9 +129,9 @@ def linear(rec: OpRecord, W: Weights, ctx: Any) -> OpCheck:
             exp = ops.swiglu(g, u)
             bound = tol.glu_tol(g, u, bound[:, :n_out], bound[:, n_out:], exp)
             ids = np.arange(n_out)
-        got = grab(io.f32(y, (n - 1) * ys + n_out), n, ys, n_out)[:, ids]
+        got = rows_of(io, y, n, n_out, ys)[:, ids]
         if add:
-            exp = ops.add(grab(inp["y"], n, ys, rows)[:, ids], exp)
+            exp = ops.add(inp["y"][:, ids], exp)
             bound = tol.residual_add_tol(bound, exp)
         return [Cmp(rec.name, got, exp, bound)]
     _, _, note = W.rows(name) if rows * cols > LINEAR_FULL_LIMIT and "+" not in name else (None, None, "")
@@ -148,13 +145,11 @@ def rmsnorm(rec: OpRecord, W: Weights, ctx: Any) -> OpCheck:
     w = W.of(a["w"])
 
     def before(io, n, pos0):
-        return {"x": io.f32(x, (n - 1) * xs + n_el)}
+        return {"x": rows_of(io, x, n, n_el, xs)}
 
     def after(io, inp, n, pos0):
-        X = np.stack([inp["x"][t * xs: t * xs + n_el] for t in range(n)])
-        O = io.f32(out, (n - 1) * os_ + n_el)
-        got = np.stack([O[t * os_: t * os_ + n_el] for t in range(n)])
-        exp = ops.rmsnorm(X, w, eps)
+        got = rows_of(io, out, n, n_el, os_)
+        exp = ops.rmsnorm(inp["x"], w, eps)
         return [Cmp(rec.name, got, exp, tol.rmsnorm_tol(n_el, exp))]
     return _check(rec, before, after, f"[{n_el}]")
 

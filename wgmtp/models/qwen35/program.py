@@ -183,21 +183,14 @@ class Qwen35GPU:
         if self.state.ensure(n_planes, mtp):
             self._programs = {}
 
-    def set_n_eog(self, n: int) -> None:
-        self.n_eog = n
-
     def state_bytes(self) -> int:
         return self.state.nbytes()
 
     def weight_bytes(self) -> int:
         return sum(t.nbytes for t in self.w.values())
 
-    def record(self, at: int) -> Act:
-        """The step record at word offset `at` of the step buffer."""
-        return self.step_buf.at(at)
-
-    def ids(self, at: int) -> Act:
-        """u32 ids at word offset `at` of the step buffer."""
+    def step_at(self, at: int) -> Act:
+        """A field of the step buffer (a step record, or u32 ids) at word offset `at`."""
         return self.step_buf.at(at)
 
     # ---------------------------------------------------------------------------------------
@@ -329,7 +322,7 @@ class Qwen35GPU:
         """embed input_ids[0..n_tok) -> layers -> output_norm into hidden rows 1..n_tok."""
         c, E = self.cfg, self.cfg.n_embd
         pb.at("trunk", -1)
-        linear.embed(pb, self.w["token_embd.weight"], self.ids(self.lay.input_ids), self.buf.resid, step, max_tok=T)
+        linear.embed(pb, self.w["token_embd.weight"], self.step_at(self.lay.input_ids), self.buf.resid, step, max_tok=T)
         res = Residual(self.buf.resid)
         for i in range(c.n_layer):
             pb.at("trunk", i)
@@ -403,10 +396,10 @@ class Qwen35GPU:
     def _build_feed(self, T: int, mtp: bool, n_cand: int) -> Program:
         pb = ProgramBuilder(self.ctx, f"feed{T}")
         lay, E, b = self.lay, self.cfg.n_embd, self.buf
-        batch = self.record(lay.batch)
+        batch = self.step_at(lay.batch)
         self._trunk(pb, batch, T, chunked=T > MATVEC_MAX_TOK and self.dims is not None)
         if mtp:
-            self._mtp_rows(pb, batch, T, self.ids(lay.input_ids), b.hidden, E, b.normed)
+            self._mtp_rows(pb, batch, T, self.step_at(lay.input_ids), b.hidden, E, b.normed)
             pb.at("head")
             # pending hidden = final hidden of the last token: hidden row n_tok (row 0 is the old pending)
             self._copy_row(pb, lay.batch, 0, b.hidden, b.hidden)
@@ -415,9 +408,9 @@ class Qwen35GPU:
             pb.at("head")
             self._copy_row(pb, lay.batch, -1, b.hidden.at(E), b.last_hidden)
             last = b.last_hidden
-        one = self.record(lay.last)
+        one = self.step_at(lay.last)
         self._logits(pb, one, last, 1)
-        self._pick(pb, one, 1, self.ids(lay.input_ids), n_cand)
+        self._pick(pb, one, 1, self.step_at(lay.input_ids), n_cand)
         return pb.build()
 
     def logits_only(self, T: int) -> Program:
@@ -426,7 +419,7 @@ class Qwen35GPU:
 
     def _build_logits_only(self, T: int) -> Program:
         pb = ProgramBuilder(self.ctx, f"logits{T}")
-        batch = self.record(self.lay.batch)
+        batch = self.step_at(self.lay.batch)
         self._trunk(pb, batch, T)
         self._logits(pb, batch, self.buf.hidden.at(self.cfg.n_embd), T)
         return pb.build()
@@ -444,12 +437,12 @@ class Qwen35GPU:
         gate = p_min > 0
         # row i reads input_ids[i] and a hidden (i == 0: the pending hidden[0], else draft_hidden[i])
         for i in range(n):
-            st = self.record(lay.draft(i))
+            st = self.step_at(lay.draft(i))
             hp = b.hidden if i == 0 else b.draft_hidden.at(i * E)
-            self._mtp_rows(pb, st, 1, self.ids(lay.input_ids + i), hp, E, b.draft_hidden.at((i + 1) * E),
+            self._mtp_rows(pb, st, 1, self.step_at(lay.input_ids + i), hp, E, b.draft_hidden.at((i + 1) * E),
                            where=f"draft{i + 1}")
             self._logits(pb, st, b.draft_hidden.at((i + 1) * E), 1, mtp=True, vocab=vocab)
-            sample.argmax(pb, st, b.logits, self.ids(lay.input_ids + i + 1), vocab, 1, scratch=b.sample_scratch)
+            sample.argmax(pb, st, b.logits, self.step_at(lay.input_ids + i + 1), vocab, 1, scratch=b.sample_scratch)
             if gate:
                 sample.topk(pb, st, b.logits, b.top_ids, b.top_vals, 10, vocab, 1, scratch=b.sample_scratch,
                            p_top=b.p_top.at(i), op_name="p_top")
@@ -467,15 +460,15 @@ class Qwen35GPU:
     def _build_verify(self, n: int, n_cand: int) -> Program:
         pb = ProgramBuilder(self.ctx, f"verify{n}")
         lay, E, c, b = self.lay, self.cfg.n_embd, self.cfg, self.buf
-        batch = self.record(lay.batch)
+        batch = self.step_at(lay.batch)
         T = n + 1
         self._trunk(pb, batch, T)
         self._logits(pb, batch, b.hidden.at(E), T)
         # MTP KV rows pos0..pos0+n from the target's hiddens (overwrites the draft-time rows)
-        self._mtp_rows(pb, batch, T, self.ids(lay.input_ids), b.hidden, E, b.normed)
+        self._mtp_rows(pb, batch, T, self.step_at(lay.input_ids), b.hidden, E, b.normed)
         pb.at("head")
         if n_cand <= 1:
-            sample.argmax(pb, batch, b.logits, self.ids(lay.argmax), c.n_vocab, T, scratch=b.sample_scratch)
+            sample.argmax(pb, batch, b.logits, self.step_at(lay.argmax), c.n_vocab, T, scratch=b.sample_scratch)
             spec.accept(pb, self.step_buf.buffer, n=n, tgt_off=lay.argmax, draft_off=lay.input_ids + 1,
                           nvalid_off=lay.n_valid, eog_off=lay.eog, n_eog=self.n_eog, res_off=lay.result,
                           next_off=lay.input_ids, step_off=lay.batch)

@@ -45,7 +45,7 @@ class Qwen35Runner:
         self.runner = Runner(self.ctx)
         self.n_ctx = n_ctx
         self.eog = sorted(eog or [])[:N_EOG]
-        self.model.set_n_eog(len(self.eog))
+        self.model.n_eog = len(self.eog)
         self._n_past = 0
         self.src_plane = 0          # the recurrent plane the next batch starts from (rollback)
         self.n_max = 0
@@ -86,7 +86,7 @@ class Qwen35Runner:
         self.timing = {"draft_s": 0.0, "verify_s": 0.0}
         if eog is not None:
             self.eog = sorted(eog)
-            self.model.set_n_eog(len(self.eog))
+            self.model.n_eog = len(self.eog)
         self.ctx.queue.write_buffer(self.model.step_buf.buffer, self.lay.eog * 4, self.lay.eog_words(self.eog))
 
     def _batch(self, n_tok: int, max_emit: int = 0) -> Batch:
