@@ -1,27 +1,37 @@
 // Gated causal attention over a KV cache, split-K part (wgmtp/kernels/attention.py attention;
-// twin reference.attention.attention). Flash-decoding: the cache rows are cut into splits of S
-// (= p.split) rows at FIXED positions [j*S, (j+1)*S); each workgroup computes, for its query rows,
-// the softmax state of one split -- running max m, sum l = sum_k exp(s_k - m), acc = sum_k
-// exp(s_k - m) v_k -- and writes it to the workspace; attention_merge.wgsl combines the splits in
-// index order. Inside a split, keys go in chunks of C = 64 at fixed positions, folded with the
-// online-softmax rescale. Every operation on a query row depends only on that row's q, its
-// position and the cache, never on the other rows of the tile or on n_tok: row t of a verify
-// batch is bit-identical to decoding it alone (ARCHITECTURE.md, "Batch invariance").
+// twin reference.attention.attention). Flash-decoding: a slot's cache rows are cut into splits of
+// S (= p.split) rows at FIXED positions [j*S, (j+1)*S) relative to the slot's first row; each
+// workgroup computes, for its query rows, the softmax state of one split -- running max m, sum
+// l = sum_k exp(s_k - m), acc = sum_k exp(s_k - m) v_k -- and writes it to the workspace;
+// attention_merge.wgsl combines the splits in index order. Inside a split, keys go in chunks of
+// C = 64 at fixed positions, folded with the online-softmax rescale. Every operation on a query row
+// depends only on that row's q, its position and its slot's cache rows, never on the other rows of
+// the tile, on n_tok or on the other segments: row t of a verify batch is bit-identical to decoding
+// it alone, and a segment's rows to that segment run alone (ARCHITECTURE.md, "Batch invariance").
 //
-// Query rows: a workgroup takes BQ consecutive tokens x HB heads of one kv head's group
-// (GQA: q head h reads kv head h / (H/Hkv)); row r = token t0 + r / HB, head kh*G + hb*HB + r % HB.
-// Token t is at position pos = pos0 + pos_add + t and sees cache rows [0, pos] (n_kv = pos + 1).
+// Segments (include/segments.wgsl; docs/ARCHITECTURE.md, "Slots"): the batch rows are cut into
+// n_seg segments, segment s = rows row0 .. row0 + n_tok - 1 (clamped to max_tok) at positions
+// pos0 + pos_add + (t - row0) of slot `slot`; position pos of a slot is cache row
+// slot * slot_rows + pos. Tiles are cut per segment: tile i of segment s holds its rows
+// row0 + i*BQ .. (at most BQ, never two segments); the tiles of segment 0 come first, then those of
+// segment 1, ... (n_tile = ceil(max_tok / BQ) + n_seg - 1 covers any segmentation).
+// Query rows: a workgroup takes one tile of BQ rows x HB heads of one kv head's group
+// (GQA: q head h reads kv head h / (H/Hkv)); row r = batch row t0 + r / HB, head kh*G + hb*HB + r % HB.
+// A row at position pos sees its slot's positions [0, pos] (n_kv = pos + 1).
 // q element (t, h, d) = Q[q_off + t*q_ts + h*q_hs + d]. Scores s = (q . k) * scale.
-// Cache (this part, rows [row0, row0 + rows)): element (pos, kh, d) at vec4 index
-//   kc_off + ((pos - row0) * Hkv + kh) * D/4 + d/4 (f16 when F16, else f32).
-// Workspace record of (t, h, split j) at vec4 index ws_off + ((t*H + h) * win + j - j0) * (D/4 + 1):
-//   [0] = (m, l, 0, 0), [1 ..] = acc (unnormalised). Written only for splits j with j*S < n_kv.
-// Bindings: 0 params P (uniform), 1 step record (u32, rw), 2 Q (f32, rw), 3 KC, 4 VC (vec4 of f16
-//   or f32, rw), 5 WS (vec4<f32>, rw).
+// Cache (this part, rows [row0, row0 + rows)): element (row, kh, d) at vec4 index
+//   kc_off + ((row - row0) * Hkv + kh) * D/4 + d/4 (f16 when F16, else f32). A split lies in one
+//   part; a workgroup whose split (of its slot) is not in this part returns.
+// Workspace record of (batch row t, h, split j) at vec4 index
+//   ws_off + ((t*H + h) * win + j - j0) * (D/4 + 1): [0] = (m, l, 0, 0), [1 ..] = acc
+//   (unnormalised). Written only for splits j with j*S < n_kv.
+// Bindings: 0 params P (uniform), 1 STEP (u32 segment records, segment s at seg_off + s*8: n_tok,
+//   pos0, src, max_emit, slot, row0; rw), 2 Q (f32, rw), 3 KC, 4 VC (vec4 of f16 or f32, rw),
+//   5 WS (vec4<f32>, rw).
 // Dispatch: n_j * Hkv * n_hb * n_tile workgroups of 128 threads over x/y (grid1d); linear id =
 //   ((jj * Hkv + kh) * n_hb + hb) * n_tile + tile (tiles of one split side by side, sharing the
-//   split's K/V in cache), split j = j_begin + jj. Workgroups past n_tok or past the tile's last
-//   position return at once.
+//   split's K/V in cache), split j = j_begin + jj (of the slot). Workgroups past the segments'
+//   tiles, past the tile's last position or outside this part return at once.
 // Phases per chunk (4 barriers): scores (the 2 threads of a key each dot half of the head dim
 // for every row; loads issued UNR at a time so many are in flight), row maxima (8 segments of 8
 // keys per row, then max of the segments: exact in any order), probabilities, then P.V (thread =
@@ -36,11 +46,12 @@ alias KT = f32;
 #endif
 
 struct P {
-    step_off: u32, pos_add: u32, n_head: u32, n_kv_head: u32,
+    seg_off: u32, pos_add: u32, n_head: u32, n_kv_head: u32,
     scale: f32, q_off: u32, q_ts: u32, q_hs: u32,
     kc_off: u32, vc_off: u32, row0: u32, split: u32,
     j_begin: u32, n_j: u32, j0: u32, win: u32,
     n_tile: u32, n_hb: u32, ws_off: u32, max_tok: u32,
+    n_seg: u32, slot_rows: u32, rows: u32,
 };
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read_write> STEP: array<u32>;
@@ -48,6 +59,8 @@ struct P {
 @group(0) @binding(3) var<storage, read_write> KC: array<vec4<KT>>;
 @group(0) @binding(4) var<storage, read_write> VC: array<vec4<KT>>;
 @group(0) @binding(5) var<storage, read_write> WS: array<vec4<f32>>;
+
+#include "include/segments.wgsl"
 
 const D4: u32 = {{D}}u / 4u;
 const HB: u32 = {{HB}}u;
@@ -68,7 +81,7 @@ var<workgroup> qs: array<vec4<f32>, {{QS}}>;   // R x D4: the tile's q rows
 var<workgroup> ps: array<f32, {{PS}}>;         // R x C x KP: half-dots, then [.., 0] = probabilities
 var<workgroup> mp: array<f32, {{MP}}>;         // R x NSEG: segment maxima of the chunk
 var<workgroup> ms: array<f32, {{MS}}>;         // 2 x R: running row max, by chunk parity
-var<workgroup> wstep: vec2<u32>;
+var<workgroup> wtile: vec4<u32>;                // the tile: (t0, rows, pos of row 0, slot row)
 
 // score of row r, key k of the chunk: the two half-dots summed in a fixed order, then scaled
 fn score(r: u32, k: u32) -> f32 {
@@ -87,10 +100,6 @@ fn row_max(r: u32, first: bool, par: u32) -> f32 {
 @compute @workgroup_size(128)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    if (lid == 0u) { wstep = vec2<u32>(STEP[p.step_off], STEP[p.step_off + 1u]); }
-    let st = workgroupUniformLoad(&wstep);
-    let n_t = min(st.x, p.max_tok);
-    let pos0 = st.y + p.pos_add;
     var g = wid.x + wid.y * nwg.x;
     let tile = g % p.n_tile;
     g = g / p.n_tile;
@@ -98,19 +107,40 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     g = g / p.n_hb;
     let kh = g % p.n_kv_head;
     g = g / p.n_kv_head;
+    // tile -> (segment, its tile i): the segments' tiles side by side, in segment order
+    if (lid == 0u) {
+        var info = vec4<u32>(0u);                 // rows = 0: past every segment's tiles
+        var tl = tile;
+        for (var s = 0u; s < p.n_seg; s++) {
+            let sg = seg_at(s);
+            var n = 0u;
+            if (sg.row0 < p.max_tok) { n = min(sg.n_tok, p.max_tok - sg.row0); }
+            let nt = (n + BQ - 1u) / BQ;
+            if (tl < nt) {
+                let l0 = tl * BQ;
+                info = vec4<u32>(sg.row0 + l0, min(n - l0, BQ), sg.pos0 + p.pos_add + l0, sg.slot * p.slot_rows);
+                break;
+            }
+            tl -= nt;
+        }
+        wtile = info;
+    }
+    let st = workgroupUniformLoad(&wtile);
     if (g >= p.n_j) { return; }
-    let j = p.j_begin + g;
-    let t0 = tile * BQ;
-    if (t0 >= n_t) { return; }
-    let nt_tile = min(n_t - t0, BQ);             // valid tokens in this tile
+    let j = p.j_begin + g;                       // split of the slot
+    let t0 = st.x;                               // batch row of the tile's first row
+    let nt_tile = st.y;                          // valid rows in this tile
+    if (nt_tile == 0u) { return; }
     let rv = nt_tile * HB;                       // valid rows: a prefix of the tile
-    let s0 = j * p.split;
-    let kv_hi = pos0 + t0 + nt_tile;             // n_kv of the tile's last token
+    let s0 = j * p.split;                        // positions of the slot
+    let kv_hi = st.z + nt_tile;                  // n_kv of the tile's last row
     if (s0 >= kv_hi) { return; }
+    let sbase = st.w;                            // cache row of the slot's position 0
+    if (sbase + s0 < p.row0 || sbase + s0 - p.row0 >= p.rows) { return; }   // split in another part
     let s_end = min(s0 + p.split, kv_hi);
     let grp = p.n_head / p.n_kv_head;
     let h0 = kh * grp + hb * HB;
-    let nkv0 = pos0 + t0 + 1u;                   // n_kv of row r: nkv0 + r / HB
+    let nkv0 = st.z + 1u;                        // n_kv of row r: nkv0 + r / HB
 
     // q rows of the tile into workgroup memory (rows past n_tok are zero and never used)
     for (var i = lid; i < R * D4; i += NT) {
@@ -147,7 +177,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         var sc: array<f32, R>;
         for (var r = 0u; r < R; r++) { sc[r] = 0.0; }
         if (kk < nvmax) {
-            let kb = p.kc_off + (cs + kk - p.row0) * row_stride + kh * D4 + kp * DH;
+            let kb = p.kc_off + (sbase + cs + kk - p.row0) * row_stride + kh * D4 + kp * DH;
             let qb = kp * DH;
             for (var e0 = 0u; e0 < DH; e0 += UNR) {
                 var kv: array<vec4<f32>, UNR>;
@@ -207,7 +237,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                     if (d4 == 0u) { ms[(1u - par) * R + r] = mn; }
                 }
             }
-            let vb = p.vc_off + (cs - p.row0) * row_stride + kh * D4 + d4;
+            let vb = p.vc_off + (sbase + cs - p.row0) * row_stride + kh * D4 + d4;
             for (var k0 = 0u; k0 < nvmax; k0 += UNR) {
                 var v: array<vec4<f32>, UNR>;
                 for (var u = 0u; u < UNR; u++) { v[u] = vec4<f32>(VC[vb + min(k0 + u, nvmax - 1u) * row_stride]); }

@@ -9,29 +9,35 @@
 // plane w % 2 and writes plane (w + 1) % 2), so no thread overwrites a header another still reads.
 // When the window holds the token's last split, out = acc / L / (1 + exp(-gate)) is written
 // (no gate when has_gate = 0).
-// Token t is at position pos0 + pos_add + t and has ceil((pos + 1) / S) splits.
+// Batch row t belongs to the segment holding it (include/segments.wgsl; docs/ARCHITECTURE.md,
+// "Slots"): it is at position pos = pos0 + pos_add + (t - row0) of that segment's slot and has
+// ceil((pos + 1) / S) splits (of its slot). Rows in no segment are not written.
 // Workspace: split records of (t, h, j) at vec4 index ws_off + ((t*H + h) * win + j - j0) * (D/4+1),
 //   [0] = (m, l, 0, 0), then acc; running states at st_off + ((plane*max_tok + t)*H + h) * (D/4+1)
 //   (two planes), same form.
 // gate (t, h, d) = G[g_off + t*g_ts + h*g_hs + d]; out (t, h, d) = O[o_off + t*o_ts + h*o_hs + d].
-// Bindings: 0 params P (uniform), 1 step record (u32, rw), 2 WS (vec4<f32>, rw), 3 G (f32, rw),
+// Bindings: 0 params P (uniform), 1 STEP (u32 segment records, segment s at seg_off + s*8: n_tok,
+//   pos0, src, max_emit, slot, row0; rw), 2 WS (vec4<f32>, rw), 3 G (f32, rw),
 //   4 O (f32, rw).
 // Dispatch: max_tok * H workgroups of 64 threads over x/y (grid1d), one (t, h) each; thread i
-//   handles the head dim's vec4 i. Tokens t >= min(n_tok, max_tok) and tokens whose splits all lie
-//   before this window return at once.
+//   handles the head dim's vec4 i. Rows in no segment and rows whose splits all lie before this
+//   window return at once.
 // Defines: D (head dim, multiple of 4, <= 256).
 
 struct P {
-    step_off: u32, pos_add: u32, n_head: u32, max_tok: u32,
+    seg_off: u32, pos_add: u32, n_head: u32, max_tok: u32,
     split: u32, j0: u32, win: u32, ws_off: u32,
     st_off: u32, has_gate: u32, g_off: u32, g_ts: u32,
     g_hs: u32, o_off: u32, o_ts: u32, o_hs: u32,
+    n_seg: u32,
 };
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read_write> STEP: array<u32>;
 @group(0) @binding(2) var<storage, read_write> WS: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> G: array<f32>;
 @group(0) @binding(4) var<storage, read_write> O: array<f32>;
+
+#include "include/segments.wgsl"
 
 const D4: u32 = {{D}}u / 4u;
 const REC: u32 = D4 + 1u;
@@ -43,8 +49,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let g = wid.x + wid.y * nwg.x;
     let t = g / p.n_head;
     let h = g % p.n_head;
-    if (t >= min(STEP[p.step_off], p.max_tok) || lid >= D4) { return; }
-    let n_kv = STEP[p.step_off + 1u] + p.pos_add + t + 1u;
+    if (t >= p.max_tok || lid >= D4) { return; }
+    let s = seg_of_row(t);
+    if (s >= p.n_seg) { return; }
+    let sg = seg_at(s);
+    let n_kv = sg.pos0 + p.pos_add + (t - sg.row0) + 1u;
     let ns = (n_kv + p.split - 1u) / p.split;
     if (p.j0 >= ns) { return; }
     let j_end = min(p.j0 + p.win, ns);

@@ -1,24 +1,31 @@
 // gdn: the gated delta rule over the batch's tokens, token loop inside, with fused gates and q/k L2
-// norms and the ssm snapshot planes of reference 5.3 (twin: reference.gdn.gdn; the `gates` entry's
-// twin is reference.gdn.gdn_gates).
-// Bindings: 0 params (uniform P); 1 STEP (u32 step record at step_off: n_tok, pos0, src_slot);
-//   2 C (f32 conv output: token t at c_off + t*c_stride: q [HK*DK], k [HK*DK], v [HV*DV]);
+// norms and the ssm snapshot planes of reference 5.3, per segment of a batch of several sequences
+// (include/segments.wgsl; docs/ARCHITECTURE.md, "Slots") (twin: reference.gdn.gdn; the `gates`
+// entry's twin is reference.gdn.gdn_gates).
+// Bindings: 0 params (uniform P); 1 STEP (u32 segment records, segment s at seg_off + s*8: n_tok,
+//   pos0, src (plane), max_emit, slot, row0; `gates` reads only n_tok at seg_off);
+//   2 C (f32 conv output: batch row t at c_off + t*c_stride: q [HK*DK], k [HK*DK], v [HV*DV]);
 //   3 AL (f32 raw alpha: a_off + t*a_stride + h); 4 BE (f32 raw beta: b_off + t*b_stride + h);
-//   5 ST (f32 ssm state M[h, j, i] = S_h[i, j] of plane s at st_off + s*HV*DV*DK + (h*DV + j)*DK + i);
+//   5 ST (f32 ssm state M[h, j, i] = S_h[i, j] of plane q of slot s at
+//     st_off + (s*n_planes + q)*HV*DV*DK + (h*DV + j)*DK + i);
 //   6 O (f32 output o[t, h, j] at o_off + t*o_stride + h*DV + j; the `gates` entry writes (g, beta)
 //     of token t, head h at o_off + (t*HV + h)*2);
 //   7 WA (u32 words of ssm_a, F32 [HV]); 8 WD (u32 words of ssm_dt.bias, F32 [HV]).
-// Dispatch (main): HV * n_cb workgroups (grid1d), n_cb = ceil(DV / COLS); workgroup (h, cb) owns
-//   value rows j = cb*COLS .. of head h. Each row j is sharded over L lanes (L a power of two):
+// Dispatch (main): (HV * n_cb workgroups (grid1d: wid.x + wid.y * nwg.x)) x n_seg (wid.z = the
+//   segment), n_cb = ceil(DV / COLS); workgroup (h, cb, seg) owns value rows j = cb*COLS .. of head
+//   h in the segment's slot and runs the segment's batch rows row0 .. row0+n_tok-1 (an empty
+//   segment returns). Each row j is sharded over L lanes (L a power of two):
 //   lane l holds M[h, j, l + L*r] for r < R in registers. Per token: the lanes load their q/k
 //   elements of key head h % HK, and three lane sums (|q|^2 and |k|^2; M k; M q) combine the L
 //   partials with a butterfly tree -- by subgroupShuffleXor when the subgroup size is a multiple of
 //   L (aligned clusters, assuming the usual linear lane order), else through workgroup memory in
 //   the same tree order, so both paths give the same bits. Every token runs the same code and the
-//   reduction order depends on nothing but L, so a T-token dispatch equals T one-token dispatches
-//   bit for bit. Each thread owns its state elements in every plane: it loads plane src_slot into
-//   registers first, then writes plane T-1-t after token t (planes >= T untouched).
-// Dispatch (gates): ceil(HV / 64) workgroups of 64, one thread per head, token loop inside.
+//   reduction order depends on nothing but L (not the segment, row or slot), so a T-token dispatch
+//   equals T one-token dispatches bit for bit and a segment equals itself run alone. Each thread
+//   owns its state elements in every plane of its slot: it loads plane src into registers first,
+//   then writes plane T-1-t after token t (planes >= T untouched).
+// Dispatch (gates): ceil(HV / 64) workgroups of 64, one thread per head, token loop inside (rows
+//   0 .. n_tok-1 of the record at seg_off).
 // Dispatched by wgmtp/kernels/gdn.py gdn (main) and gdn_gates (entry gates).
 #include "include/gdn_common.wgsl"
 
@@ -70,17 +77,18 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 #else
     let use_sg = false;
 #endif
-    let ts = step_uniform(lid);
-    let T = ts.x;
+    let sg = seg_uniform(lid, wid.z);
+    let T = sg.x;
     let gid = wid.x + wid.y * nwg.x;
-    if (gid >= p.hv * p.n_cb) { return; }
-    let c = cell(gid, lid);
-    var m = load_state(c, ts.y);
+    if (gid >= p.hv * p.n_cb || T == 0u) { return; }
+    let c = cell(gid, lid, sg.z);
+    var m = load_state(c, sg.y);
     let a_h = bitcast<f32>(WA[c.h]);
     let dtb = bitcast<f32>(WD[c.h]);
+    let row0 = sg.w;
 
     for (var t = 0u; t < T; t = t + 1u) {
-        let cbase = p.c_off + t * p.c_stride;
+        let cbase = p.c_off + (row0 + t) * p.c_stride;
         var q: array<f32, R>;
         var k: array<f32, R>;
         var sq = vec2<f32>(0.0, 0.0);
@@ -101,8 +109,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             q[r] = q[r] / qd * p.q_scale;
             k[r] = k[r] / kd;
         }
-        let decay = exp(gate_g(a_h, AL[p.a_off + t * p.a_stride + c.h], dtb));
-        let beta = gate_beta(BE[p.b_off + t * p.b_stride + c.h]);
+        let decay = exp(gate_g(a_h, AL[p.a_off + (row0 + t) * p.a_stride + c.h], dtb));
+        let beta = gate_beta(BE[p.b_off + (row0 + t) * p.b_stride + c.h]);
         var v = 0.0;
         if (c.jv) { v = C[cbase + 2u * c.key_dim + c.h * DV + c.j]; }
 
@@ -118,9 +126,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             op = op + m[r] * q[r];
         }
         let o = lane_sum(op, RO, lid, use_sg);
-        if (c.jv && c.lane == 0u) { O[p.o_off + t * p.o_stride + c.h * DV + c.j] = o; }
+        if (c.jv && c.lane == 0u) { O[p.o_off + (row0 + t) * p.o_stride + c.h * DV + c.j] = o; }
         let s = T - 1u - t;
-        if (c.jv && s < p.n_slots) { store_state(c, s, m); }
+        if (c.jv && s < p.n_planes) { store_state(c, s, m); }
     }
 }
 
@@ -128,7 +136,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 @compute @workgroup_size(64)
 fn gates(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let h = wid.x * 64u + lid;
-    let T = STEP[p.step_off];
+    let T = STEP[p.seg_off];
     _ = &C;                                   // same bindings as main (sequential layout)
     _ = &ST;
     if (h >= p.hv) { return; }

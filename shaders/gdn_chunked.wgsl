@@ -1,13 +1,19 @@
 // gdn_chunked: the chunked (WY) form of the gated delta rule for long prompt chunks (reference 3.5),
-// gates and q/k L2 norms fused; writes the outputs and only plane 0 (the final state)
+// gates and q/k L2 norms fused; writes the outputs and only plane 0 (the final state), per segment
+// of a batch of several sequences (include/segments.wgsl; docs/ARCHITECTURE.md, "Slots")
 // (twin: reference.gdn.gdn_chunked, built on reference.ops.gdn_chunked).
-// Bindings: as gdn.wgsl -- 0 params (uniform P); 1 STEP (u32 step record at step_off: n_tok,
-//   pos0, src_slot); 2 C (f32 conv output rows c_off + t*c_stride: q [HK*DK], k [HK*DK], v [HV*DV]);
+// Bindings: as gdn.wgsl -- 0 params (uniform P); 1 STEP (u32 segment records, segment s at
+//   seg_off + s*8: n_tok, pos0, src (plane), max_emit, slot, row0); 2 C (f32 conv output, batch
+//   row t at c_off + t*c_stride: q [HK*DK], k [HK*DK], v [HV*DV]);
 //   3 AL, 4 BE (f32 raw alpha/beta at a_off + t*a_stride + h, b_off + t*b_stride + h);
-//   5 ST (f32 ssm state, plane s at st_off + s*HV*DV*DK, M[h, j, i] at (h*DV + j)*DK + i);
-//   6 O (f32 o[t, h, j] at o_off + t*o_stride + h*DV + j); 7 WA ssm_a, 8 WD ssm_dt.bias (u32 words, F32 [HV]).
-// Dispatch: HV * n_cb workgroups (grid1d), n_cb = ceil(DV / COLS), workgroup = LANES * COLS threads
-//   (>= 2*CH). Workgroup (h, cb) owns value rows j = cb*COLS .. of head h; row j is sharded over L
+//   5 ST (f32 ssm state, plane q of slot s at st_off + (s*n_planes + q)*HV*DV*DK, M[h, j, i] at
+//   (h*DV + j)*DK + i); 6 O (f32 o[t, h, j] at o_off + t*o_stride + h*DV + j);
+//   7 WA ssm_a, 8 WD ssm_dt.bias (u32 words, F32 [HV]).
+// Dispatch: (HV * n_cb workgroups (grid1d: wid.x + wid.y * nwg.x)) x n_seg (wid.z = the segment),
+//   n_cb = ceil(DV / COLS), workgroup = LANES * COLS threads (>= 2*CH). Workgroup (h, cb, seg) owns
+//   value rows j = cb*COLS .. of head h in the segment's slot and runs its batch rows
+//   row0 .. row0+n_tok-1 in chunks from token 0 of the segment (an empty segment returns, writing
+//   nothing), so a segment equals itself run alone bit for bit; row j is sharded over L
 //   lanes as in gdn.wgsl (lane l holds M[h, j, l + L*r]). Per chunk of CH tokens (the tail chunk is
 //   zero-padded: q = k = v = 0, beta = 0, g = 0, which changes nothing):
 //   A  stage normalized q, k [CH, DK] in workgroup memory; gates, cumulative log-decay G (f32),
@@ -53,14 +59,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 #else
     let use_sg = false;
 #endif
-    let ts = step_uniform(lid);
-    let T = ts.x;
+    let sg = seg_uniform(lid, wid.z);
+    let T = sg.x;
     let gid = wid.x + wid.y * nwg.x;
-    if (gid >= p.hv * p.n_cb) { return; }
-    let c = cell(gid, lid);
+    if (gid >= p.hv * p.n_cb || T == 0u) { return; }
+    let c = cell(gid, lid, sg.z);
     let a_h = bitcast<f32>(WA[c.h]);
     let dtb = bitcast<f32>(WD[c.h]);
-    var m = load_state(c, ts.y);
+    var m = load_state(c, sg.y);
+    let row0 = sg.w;
 
     for (var c0 = 0u; c0 < T; c0 = c0 + CH) {
         let n = min(CH, T - c0);
@@ -71,7 +78,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             var qv = 0.0;
             var kv = 0.0;
             if (t < n) {
-                let cb = p.c_off + (c0 + t) * p.c_stride + c.kh * DK + i;
+                let cb = p.c_off + (row0 + c0 + t) * p.c_stride + c.kh * DK + i;
                 qv = C[cb];
                 kv = C[cb + c.key_dim];
             }
@@ -84,8 +91,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                 var g = 0.0;
                 var b = 0.0;
                 if (t < n) {
-                    g = gate_g(a_h, AL[p.a_off + (c0 + t) * p.a_stride + c.h], dtb);
-                    b = gate_beta(BE[p.b_off + (c0 + t) * p.b_stride + c.h]);
+                    g = gate_g(a_h, AL[p.a_off + (row0 + c0 + t) * p.a_stride + c.h], dtb);
+                    b = gate_beta(BE[p.b_off + (row0 + c0 + t) * p.b_stride + c.h]);
                 }
                 G = G + g;
                 sG[t] = G;
@@ -170,7 +177,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         var u: array<f32, CH>;
         for (var t = 0u; t < CH; t = t + 1u) {
             var v = 0.0;
-            if (c.jv && t < n) { v = C[p.c_off + (c0 + t) * p.c_stride + 2u * c.key_dim + c.h * DV + c.j]; }
+            if (c.jv && t < n) { v = C[p.c_off + (row0 + c0 + t) * p.c_stride + 2u * c.key_dim + c.h * DV + c.j]; }
             var x = sB[t] * (v - sEG[t] * pk[t]);
             for (var s = 0u; s < t; s = s + 1u) { x = x - sL[t * CH + s] * u[s]; }
             u[t] = x;
@@ -178,7 +185,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         for (var t = c.lane; t < n; t = t + L) {
             var o = sEG[t] * pq[t];
             for (var s = 0u; s <= t; s = s + 1u) { o = o + sA[t * CH + s] * u[s]; }
-            if (c.jv) { O[p.o_off + (c0 + t) * p.o_stride + c.h * DV + c.j] = o; }
+            if (c.jv) { O[p.o_off + (row0 + c0 + t) * p.o_stride + c.h * DV + c.j] = o; }
         }
         let el = sEG[CH - 1u];
         for (var r = 0u; r < R; r = r + 1u) {

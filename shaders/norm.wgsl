@@ -16,9 +16,12 @@
 //   RESID:   5 A = r (f32, rw), 6 S (f32, rw): s = x + r is written there, y = rmsnorm(s) * w
 //   GATED:   5 A = z (f32, rw): y = rmsnorm(x) * w * silu(z)
 //   ROPE:    5 COS, 6 SIN (f32, read: [n_ctx, half] tables of rope.py), rotates pairs (i, i+half)
-//            of the first 2*half dims at position pos0 + t + pos_add (clamped to n_ctx - 1)
+//            of the first 2*half dims at position pos0 + (t - row0) + pos_add (clamped to n_ctx - 1),
+//            pos0, row0 those of the segment holding batch row t: STEP then holds n_seg segment
+//            records from word seg_off (include/segments.wgsl; one segment = the step record)
 // Dispatch: max_tok * heads workgroups over x/y (grid1d), g = wid.x + wid.y * nwg.x, t = g / heads,
-//   h = g % heads; tokens t >= min(n_tok, max_tok) (step record) return at once.
+//   h = g % heads; tokens t >= min(n_tok, max_tok) (step record) return at once; with ROPE, rows
+//   t >= max_tok or in no segment (not written).
 // Defines: WG (64/128/256), L2, RESID, GATED, ROPE (at most one of the last four).
 
 struct P {
@@ -28,7 +31,7 @@ struct P {
     y_off: u32, y_ts: u32, y_hs: u32,
     a_off: u32, a_ts: u32, a_hs: u32,
     s_off: u32, s_ts: u32, s_hs: u32,
-    pos_add: u32, n_ctx: u32,
+    pos_add: u32, n_ctx: u32, seg_off: u32, n_seg: u32,
 };
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read_write> STEP: array<u32>;
@@ -52,6 +55,9 @@ struct P {
 const WG: u32 = {{WG}}u;
 var<workgroup> wg_n: u32;
 #include "include/wg_reduce.wgsl"
+#if ROPE
+#include "include/segments.wgsl"
+#endif
 
 #if !L2
 fn w(i: u32) -> f32 { return bitcast<f32>(W[p.w_off + i]); }
@@ -67,12 +73,21 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     sg_lane_ = sgl;
     sg_size_ = sgs;
 #endif
+#if ROPE
+    let g = wid.x + wid.y * nwg.x;
+    let t = g / p.heads;
+    let h = g % p.heads;
+    if (lid == 0u) { wg_n = seg_of_row(t); }
+    let si = workgroupUniformLoad(&wg_n);
+    if (t >= p.max_tok || si >= p.n_seg) { return; }
+#else
     if (lid == 0u) { wg_n = min(STEP[p.step_off], p.max_tok); }
     let n_tok = workgroupUniformLoad(&wg_n);
     let g = wid.x + wid.y * nwg.x;
     let t = g / p.heads;
     let h = g % p.heads;
     if (t >= n_tok) { return; }
+#endif
     let n = p.n;
     let xb = p.x_off + t * p.x_ts + h * p.x_hs;
     let yb = p.y_off + t * p.y_ts + h * p.y_hs;
@@ -105,7 +120,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     // pass 2: write
 #if ROPE
     let hf = p.half;
-    let pos = min(STEP[p.step_off + 1u] + t + p.pos_add, p.n_ctx - 1u);
+    let sg = seg_at(si);
+    let pos = min(sg.pos0 + (t - sg.row0) + p.pos_add, p.n_ctx - 1u);
     let tb = pos * hf;
     for (var q = lid; q < hf; q += WG) {
         let y0 = X[xb + q] * inv * w(q);

@@ -1,6 +1,7 @@
 """kv_store.wgsl, attention.wgsl + attention_merge.wgsl against reference.attention (ops.attention):
 f16/f32 cache store, gated attention at contexts around the split-K boundaries, GQA shapes, cache
-parts, prefill windows, and exact batch invariance (row t of an N-token batch == decoding it alone)."""
+parts, prefill windows, exact batch invariance (row t of an N-token batch == decoding it alone), and
+batches of several sequences (segments in cache slots: each segment == itself run alone, bit for bit)."""
 from __future__ import annotations
 
 import pytest
@@ -87,3 +88,34 @@ def test_fit_window(ctx):
     assert A.workspace_floats(c, 4, 8, 16) == 8 * 4 * 16 * 20
     w = A.fit_window(ctx, c, 4, 8, max_bytes=8 * 4 * 20 * 4 * 7)  # room for 5 splits + 2 state planes
     assert w == 5 and A.workspace_floats(c, 4, 8, w) * 4 <= 8 * 4 * 20 * 4 * 7
+
+
+# ---- several sequences in one batch: segments in slots -------------------------------------------
+
+@pytest.mark.parametrize("name,kw", S.SEGMENT_CASES, ids=[n for n, _ in S.SEGMENT_CASES])
+def test_attention_segments(ctx, name, kw):
+    """A batch of 3-7 segments in different slots at different positions (one of several rows
+    across a split boundary, one of one row, an empty one; rows of no segment between them),
+    kv_store then attention in one program: against the twins per segment on its slot's rows,
+    rows of no segment untouched (cache and output), and bit for bit against each segment run
+    alone (one segment, row0 0, a one-slot cache, no parts, one window). Variants: a cache in
+    parts holding several slots with a slot across a part boundary and pos_add; parts of one
+    split with windows of one split; GQA with the 16 KiB tiles (BQ = 5) and segments of 1..6 rows.
+    f16 or f32 caches as the adapter decides."""
+    if kw.get("lim"):
+        assert A.tile_shape(kw["H"], kw["Hkv"], kw["D"], kw["lim"])[1] == 5
+    S.require(S.segments_case, ctx, **kw)
+
+
+def test_slot_errors(ctx):
+    """Slot layouts the kernels cannot address are refused with a message; segments need records."""
+    with pytest.raises(ValueError, match="several slots"):
+        A.kv_cache(ctx, 300, 1, 16, split=64, slot_rows=100)           # slot_rows not a multiple of the split
+    with pytest.raises(ValueError, match="several slots"):
+        A.kv_cache(ctx, 320, 1, 16, split=64, slot_rows=128)          # n_ctx not a multiple of slot_rows
+    c = A.kv_cache(ctx, 256, 1, 16, split=64, slot_rows=128)
+    assert (c.n_slots, c.slot_splits, c.n_splits) == (2, 2, 4)
+    assert A.workspace_floats(c, 2, 4) == 4 * 2 * 2 * 20
+    small = ctx.buffer(64)
+    with pytest.raises(ValueError, match="segs"):
+        A.kv_store(ProgramBuilder(ctx, "e"), c, Act(small), Act(small), Act(small), max_tok=1, n_seg=2)

@@ -98,7 +98,7 @@ def test_gdn_dk128(ctx):
     for chunked in (False, True):
         SB = ctx.upload(init)
         OUT = ctx.buffer(T * L.d.value_dim * 4)
-        STEP = ctx.upload(np.zeros(4, np.uint32))
+        STEP = ctx.upload(np.zeros(S.STEP_WORDS, np.uint32))
         o, M = S.gdn_run(ctx, lambda pb: L.gdn(pb, Act(STEP), 0, Act(L.C), Act(SB), Act(OUT), 2, chunked=chunked),
                          S.step_words((T, 0)), STEP, [(OUT, (T, hv, dk)), (SB, init.shape)])
         M = M[0]
@@ -113,3 +113,25 @@ def test_gdn_dk128(ctx):
             bM = tol.fused_gdn_tol(T, dk, scale, ge, be)[:, None, None]
         assert np.all(np.abs(o - ro) <= bo), chunked
         assert np.all(np.abs(M - rM[0]) <= bM), chunked
+
+
+# ---- several sequences in one batch (segments) ------------------------------------------------
+
+def test_ssm_conv_segments(ctx):
+    """Four segment records (several rows -- more than the 4 planes of a slot --, one row, three
+    rows, empty) in four slots of a five-slot conv state, each from a different plane: outputs and
+    the slot's planes against ops.ssm_conv on the slot's region, and bit for bit against each
+    segment run alone (one segment, row0 0, slot 0); rows outside every segment, the empty
+    segment's slot and the unused slot untouched."""
+    S.require(S.segments_case, ctx, kernel="ssm_conv")
+
+
+@pytest.mark.parametrize("hk,hv,dk,dv", S.SEG_SHAPES)
+@pytest.mark.parametrize("kernel", ["gdn", "gdn_chunked"])
+def test_gdn_segments(ctx, kernel, hk, hv, dk, dv):
+    """As test_ssm_conv_segments for the delta rule (planes 0..min(n, 4)-1 of each slot written)
+    and its chunked form (segments of 37 rows -- two chunks and a partial one --, one full chunk and
+    a 5-row partial chunk; plane 0 of each slot written): outputs and planes within the twins'
+    bounds per segment, bit-identical to each segment run alone, on the subgroup and the
+    workgroup-memory lane-sum paths (the adapter variants)."""
+    S.require(S.segments_case, ctx, kernel=kernel, hk=hk, hv=hv, dk=dk, dv=dv)

@@ -58,3 +58,14 @@ def test_batch_invariance_rope(ctx):
     end of a 262144-position table, R = 32: exact batch invariance."""
     need_table(ctx, N_CTX_BIG, 32)
     S.require(S.rope_batch_case, ctx, R=32)
+
+
+@pytest.mark.parametrize("layout", list(S.SEG_LAYOUTS))
+@pytest.mark.parametrize("fused", [False, True], ids=["rope", "rmsnorm_rope"])
+def test_rope_segments(ctx, fused, layout):
+    """Several sequences in one batch: 4 segment records (4 slots, positions 5.., 1000 and 4093..
+    with pos_add 1, so the clamp to n_ctx - 1 matters; one empty), q interleaved with its gate out
+    of place and in place, k in place: each segment against the twin at its positions and bit for
+    bit against itself run alone as a one-segment batch; rows in no segment and gate halves untouched."""
+    need_table(ctx, S.SEG_N_CTX, 16)
+    S.require(S.rope_segments_case, ctx, fused=fused, layout=layout)

@@ -49,7 +49,7 @@ row's note saying what differed.
       "op": str,                           # the kernel (e.g. "add_rmsnorm", "kv_store")
       "case": str,                         # the case within the family (shape, type, ...)
       "id": str,                           # "family/case": what --case matches
-      "tags": [str],                       # "batch" (batch-invariance suite), "rollback"
+      "tags": [str],                       # "batch" (batch-invariance suite), "rollback", "segments"
       "status": "pass"|"fail"|"crash"|"hang"|"error"|"skip",
       "max_abs": number|null,              # largest |gpu - twin| over the case's comparisons
       "max_rel": number|null,              # max_abs of a comparison / largest |twin| it compared

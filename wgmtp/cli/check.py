@@ -1,15 +1,16 @@
 """`wgmtp check`: the cross-GPU smoke test (README, "Check an adapter").
 
-Without `-m`: the op suite -- every kernel against its numpy twin, the batch-invariance suite and
-snapshot rollback -- on every adapter variant (subgroups and f16 on and off where the adapter has
-them), each case in a worker process so a driver crash or hang is reported naming the case. A
-table per variant, a summary, `--json FILE`, exit status 1 on any failure, crash, hang or error.
+Without `-m`: the op suite -- every kernel against its numpy twin, the batch-invariance suite,
+snapshot rollback and several sequences in one batch (segments) -- on every adapter variant
+(subgroups and f16 on and off where the adapter has them), each case in a worker process so a
+driver crash or hang is reported naming the case. A table per variant, a summary, `--json FILE`,
+exit status 1 on any failure, crash, hang or error.
 
 With `-m model.gguf [-md sidecar]`: model mode (wgmtp/check/model.py): the GPU and the numpy
 reference side by side, layer by layer (with `-o` the op suite runs first).
 
     wgmtp check                          every adapter, every op family
-    wgmtp check -o matvec,attention      some families (or tags: batch, rollback)
+    wgmtp check -o matvec,attention      some families (or tags: batch, rollback, segments)
     wgmtp check --device 0 --case Q4_K   one adapter, cases whose name contains Q4_K
     wgmtp check --list                   the families and cases
     wgmtp check --json out.json          everything, with the adapters' facts (schema: check/report.py)

@@ -14,6 +14,13 @@ Conventions (every kernel follows them):
       [1] pos0      position of the batch's first token (token t is at pos0 + t)
       [2] src_slot  recurrent snapshot plane the batch starts from (after a rollback: n - k)
       [3] max_emit  token budget of a speculative round (0 = none; read by the accept kernel)
+      [4] slot      the sequence slot of these rows (0 with one sequence)
+      [5] row0      the batch row of the record's first token (0 for a whole batch)
+      [6..7]        zero (reserved)
+  A batch of several sequences is cut into segments, one record each (shaders/include/
+  segments.wgsl): the kernels that index state by slot, position or plane take `segs` (the first
+  of `n_seg` consecutive records) and run, per segment, exactly the code they run for one
+  sequence; every other kernel reads only the batch record's n_tok (docs/ARCHITECTURE.md, "Slots").
   Kernels that need positions may add a static `pos_add` from their params (the chained MTP
   draft steps of one submission each sit one position further).
 * every public wrapper is decorated with `gpu.program.records`: each call is recorded in the
@@ -23,7 +30,7 @@ Conventions (every kernel follows them):
 from dataclasses import dataclass
 from typing import Any
 
-STEP_WORDS = 4
+STEP_WORDS = 8
 
 
 @dataclass(frozen=True)

@@ -48,9 +48,11 @@ def _view(a: Act, stride: int, head_stride: int) -> tuple[int, int, int]:
 def dispatch_norm(pb: ProgramBuilder, step: Act, x: tuple, y: tuple, w: Weight | None, n: int, heads: int,
           max_tok: int, eps: float, *, mode: str = "", a: tuple | None = None, s: tuple | None = None,
           scale: float = 1.0, extra: list | None = None, rope: tuple[int, int, int] = (0, 0, 1),
-          label: str = "") -> None:
+          n_seg: int = 1, label: str = "") -> None:
     """The one norm.wgsl dispatch behind every row norm (and rope.rmsnorm_rope): `mode` picks the
-    variant (RESID, GATED, L2, ROPE). x, y, a, s: (Act, token stride, head stride)."""
+    variant (RESID, GATED, L2, ROPE). x, y, a, s: (Act, token stride, head stride). With ROPE,
+    `step` is the first of `n_seg` segment records (include/segments.wgsl); the other variants
+    read only its n_tok."""
     if n < 1 or heads < 1:
         raise ValueError(f"{label}: empty rows (n={n}, heads={heads})")
     xa, ya = x[0], y[0]
@@ -63,7 +65,7 @@ def dispatch_norm(pb: ProgramBuilder, step: Act, x: tuple, y: tuple, w: Weight |
         wb, wo = weight_binding(w)
         bufs.append(wb)
     params = pack(n, heads, step.offset, max_tok, float(eps), float(scale), wo, half,
-                  *_view(*x), *_view(*y), *_view(*a), *_view(*s), pos_add, n_ctx)
+                  *_view(*x), *_view(*y), *_view(*a), *_view(*s), pos_add, n_ctx, step.offset, n_seg)
     if mode == "RESID":
         bufs += [a[0].buffer, s[0].buffer]
     elif mode == "GATED":

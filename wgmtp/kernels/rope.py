@@ -4,7 +4,10 @@ applies to q and k (shaders/norm.wgsl, ROPE).
 WGSL sin/cos are only accurate near zero, while rope angles reach pos * 1 rad (pos up to 262144),
 so cos/sin come from a table made once on the host in float64 (rope_angles.rope_cos_sin, which the twins use too) and
 uploaded as f32 [n_ctx, n_rot/2] (two buffers); the kernels read the row of each token's position
-pos0 + t + pos_add (pos0 from the step record). The GPU and numpy then use identical cos/sin.
+pos0 + (t - row0) + pos_add (pos0, row0 from the record of the segment holding batch row t: `segs`, the
+first of `n_seg` records, default the step record itself; kernels/__init__.py). The GPU and numpy then
+use identical cos/sin. Rows in no segment are not written; a row's bits depend only on its values and
+its position, never on the other segments (docs/ARCHITECTURE.md, "Slots", "Batch invariance").
 """
 from __future__ import annotations
 
@@ -64,23 +67,33 @@ def _check(table: RopeTable, head_dim: int) -> None:
         raise ValueError(f"rope: n_rot {table.n_rot} exceeds head_dim {head_dim}")
 
 
+def _segs(step: Act, segs: Act | None, n_seg: int) -> Act:
+    """The first segment record (the step record itself when segs is None)."""
+    if n_seg < 1:
+        raise ValueError(f"rope: n_seg={n_seg}: a dispatch covers at least one segment record")
+    return step if segs is None else segs
+
+
 @records("rope")
 def rope(pb: ProgramBuilder, step: Act, x: Act, table: RopeTable, out: Act, heads: int, head_dim: int,
          max_tok: int, *, pos_add: int = 0, x_stride: int | None = None, x_head_stride: int | None = None,
-         out_stride: int | None = None, out_head_stride: int | None = None) -> None:
-    """Rotate pairs (i, i + R/2) of the first R dims of every head at position pos0 + t + pos_add
-    (twin: reference.ops.rope_neox). In place when out is x with the same strides (the other dims
-    are then left alone); otherwise they are copied."""
+         out_stride: int | None = None, out_head_stride: int | None = None,
+         segs: Act | None = None, n_seg: int = 1) -> None:
+    """Rotate pairs (i, i + R/2) of the first R dims of every head of batch row t at position
+    pos0 + (t - row0) + pos_add of its segment (twin: reference.ops.rope_neox per segment). In place
+    when out is x with the same strides (the other dims are then left alone); otherwise they are
+    copied. segs = the first of n_seg segment records (default: step); rows in none are not written."""
     _check(table, head_dim)
+    sg = _segs(step, segs, n_seg)
     D = head_dim
     xh = x_head_stride or D
     oh = out_head_stride or D
     xs = x_stride or heads * xh
     os_ = out_stride or heads * oh
     in_place = out.buffer is x.buffer and out.offset == x.offset and (xs, xh) == (os_, oh)
-    params = pack(D, heads, step.offset, max_tok, table.half, pos_add, table.n_ctx,
-                  x.offset, xs, xh, out.offset, os_, oh)
-    pb.add("rope", [step.buffer, x.buffer, out.buffer, table.cos, table.sin], params, max_tok * heads,
+    params = pack(D, heads, sg.offset, max_tok, table.half, pos_add, table.n_ctx,
+                  x.offset, xs, xh, out.offset, os_, oh, n_seg)
+    pb.add("rope", [sg.buffer, x.buffer, out.buffer, table.cos, table.sin], params, max_tok * heads,
            defines={"COPY": not in_place}, label="rope")
 
 
@@ -88,14 +101,16 @@ def rope(pb: ProgramBuilder, step: Act, x: Act, table: RopeTable, out: Act, head
 def rmsnorm_rope(pb: ProgramBuilder, step: Act, x: Act, w: Weight, table: RopeTable, out: Act, heads: int,
                  head_dim: int, eps: float, max_tok: int, *, pos_add: int = 0, x_stride: int | None = None,
                  x_head_stride: int | None = None, out_stride: int | None = None,
-                 out_head_stride: int | None = None) -> None:
+                 out_head_stride: int | None = None, segs: Act | None = None, n_seg: int = 1) -> None:
     """Per-head rmsnorm (q_norm / k_norm, weight shared by heads) then rope, in one pass: what
-    attention does to q and k (twin: reference.norm.rmsnorm_rope). q is read where it sits,
-    interleaved with its gate (x_head_stride = 2 * head_dim); out may be x."""
+    attention does to q and k (twin: reference.norm.rmsnorm_rope per segment). q is read where it
+    sits, interleaved with its gate (x_head_stride = 2 * head_dim); out may be x. Positions as rope:
+    segs = the first of n_seg segment records (default: step); rows in none are not written."""
     _check(table, head_dim)
+    sg = _segs(step, segs, n_seg)
     D = head_dim
     xh = x_head_stride or D
     oh = out_head_stride or D
-    dispatch_norm(pb, step, (x, x_stride or heads * xh, xh), (out, out_stride or heads * oh, oh), w, D, heads, max_tok,
-          eps, mode="ROPE", extra=[table.cos, table.sin], rope=(table.half, pos_add, table.n_ctx),
+    dispatch_norm(pb, sg, (x, x_stride or heads * xh, xh), (out, out_stride or heads * oh, oh), w, D, heads, max_tok,
+          eps, mode="ROPE", extra=[table.cos, table.sin], rope=(table.half, pos_add, table.n_ctx), n_seg=n_seg,
           label="rmsnorm_rope")

@@ -37,7 +37,7 @@ __all__ = ["FAMILIES", "TAGS", "F16_FAMILIES", "Case", "Check", "Skip", "require
 FAMILIES = ("matvec", "matmul", "embed", "rmsnorm", "rope", "argmax", "topk", "attention", "ssm_conv", "gdn",
             "gdn_chunked", "moe", "elementwise", "spec", "bandwidth")
 """Op families in the order they run (names usable with -o)."""
-TAGS = ("batch", "rollback")
+TAGS = ("batch", "rollback", "segments")
 """Cross-family selections usable with -o."""
 F16_FAMILIES = ("attention",)
 """Families whose shaders depend on shader-f16 (the f16 KV cache); only these run in the variants

@@ -191,7 +191,7 @@ def software_gl(ctx) -> bool:
 # ---- norm epsilon, token rows, step records, batch invariance ------------------------------------
 
 EPS = 1e-6
-STEP_OFF = 4          # the step record at a non-zero word offset, as in an arena
+STEP_OFF = 8          # the step record at a non-zero word offset, as in an arena
 SENTINEL = f32(-12345.0)
 
 
@@ -208,7 +208,7 @@ def _step_bytes(n_tok: int, pos0: int = 0) -> bytes:
 
 
 def run_step(ctx, build: Callable[[ProgramBuilder, Act], None], n_tok: int, pos0: int = 0) -> None:
-    sb = ctx.buffer(4 * (STEP_OFF + 4))
+    sb = ctx.buffer(4 * (STEP_OFF + STEP_WORDS))
     pb = ProgramBuilder(ctx, "check")
     build(pb, Act(sb, STEP_OFF))
     Runner(ctx).run([pb.build()], writes=[(sb, 4 * STEP_OFF, _step_bytes(n_tok, pos0))])
@@ -256,7 +256,7 @@ class Batch:
 
     def check(self, chk: Check, build: Callable[[ProgramBuilder, Act], None], names: list[str]) -> None:
         ctx = self.ctx
-        sb = ctx.buffer(4 * (STEP_OFF + 4))
+        sb = ctx.buffer(4 * (STEP_OFF + STEP_WORDS))
         pb = ProgramBuilder(ctx, "batch")
         build(pb, Act(sb, STEP_OFF))
         prog = pb.build()

@@ -1,5 +1,6 @@
-"""The Gated DeltaNet cases (kernels/gdn.py): ssm_conv, gdn, gdn_chunked, batch invariance and
-snapshot rollback; the random layer they run on (Layer)."""
+"""The Gated DeltaNet cases (kernels/gdn.py): ssm_conv, gdn, gdn_chunked, batch invariance,
+snapshot rollback and segments (several sequences in one batch); the random layer they run on
+(Layer)."""
 from __future__ import annotations
 
 import struct
@@ -10,12 +11,13 @@ import numpy as np
 from ... import tolerances as tol
 from ...gpu.program import Readback
 from ...gpu.weights import upload_array
-from ...kernels import Act
+from ...kernels import STEP_WORDS, Act
 from ...kernels import gdn as gdn_kernels
 from ...reference import gdn as gdn_twins
 from ...reference import ops
 from .common import (
     EPS,
+    SENTINEL,
     Case,
     Check,
     Skip,
@@ -34,8 +36,13 @@ NMAX = 16
 
 
 def step_words(*records) -> bytes:
-    """Step records (n_tok, pos0 = 0, src_slot) at word offsets 0, 4, 8, ..."""
-    return b"".join(struct.pack("<4I", n, 0, src, 0) for n, src in records)
+    """Step records (n_tok, src_slot[, slot[, row0[, pos0]]]) of STEP_WORDS words each, at word
+    offsets 0, 8, 16, ... (slot, row0, pos0 default 0)."""
+    out = b""
+    for r in records:
+        n, src, slot, row0, pos0 = tuple(r) + (0,) * (5 - len(r))
+        out += struct.pack(f"<{STEP_WORDS}I", n, pos0, src, 0, slot, row0, *([0] * (STEP_WORDS - 6)))
+    return out
 
 
 class Layer:
@@ -119,7 +126,7 @@ def ssm_conv_case(ctx, chk: Check, T: int) -> None:
     init = L.rand_conv(n_slots)
     S = ctx.upload(init)
     OUT = ctx.buffer(T * L.d.conv_dim * 4)
-    STEP = ctx.upload(np.zeros(4, np.uint32))
+    STEP = ctx.upload(np.zeros(STEP_WORDS, np.uint32))
     y, planes = gdn_run(ctx, lambda pb: L.conv(pb, Act(STEP), 0, Act(S), Act(OUT), n_slots), step_words((T, src)),
                         STEP, [(OUT, (T, L.d.conv_dim)), (S, init.shape)])
     ry, rplanes = ops.ssm_conv(L.x, init[src], L.w, n_slots, init)
@@ -139,7 +146,7 @@ def gdn_gates_case(ctx, chk: Check) -> None:
     L.beta[0] = [-40, -9, -1, 0, 1, 9, 40]
     L.upload_gates()
     OUT = ctx.buffer(L.T * L.d.hv * 2 * 4)
-    STEP = ctx.upload(np.zeros(4, np.uint32))
+    STEP = ctx.upload(np.zeros(STEP_WORDS, np.uint32))
     out, = gdn_run(ctx, lambda pb: gdn_kernels.gdn_gates(pb, Act(STEP), Act(L.AL), Act(L.BE), L.A, L.DTB, Act(OUT),
                                                          L.d),
                    step_words((L.T, 0)), STEP, [(OUT, (L.T, L.d.hv, 2))])
@@ -160,7 +167,7 @@ def gdn_case(ctx, chk: Check, hk: int, hv: int, dk: int, dv: int) -> None:
     init = L.rand_ssm(n_slots)
     S = ctx.upload(init)
     OUT = ctx.buffer(T * d.value_dim * 4)
-    STEP = ctx.upload(np.zeros(4, np.uint32))
+    STEP = ctx.upload(np.zeros(STEP_WORDS, np.uint32))
     o, planes = gdn_run(ctx, lambda pb: L.gdn(pb, Act(STEP), 0, Act(L.C), Act(S), Act(OUT), n_slots),
                         step_words((T, src)), STEP, [(OUT, (T, hv, dv)), (S, init.shape)])
     ro, rplanes = gdn_twins.gdn(L.c, L.alpha, L.beta, L.a, L.dtb, init[src], hk=hk, hv=hv, dk=dk, dv=dv, eps=EPS,
@@ -186,7 +193,7 @@ def gdn_chunked_case(ctx, chk: Check, hk: int, hv: int, dk: int, dv: int) -> Non
     init = L.rand_ssm(n_slots)
     S = ctx.upload(init)
     OUT = ctx.buffer(T * d.value_dim * 4)
-    STEP = ctx.upload(np.zeros(4, np.uint32))
+    STEP = ctx.upload(np.zeros(STEP_WORDS, np.uint32))
     o, planes = gdn_run(ctx, lambda pb: L.gdn(pb, Act(STEP), 0, Act(L.C), Act(S), Act(OUT), n_slots, chunked=True),
                         step_words((T, src)), STEP, [(OUT, (T, hv, dv)), (S, init.shape)])
     chk.equal("other planes untouched", planes[1:], init[1:], bits=True)
@@ -249,15 +256,15 @@ def conv_gdn_exact_case(ctx, chk: Check, hk: int, hv: int, dk: int, *, use_conv:
     OB = ctx.buffer(n_runs * RR * d.value_dim * 4)
     recs = ([(1, 1)] + [(N, 0) for N in Ns] + [(1, 0)] + [(N - r, 0) for N, r in rollbacks]
             + [(1, r) for _, r in rollbacks])
-    rec = {k: i * 4 for i, k in enumerate(["one"] + Ns + ["one0"] + [("re", x) for x in rollbacks]
+    rec = {k: i * STEP_WORDS for i, k in enumerate(["one"] + Ns + ["one0"] + [("re", x) for x in rollbacks]
                                           + [("rb", x) for x in rollbacks])}
     # rollbacks need n_tok = N records even when the batch part is off
     rec_n = {N: rec[N] for N in Ns}
     more = sorted({N for N, _ in rollbacks} - set(Ns))
     for j, N in enumerate(more):
-        rec_n[N] = (len(recs) + j) * 4
+        rec_n[N] = (len(recs) + j) * STEP_WORDS
     recs += [(N, 0) for N in more]
-    STEP = ctx.upload(np.zeros(len(recs) * 4, np.uint32))
+    STEP = ctx.upload(np.zeros(len(recs) * STEP_WORDS, np.uint32))
     X_ROW = NMAX - 1
     base = 1 if batch else 0
 
@@ -329,6 +336,120 @@ def conv_gdn_exact_case(ctx, chk: Check, hk: int, hv: int, dk: int, *, use_conv:
         chk.equal(f"{what}: ssm plane", ssm[regions[("rb", N, r)][0]], ssm[regions[("re", N, r)][0]], bits=True)
 
 
+SEG_SHAPES = [(2, 4, 16, 16), (1, 2, 24, 20)]   # (Hk, Hv, Dk, Dv) of the gdn segment cases
+SEG_PLANES = 4        # snapshot planes per sequence slot in the segment cases
+SEG_SLOTS = 5         # slots of the state buffer (slot 3: the empty segment's, slot 4: nobody's)
+
+
+def segments_case(ctx, chk: Check, kernel: str, hk: int = 1, hv: int = 3, dk: int = 16, dv: int = 16) -> None:
+    """Several sequences in one batch (docs/ARCHITECTURE.md, "Slots"): one dispatch of `kernel`
+    (ssm_conv, gdn or gdn_chunked) over four segment records (at a non-zero word offset, not in row
+    order), each in its own slot of a SEG_SLOTS-slot state of SEG_PLANES planes per slot, starting
+    from a different plane (rollbacks): one of several rows (more than SEG_PLANES), one of one row,
+    one of three, one empty. For gdn_chunked: 37 rows (two chunks and a partial one), exactly one
+    chunk, and 5 rows (a partial chunk). Per segment: outputs and the slot's planes against the twin
+    on the slot's region, and bit for bit against the same segment run alone (one segment, row0 0,
+    slot 0, the same initial planes); rows outside every segment, the empty segment's slot and the
+    slot of no segment untouched, bit for bit. Runs the subgroup and workgroup-memory lane sums
+    alike (the variants of the adapter)."""
+    if kernel == "gdn_chunked":
+        # (n_tok, src plane, slot, row0, pos0); rows 0, 1, 39, 56, 62, 63 in no segment
+        segs = [(37, 1, 2, 2, 40), (0, 2, 3, 60, 0), (5, 3, 0, 57, 7), (16, 2, 1, 40, 16)]
+        R = 64
+    else:
+        # rows 0, 10, 12 in no segment; the empty segment names row 10
+        segs = [(6, 1, 2, 1, 30), (0, 2, 3, 10, 0), (1, 3, 0, 11, 5), (3, 2, 1, 7, 12)]
+        R = 13
+    conv = kernel == "ssm_conv"
+    if conv:
+        hk, hv, dk, dv = 1, 3, 16, 16         # 80 channels: three weight parts
+    L = Layer(ctx, hk, hv, dk, dv, R, seed=31 * dk + hv + R)
+    d = L.d
+    NP, n_seg = SEG_PLANES, len(segs)
+    width = d.conv_dim if conv else d.value_dim
+    plane = gdn_kernels.conv_plane(d.conv_dim, KC) if conv else d.ssm_plane
+    init = (L.rand_conv(SEG_SLOTS * NP) if conv else L.rand_ssm(SEG_SLOTS * NP))
+    init = init.reshape((SEG_SLOTS, NP) + init.shape[1:])
+    alone = [k for k, g in enumerate(segs) if g[0] > 0]
+    S_ = ctx.upload(init)
+    A_ = ctx.upload(np.stack([init[segs[k][2]] for k in alone]))           # each segment's slot, as slot 0
+    OUT = ctx.upload(np.full((R, width), SENTINEL, f32))
+    AOUT = ctx.upload(np.full((len(alone), R, width), SENTINEL, f32))
+    # word 0: the batch record (step), words 8..: the segments, then one record per lone run
+    recs = [(R, 0)] + [(n, src, slot, row0, pos0) for n, src, slot, row0, pos0 in segs]
+    recs += [(segs[k][0], segs[k][1], 0, 0, segs[k][4]) for k in alone]
+    STEP = ctx.upload(np.zeros(len(recs) * STEP_WORDS, np.uint32))
+
+    def call(pb, step, row, state, out, **kw):
+        if conv:
+            gdn_kernels.ssm_conv(pb, step, Act(L.X, row * d.conv_dim), L.W, state, out, n_slots=NP, **kw)
+            return
+        fn = gdn_kernels.gdn_chunked if kernel == "gdn_chunked" else gdn_kernels.gdn
+        extra = dict(chunk=GDN_CHUNK) if kernel == "gdn_chunked" else {}
+        fn(pb, step, Act(L.C, row * d.conv_dim), Act(L.AL, row * hv), Act(L.BE, row * hv), L.A, L.DTB, state, out,
+           d, n_slots=NP, eps=EPS, **extra, **kw)
+
+    def build(pb):
+        call(pb, Act(STEP), 0, Act(S_), Act(OUT), segs=Act(STEP, STEP_WORDS), n_seg=n_seg)
+        for i, k in enumerate(alone):
+            call(pb, Act(STEP, (1 + n_seg + i) * STEP_WORDS), segs[k][3], Act(A_, i * NP * plane),
+                 Act(AOUT, i * R * width))
+
+    out, st, aout, ast = gdn_run(ctx, build, step_words(*recs), STEP,
+                                 [(OUT, (R, width)), (S_, init.shape), (AOUT, (len(alone), R, width)),
+                                  (A_, (len(alone),) + init.shape[1:])])
+    covered = np.zeros(R, bool)
+    ge, be = (None, None) if conv else L.input_errs()
+    for i, k in enumerate(alone):
+        n, src, slot, row0, _ = segs[k]
+        covered[row0:row0 + n] = True
+        what = f"segment {k} ({n} rows, slot {slot}, plane {src})"
+        got, M0 = out[row0:row0 + n], init[slot, src]
+        chk.equal(f"{what}: outputs = alone", got, aout[i, :n], bits=True)
+        chk.equal(f"{what}: planes = alone", st[slot], ast[i], bits=True)
+        chk.equal(f"{what}: alone rows past the segment untouched", aout[i, n:], np.full((R - n, width), SENTINEL),
+                  bits=True)
+        if conv:
+            x = L.x[row0:row0 + n]
+            ry, rplanes = ops.ssm_conv(x, M0, L.w, NP, init[slot])
+            win = np.concatenate([M0.astype(np.float64), x.T.astype(np.float64)], axis=1)
+            pre = np.stack([(win[:, t:t + KC] * L.w).sum(1) for t in range(n)])
+            absdot = np.stack([np.abs(win[:, t:t + KC] * L.w).sum(1) for t in range(n)])
+            chk.close(f"{what}: ssm_conv", got, ry, tol.conv_tol(absdot, KC, pre, ry))
+            chk.equal(f"{what}: conv planes", st[slot], rplanes)
+            continue
+        c, al, bt = L.c[row0:row0 + n], L.alpha[row0:row0 + n], L.beta[row0:row0 + n]
+        kw = dict(hk=hk, hv=hv, dk=dk, dv=dv, eps=EPS)
+        ro, rplanes = gdn_twins.gdn(c, al, bt, L.a, L.dtb, M0, n_slots=NP, slots=init[slot], **kw)
+        _, _, v = gdn_twins.split_qkv(c, hk, hv, dk, dv, EPS)
+        scale = L.head_scale(v, M0)
+        t = np.arange(1, n + 1)[:, None, None]
+        got = got.reshape(n, hv, dv)
+        if kernel == "gdn":
+            chk.close(f"{what}: gdn outputs", got, ro, tol.fused_gdn_tol(t, dk, scale[:, None], ge[:, None],
+                                                                         be[:, None]))
+            for q in range(min(n, NP)):
+                chk.close(f"{what}: ssm plane {q}", st[slot, q], rplanes[q],
+                          tol.fused_gdn_tol(n - q, dk, scale, ge, be)[:, None, None])
+            chk.equal(f"{what}: planes past the segment untouched", st[slot, n:], init[slot, n:], bits=True)
+            continue
+        co, cM = gdn_twins.gdn_chunked(c, al, bt, L.a, L.dtb, M0, chunk=GDN_CHUNK, **kw)
+        g, _ = ops.gdn_gates(al, bt, L.a, L.dtb)
+        gmax = max(float(np.abs(g[c0:c0 + GDN_CHUNK].astype(np.float64).sum(0)).max()) for c0 in range(0, n, GDN_CHUNK))
+        bo = tol.chunked_gdn_tol(t, dk, GDN_CHUNK, scale[:, None], gmax, ge[:, None], be[:, None])
+        bM = tol.chunked_gdn_tol(n, dk, GDN_CHUNK, scale, gmax, ge, be)[:, None, None]
+        for name, x, y in (("recurrence twin", ro, rplanes[0]), ("chunked twin", co, cM)):
+            chk.close(f"{what}: outputs vs {name}", got, x, bo)
+            chk.close(f"{what}: final state vs {name}", st[slot, 0], y, bM)
+        chk.equal(f"{what}: planes 1.. untouched", st[slot, 1:], init[slot, 1:], bits=True)
+    chk.equal("rows outside every segment untouched", out[~covered], np.full(((~covered).sum(), width), SENTINEL),
+              bits=True)
+    busy = {segs[k][2] for k in alone}
+    for slot in range(SEG_SLOTS):
+        if slot not in busy:
+            chk.equal(f"slot {slot} (no rows) untouched", st[slot], init[slot], bits=True)
+
+
 def cases() -> list[Case]:
     """The ssm_conv, gdn and gdn_chunked cases, in the order they run."""
     out: list[Case] = []
@@ -352,4 +473,12 @@ def cases() -> list[Case]:
     for hk, hv, dk, dv in ((2, 4, 16, 16), (1, 3, 32, 32), (1, 2, 24, 20), (1, 2, 128, 128)):
         out.append(Case("gdn_chunked", f"gdn_chunked Hk={hk} Hv={hv} Dk={dk} Dv={dv}",
                         partial(gdn_chunked_case, hk=hk, hv=hv, dk=dk, dv=dv)))
+    out.append(Case("ssm_conv", "segments ssm_conv: 4 segments in 4 slots, 80 channels",
+                    partial(segments_case, kernel="ssm_conv"), tags=("segments",)))
+    for hk, hv, dk, dv in SEG_SHAPES:
+        out.append(Case("gdn", f"segments gdn Hk={hk} Hv={hv} Dk={dk} Dv={dv}: 4 segments in 4 slots",
+                        partial(segments_case, kernel="gdn", hk=hk, hv=hv, dk=dk, dv=dv), tags=("segments",)))
+        out.append(Case("gdn_chunked", f"segments gdn_chunked Hk={hk} Hv={hv} Dk={dk} Dv={dv}: 37/16/5 rows",
+                        partial(segments_case, kernel="gdn_chunked", hk=hk, hv=hv, dk=dk, dv=dv),
+                        tags=("segments",)))
     return out

@@ -1,5 +1,5 @@
 """The rope family's cases (kernels/rope.py): rope, rmsnorm_rope, far positions, batch
-invariance; the rope table cache and rmsnorm_rope_tol."""
+invariance, several segments (sequences) in one batch; the rope table cache and rmsnorm_rope_tol."""
 from __future__ import annotations
 
 from functools import partial
@@ -7,12 +7,15 @@ from functools import partial
 import numpy as np
 
 from ... import tolerances as tol
-from ...kernels import Act
+from ...gpu.program import Readback
+from ...kernels import STEP_WORDS, Act
 from ...kernels import rope as rope_kernels
 from ...reference import norm as norm_twins
 from ...reference import ops
 from .common import (
     EPS,
+    SENTINEL,
+    STEP_OFF,
     Batch,
     Case,
     Check,
@@ -20,6 +23,7 @@ from .common import (
     rand_rows,
     read_f32,
     require,  # noqa: F401  (tests/test_kernel_rope.py runs the cases with it)
+    run,
     run_step,
 )
 
@@ -129,6 +133,102 @@ def rope_batch_case(ctx, chk: Check, R: int = 64) -> None:
     b.check(chk, build, ["rmsnorm_rope q", "rmsnorm_rope k (in place)", "rope"])
 
 
+# ---- several sequences in one batch (segments) -------------------------------------------------
+
+SEG_N_CTX = 4096
+SEG_ROWS = 10
+# (n_tok, pos0, slot, row0), in record order (not row order): three rows far in (pos_add 1 takes the
+# last two past n_ctx - 1, so the clamp matters), one row, one empty segment (whose row0 points at an
+# uncovered row), three rows near the start; rows 1, 5 and 9 are in no segment.
+SEGMENTS = ((3, SEG_N_CTX - 3, 0, 6), (1, 1000, 3, 0), (0, 20, 2, 5), (3, 5, 1, 2))
+SEG_POS_ADD = 1
+SEG_LAYOUTS = {
+    # name: x_head_stride / D (2: q interleaved with its gate); out of place writes a contiguous
+    # [T, heads, D] buffer, in place writes x with x's strides
+    "q out of place": 2, "q in place": 2, "k in place": 1,
+}
+
+
+def _seg_words(recs) -> bytes:
+    a = np.zeros((len(recs), STEP_WORDS), np.uint32)
+    for i, (n_tok, pos0, slot, row0) in enumerate(recs):
+        a[i, :6] = (n_tok, pos0, 0, 0, slot, row0)
+    return a.tobytes()
+
+
+def rope_segments_case(ctx, chk: Check, fused: bool, layout: str, heads: int = 3, D: int = 24,
+                       R: int = 16) -> None:
+    """rope / rmsnorm_rope over SEG_ROWS batch rows cut into SEGMENTS (4 records of 4 slots at
+    positions 5.., 1000, 4093.. with pos_add 1, one empty): each segment's rows against the twin at
+    its own positions (clamped to n_ctx - 1), and bit for bit against the segment run alone as a
+    one-segment batch (rows 0.., the plain step record, slot kept); rows in no segment untouched
+    (sentinel out of place, the input in place), as are the gate halves of q."""
+    M, f = SEG_ROWS, SEG_LAYOUTS[layout]
+    in_place = layout.endswith("in place")
+    rng = np.random.default_rng(7 + 3 * fused + len(layout))
+    xg = rand_rows(rng, (M, heads, f, D))
+    w = (1 + 0.3 * rng.standard_normal(D)).astype(f32)
+    tb = rope_table(ctx, SEG_N_CTX, R)
+    Wb = ctx.upload(w)
+    xs = heads * f * D
+    X = ctx.buffer(4 * M * xs)
+    O = X if in_place else ctx.buffer(4 * M * heads * D)
+    o_hs = f * D if in_place else D
+    o_words = M * heads * o_hs
+    seg_off = STEP_OFF + 2 * STEP_WORDS
+    sb = ctx.buffer(4 * (seg_off + len(SEGMENTS) * STEP_WORDS))
+
+    def build(pb, step, segs=None, n_seg=1):
+        kw = dict(pos_add=SEG_POS_ADD, x_head_stride=f * D, out_head_stride=o_hs, segs=segs, n_seg=n_seg)
+        if fused:
+            rope_kernels.rmsnorm_rope(pb, step, Act(X), Wb, tb, Act(O), heads, D, EPS, M, **kw)
+        else:
+            rope_kernels.rope(pb, step, Act(X), tb, Act(O), heads, D, M, **kw)
+
+    def go(x_rows, step_words: bytes, segs: bool) -> np.ndarray:
+        writes = [(X, 0, np.ascontiguousarray(x_rows, f32).tobytes()), (sb, 4 * STEP_OFF, step_words)]
+        if not in_place:
+            writes.append((O, 0, np.full(o_words, SENTINEL, f32).tobytes()))
+        if segs:
+            writes.append((sb, 4 * seg_off, _seg_words(SEGMENTS)))
+        step = Act(sb, STEP_OFF)
+        out = run(ctx, lambda pb: build(pb, step, Act(sb, seg_off) if segs else None, len(SEGMENTS) if segs else 1),
+                  writes=writes, reads=[Readback(O, 0, 4 * o_words)])
+        return np.frombuffer(out[0], f32).reshape(M, heads, -1, D)[:, :, 0] if in_place else \
+            np.frombuffer(out[0], f32).reshape(M, heads, D)
+
+    # the batch record says all M rows: the segments alone decide which rows are written
+    got = go(xg, _seg_words([(M, 0, 0, 0)]), True)
+    gate = read_f32(ctx, X, xg.size).reshape(xg.shape)[:, :, 1] if f == 2 and in_place else None
+    covered = np.zeros(M, bool)
+    for j, (n_tok, pos0, slot, row0) in enumerate(SEGMENTS):
+        rows = slice(row0, row0 + n_tok)
+        covered[rows] = True
+        if n_tok == 0:
+            continue
+        x = xg[rows, :, 0]
+        pos = np.minimum(pos0 + np.arange(n_tok) + SEG_POS_ADD, SEG_N_CTX - 1)
+        if fused:
+            ref = norm_twins.rmsnorm_rope(x, w, EPS, pos, R, ROPE_BASE)
+            bound = rmsnorm_rope_tol(x, w, pos, R, ref)
+        else:
+            ref = ops.rope_neox(x, pos, R, ROPE_BASE)
+            bound = tol.rope_tol(x, ref)
+        what = f"segment {j} (rows {row0}..{row0 + n_tok - 1}, slot {slot}, pos {pos0}+{SEG_POS_ADD})"
+        chk.close(what, got[rows], ref, bound)
+        if not fused:
+            chk.equal(f"{what}: unrotated dims", got[rows, :, R:], x[..., R:], bits=True)
+        alone = xg.copy()
+        alone[:n_tok] = xg[rows]
+        one = go(alone, _seg_words([(n_tok, pos0, slot, 0)]), False)
+        chk.equal(f"{what} vs run alone", got[rows], one[:n_tok], bits=True)
+    chk.expect("rows 1, 5, 9 in no segment", list(np.flatnonzero(~covered)) == [1, 5, 9])
+    want = xg[~covered, :, 0] if in_place else np.full((int((~covered).sum()), heads, D), SENTINEL, f32)
+    chk.equal("rows in no segment untouched", got[~covered], want, bits=True)
+    if gate is not None:
+        chk.equal("gate halves untouched", gate, xg[:, :, 1], bits=True)
+
+
 def cases() -> list[Case]:
     """The rope family's cases, in the order they run."""
     out: list[Case] = []
@@ -140,4 +240,9 @@ def cases() -> list[Case]:
                         partial(rmsnorm_rope_case, heads=h, D=d, R=r, n_ctx=n), op="rmsnorm_rope"))
     out.append(Case("rope", "batch rope + rmsnorm_rope N=1..16", rope_batch_case, op="rope+rmsnorm_rope",
                     tags=("batch",)))
+    for fused in (False, True):
+        op = "rmsnorm_rope" if fused else "rope"
+        for layout in SEG_LAYOUTS:
+            out.append(Case("rope", f"{op} 4 segments, {layout}",
+                            partial(rope_segments_case, fused=fused, layout=layout), op=op, tags=("segments",)))
     return out

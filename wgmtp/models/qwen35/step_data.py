@@ -87,11 +87,11 @@ class StepLayout:
         """The step records of a submission: the batch, its last row, one per draft step."""
         batch.check_one_sequence()
         w = np.zeros(self.input_ids, np.uint32)
-        w[self.batch: self.batch + STEP_WORDS] = (batch.n_tok, batch.pos0, batch.src_plane, batch.max_emit)
-        w[self.last: self.last + STEP_WORDS] = (1, batch.pos0 + batch.n_tok - 1, batch.src_plane, 0)
+        w[self.batch: self.batch + 4] = (batch.n_tok, batch.pos0, batch.src_plane, batch.max_emit)
+        w[self.last: self.last + 4] = (1, batch.pos0 + batch.n_tok - 1, batch.src_plane, 0)
         for i in range(n_drafts):
             o = self.draft(i)
-            w[o: o + STEP_WORDS] = (1, batch.pos0 + i, 0, 0)
+            w[o: o + 4] = (1, batch.pos0 + i, 0, 0)
         return w
 
     def head(self, batch: Batch, ids: list[int], n_drafts: int = 0, n_valid: int | None = None) -> bytes:
@@ -122,3 +122,95 @@ class StepLayout:
     @staticmethod
     def word(blob: bytes) -> int:
         return int(np.frombuffer(blob, np.uint32)[0])
+
+
+SEG_MAX = 16    # segments of one batched program at most (the mat-vec's widest batch of one-row segments)
+
+
+@dataclass(frozen=True)
+class Seg:
+    """One sequence's rows in a batched program (a segment record, shaders/include/segments.wgsl):
+    n_tok rows from batch row row0, at positions pos0.. of `slot`, recurrent plane src_plane;
+    p_row: the row of cand_hidden holding its pending hidden; cand_base: its first cand_hidden row."""
+    slot: int
+    pos0: int
+    n_tok: int
+    row0: int = 0
+    src_plane: int = 0
+    max_emit: int = 0
+    p_row: int = 0
+    cand_base: int = 0
+
+    def words(self) -> tuple[int, ...]:
+        return (self.n_tok, self.pos0, self.src_plane, self.max_emit, self.slot, self.row0, self.p_row,
+                self.cand_base)
+
+
+class SlotLayout:
+    """Word offsets of one region of the slot step buffer: what a batched program of several
+    sequences reads and writes (records, segments, ids, acceptance results). Each program of a
+    submission has its own region, so all of a step's host data is written before it runs."""
+
+    def __init__(self, base: int, t_max: int, n_draft_max: int) -> None:
+        W = STEP_WORDS
+        self.base, self.t_max, self.n_draft_max = base, t_max, n_draft_max
+        self.batch = base                                   # n_tok = rows of the batch
+        self.last = base + W                                # 1 row: a prefill chunk's last row
+        self.segs = base + 2 * W                            # SEG_MAX segment records
+        self._draft0 = self.segs + SEG_MAX * W              # per draft step: record + SEG_MAX segments
+        self.input_ids = self._draft0 + n_draft_max * (1 + SEG_MAX) * W
+        self.argmax = self.input_ids + t_max
+        self.n_valid = self.argmax + t_max                  # [SEG_MAX]
+        self.junk = self.n_valid + SEG_MAX                  # [SEG_MAX] the accept kernel's next-id words
+        self.zero = self.junk + SEG_MAX                     # always 0
+        self.res_words = 2 + n_draft_max + 1
+        self._result0 = self.zero + 1
+        self.end = self._result0 + SEG_MAX * self.res_words
+
+    def seg(self, j: int) -> int:
+        return self.segs + j * STEP_WORDS
+
+    def draft(self, i: int) -> int:
+        """Record of draft step i (n_tok = the sequences of the round); its segments follow it."""
+        return self._draft0 + i * (1 + SEG_MAX) * STEP_WORDS
+
+    def draft_seg(self, i: int, j: int) -> int:
+        return self.draft(i) + (1 + j) * STEP_WORDS
+
+    def result(self, j: int) -> int:
+        """[k, n_out, out...] of sequence j's greedy round."""
+        return self._result0 + j * self.res_words
+
+    # ---- encoding: (word offset, words) pieces, joined into one write by the runner
+
+    @staticmethod
+    def record(n_tok: int, seg: Seg | None = None) -> np.ndarray:
+        w = np.zeros(STEP_WORDS, np.uint32)
+        w[0] = n_tok
+        if seg is not None:
+            w[1:] = seg.words()[1:]
+        return w
+
+    def feed_words(self, seg: Seg, ids: list[int]) -> list[tuple[int, np.ndarray]]:
+        """A prefill chunk of one sequence: batch and last-row records, its segment, its ids."""
+        last = Seg(seg.slot, seg.pos0 + seg.n_tok - 1, 1)
+        return [(self.batch, np.concatenate([self.record(seg.n_tok, seg), self.record(1, last),
+                                             np.asarray(seg.words(), np.uint32)])),
+                (self.input_ids, np.asarray(ids, np.uint32))]
+
+    def round_words(self, segs: list[Seg], n: int, ids: list[int], n_valid: int) -> list[tuple[int, np.ndarray]]:
+        """A round of len(segs) sequences, n drafts each (n = 0: plain decoding): the batch record,
+        the verify segments, each draft step's record and one-row segments, the verify rows'
+        first ids (id_last of each sequence at row j*(n+1)), and the drafts-valid words."""
+        m, R = len(segs), n + 1
+        out = [(self.batch, np.concatenate([self.record(m * R)] + [self.record(0)]
+                                           + [np.asarray(s.words(), np.uint32) for s in segs]))]
+        for i in range(n):
+            rows = [Seg(s.slot, s.pos0 + i, 1, j, 0, 0, s.p_row, s.cand_base) for j, s in enumerate(segs)]
+            out.append((self.draft(i), np.concatenate([self.record(m)] + [np.asarray(r.words(), np.uint32)
+                                                                          for r in rows])))
+        col = np.zeros(m * R, np.uint32)
+        col[::R] = ids
+        out.append((self.input_ids, col))
+        out.append((self.n_valid, np.full(m, n_valid, np.uint32)))
+        return out

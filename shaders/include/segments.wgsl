@@ -1,0 +1,31 @@
+// include/segments.wgsl -- INCLUDE (not a kernel): the segments of a batch of several sequences
+// (docs/ARCHITECTURE.md, "Slots"), read by the kernels that index state by slot, position or plane
+// (kv_store, attention, attention_merge, rope, the rope norm, ssm_conv, gdn, gdn_chunked).
+// A batch's rows are cut into n_seg segments, one per sequence: segment s is the step record at
+// word p.seg_off + s * 8 of STEP (kernels/__init__.py, STEP_WORDS):
+//   [0] n_tok  rows of this segment (0: an empty segment)   [1] pos0  position of its first row
+//   [2] src    recurrent plane it starts from (of its slot) [3] max_emit  (the accept kernel's)
+//   [4] slot   its sequence slot                            [5] row0  its first row in the batch
+//   [6] p_row, [7] cand_base: rows of the slot's pending / final hiddens (read by copy_row only)
+// Row row0 + i of the batch is at position pos0 + i of sequence `slot`. A one-sequence batch is one
+// segment with slot 0 and row0 0, i.e. today's four-word record. Per segment a kernel runs exactly
+// the code it runs for one sequence, so a row's bits never depend on the other segments.
+// Provides: struct Seg, seg_at(s) -> Seg, seg_of_row(t) -> u32 (the segment holding batch row t,
+//   n_seg when none).
+// Expects: a storage binding STEP (array<u32>) and params p with u32 fields seg_off and n_seg.
+struct Seg {
+    n_tok: u32, pos0: u32, src: u32, max_emit: u32, slot: u32, row0: u32,
+};
+
+fn seg_at(s: u32) -> Seg {
+    let o = p.seg_off + s * 8u;
+    return Seg(STEP[o], STEP[o + 1u], STEP[o + 2u], STEP[o + 3u], STEP[o + 4u], STEP[o + 5u]);
+}
+
+fn seg_of_row(t: u32) -> u32 {
+    for (var s = 0u; s < p.n_seg; s = s + 1u) {
+        let g = seg_at(s);
+        if (t >= g.row0 && t < g.row0 + g.n_tok) { return s; }
+    }
+    return p.n_seg;
+}
