@@ -2,7 +2,7 @@
 // (exactly numpy's argmax; twin reference.ops.argmax). Two passes (wgmtp/kernels/sample.py):
 //   partial: one workgroup per (token t, chunk c of CH = WG*E logits) -> (key, id) of its best into
 //            SCR[scr_off + 2*(t*n_chunks + c) + {0, 1}]
-//   FINAL:   one workgroup per token combines its n_chunks partials -> IDS[ids_off + t] (u32)
+//   FINAL:   one workgroup per token combines its n_chunks partials -> IDS[ids_off + t*ids_stride] (u32)
 // Values are compared as order-preserving u32 keys (-0 == +0, NaN highest) with the id as tie-break,
 // a total order, so the result is exact whatever the reduction order (and batch-invariant)
 // (include/sortkey.wgsl).
@@ -16,6 +16,7 @@
 struct P {
     n: u32, l_off: u32, l_ts: u32, n_chunks: u32,
     step_off: u32, max_tok: u32, scr_off: u32, ids_off: u32,
+    ids_stride: u32,
 };
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read_write> STEP: array<u32>;
@@ -58,7 +59,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         if (better(k, i, bk, bi)) { bk = k; bi = i; }
     }
     let b = wg_best(bk, bi, 0u, lid, sgs, sgl);
-    if (lid == 0u) { IDS[p.ids_off + t] = b.y; }
+    if (lid == 0u) { IDS[p.ids_off + t * p.ids_stride] = b.y; }
 #else
     let t = g / p.n_chunks;
     let c = g % p.n_chunks;

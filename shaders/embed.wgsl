@@ -1,4 +1,4 @@
-// Embedding gather: for t < n_tok (step record) whose id = I[ids_off + t] lies in this part's
+// Embedding gather: for t < n_tok (step record) whose id = I[ids_off + t*ids_stride] lies in this part's
 // rows [row0, row0 + rows):   O[out_off + t*out_stride + c] = W[id - row0, c]  (dequantized f32)
 // Tokens whose id falls in another part are left untouched (one dispatch per part covers all).
 // Bindings: 0 params (uniform P), 1 W weight words (storage read, array<u32>, one row part),
@@ -12,6 +12,7 @@
 struct P {
     cols: u32, row0: u32, rows: u32, row_words: u32,
     ids_off: u32, out_off: u32, out_stride: u32, step_off: u32,
+    ids_stride: u32,
 };
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> W: array<u32>;
@@ -26,7 +27,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         @builtin(local_invocation_index) lid: u32) {
     let t = wid.x + wid.y * nwg.x;
     if (t >= S[p.step_off]) { return; }
-    let id = I[p.ids_off + t];
+    let id = I[p.ids_off + t * p.ids_stride];
     if (id < p.row0 || id - p.row0 >= p.rows) { return; }
     let base = (id - p.row0) * p.row_words;
     let ob = p.out_off + t * p.out_stride;

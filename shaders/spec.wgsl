@@ -8,7 +8,8 @@
 //   and the next round's id_last at ids[p.next_off]. Token budget: max_emit from the step
 //   record word 3 (0 = no limit). Dispatch: 1 workgroup of 1 thread.
 // draft_gate: ids[out_off] = number of leading drafts whose top-candidate probability
-//   (softmax over the top 10, from the top-k kernel) is >= p_min: llama.cpp's --spec-draft-p-min.
+//   (softmax over the top 10, from the top-k kernel; draft i's at p_top[p_off + i*p_stride]) is
+//   >= p_min: llama.cpp's --spec-draft-p-min.
 //   Bindings: 0 params G, 1 ids (u32), 2 p_top (f32 [n]). Dispatch: 1 workgroup of 1 thread.
 // Dispatched by wgmtp/kernels/spec.py accept and draft_gate (the entry of the same name);
 //   twins reference.spec.accept_greedy, reference.spec.draft_gate.
@@ -49,7 +50,7 @@ fn accept() {
     ids[p.next_off] = ids[p.res_off + 2u + n_out - 1u];
 }
 
-struct G { n: u32, out_off: u32, p_off: u32, p_min: f32 };
+struct G { n: u32, out_off: u32, p_off: u32, p_min: f32, p_stride: u32 };
 @group(0) @binding(0) var<uniform> g: G;
 @group(0) @binding(2) var<storage, read_write> p_top: array<f32>;
 
@@ -57,7 +58,7 @@ struct G { n: u32, out_off: u32, p_off: u32, p_min: f32 };
 fn draft_gate() {
     var n = 0u;
     for (var i = 0u; i < g.n; i++) {
-        if (p_top[g.p_off + i] < g.p_min) { break; }
+        if (p_top[g.p_off + i * g.p_stride] < g.p_min) { break; }
         n++;
     }
     ids[g.out_off] = n;

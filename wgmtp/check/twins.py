@@ -344,7 +344,8 @@ def embed(rec: OpRecord, W: Weights, ctx: Any) -> OpCheck:
     E, info = table.cols, W.gm.tensors[table.name]
 
     def before(io, n, pos0):
-        return {"ids": io.u32(ids, n)}
+        s = a.get("ids_stride", 1)
+        return {"ids": io.u32(ids, max(n - 1, 0) * s + 1)[::s] if n else io.u32(ids, 0)}
 
     def after(io, inp, n, pos0):
         exp = quants.dequantize_rows(W.gm.raw(table.name), info.qtype, inp["ids"].astype(np.int64)).astype(f32)
@@ -359,7 +360,9 @@ def argmax(rec: OpRecord, W: Weights, ctx: Any) -> OpCheck:
     def after(io, inp, n, pos0):
         L = io.f32(logits, n * V).reshape(n, V)
         exp = np.array([ops.argmax(L[t]) for t in range(n)], np.float64)
-        return [Cmp("argmax", io.u32(ids, n).astype(np.float64), exp, 0.0)]
+        s = a.get("ids_stride", 1)
+        got = io.u32(ids, max(n - 1, 0) * s + 1)[::s] if n else io.u32(ids, 0)
+        return [Cmp("argmax", got.astype(np.float64), exp, 0.0)]
     return _check(rec, _no_inputs, after, f"[{V}]")
 
 
@@ -368,12 +371,15 @@ def copy_row(rec: OpRecord, W: Weights, ctx: Any) -> OpCheck:
     a = rec.args
     idx, add, src, stride, dst, n_el = Act(a["ids"], a["idx_off"]), a["add"], a["src"], a["stride"], a["dst"], a["n"]
 
+    d_idx = a.get("dst_idx_off")
+
     def before(io, n, pos0):
-        return {"row": int(io.u32(idx, 1)[0]) + add}
+        d_row = int(io.u32(Act(a["ids"], d_idx), 1)[0]) if d_idx is not None else 0
+        return {"row": int(io.u32(idx, 1)[0]) + add, "d_row": d_row}
 
     def after(io, inp, n, pos0):
         want = io.f32(Act(src.buffer, src.offset + inp["row"] * stride), n_el)
-        return [Cmp("copy_row", io.f32(dst, n_el), want, 0.0)]
+        return [Cmp("copy_row", io.f32(dst.at(inp["d_row"] * stride), n_el), want, 0.0)]
     return _check(rec, before, after, f"[{n_el}]")
 
 

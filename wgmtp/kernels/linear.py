@@ -186,14 +186,16 @@ def linear(pb: ProgramBuilder, W: GPUTensor, x: Act, y: Act, step: Act, *, max_t
 
 @records("embed")
 def embed(pb: ProgramBuilder, table: GPUTensor, ids: Act, out: Act, step: Act, *, max_tok: int,
-          out_stride: int | None = None, label: str = "") -> None:
-    """out[t] = dequantized table row ids[t] for t < n_tok <= max_tok; `ids` is Act(buffer,
-    u32 word offset) so the sampled/accepted ids written by earlier kernels are read in place.
+          out_stride: int | None = None, ids_stride: int = 1, label: str = "") -> None:
+    """out[t] = dequantized table row ids[t * ids_stride] for t < n_tok <= max_tok; `ids` is
+    Act(buffer, u32 word offset) so the sampled/accepted ids written by earlier kernels are read in
+    place (a strided read: one draft row per sequence of a batched round).
     One dispatch per part; each writes only the tokens whose id is in its rows.
     Twin: reference.linear.embed."""
     defs = _check(table)
     os_ = table.cols if out_stride is None else int(out_stride)
     for part in table.parts:
         pb.add("embed", [part.buffer, ids.buffer, out.buffer, step.buffer],
-               pack(table.cols, part.row0, part.rows, table.row_words, ids.offset, out.offset, os_, step.offset),
+               pack(table.cols, part.row0, part.rows, table.row_words, ids.offset, out.offset, os_, step.offset,
+                    int(ids_stride)),
                int(max_tok), defines=defs, label=label or f"embed:{table.name}[{part.row0}]")

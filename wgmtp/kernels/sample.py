@@ -45,15 +45,17 @@ def _scratch(pb: ProgramBuilder, scratch: Act | None, words: int, label: str) ->
 
 @records("argmax")
 def argmax(pb: ProgramBuilder, step: Act, logits: Act, ids: Act, n_vocab: int, max_tok: int, *,
-           row_stride: int | None = None, scratch: Act | None = None) -> None:
-    """ids[t] = argmax of logits row t (u32; ties to the lowest id, NaN first, as numpy; twin:
-    reference.ops.argmax): the greedy token, written where the next step's embedding reads it.
+           row_stride: int | None = None, scratch: Act | None = None, ids_stride: int = 1) -> None:
+    """ids[t * ids_stride] = argmax of logits row t (u32; ties to the lowest id, NaN first, as
+    numpy; twin: reference.ops.argmax): the greedy token, written where the next step's embedding
+    reads it (strided: the draft row of each sequence of a batched round).
     `scratch`: argmax_scratch_words(n_vocab, max_tok) u32 words (allocated here when None)."""
     if n_vocab < 1:
         raise ValueError("argmax: empty rows")
     nc = argmax_chunks(n_vocab)
     scr = _scratch(pb, scratch, argmax_scratch_words(n_vocab, max_tok), "argmax")
-    params = pack(n_vocab, logits.offset, row_stride or n_vocab, nc, step.offset, max_tok, scr.offset, ids.offset)
+    params = pack(n_vocab, logits.offset, row_stride or n_vocab, nc, step.offset, max_tok, scr.offset, ids.offset,
+                  int(ids_stride))
     pb.add("argmax", [step.buffer, logits.buffer, scr.buffer], params, nc * max_tok,
            defines={"E": ARGMAX_E, "FINAL": False}, label="argmax_partial")
     pb.add("argmax", [step.buffer, scr.buffer, ids.buffer], params, max_tok,

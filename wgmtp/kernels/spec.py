@@ -17,15 +17,19 @@ def accept(pb: ProgramBuilder, ids, *, n: int, tgt_off: int, draft_off: int, nva
 
 
 @records("copy_row")
-def copy_row(pb: ProgramBuilder, ids, idx_off: int, add: int, src: Act, stride: int, dst: Act, n: int) -> None:
-    """dst[:n] = src row (ids[idx_off] + add) (twin: reference.spec.copy_row)."""
-    pb.add("copy_row", [ids, src.buffer, dst.buffer], pack(n, src.offset, stride, dst.offset, idx_off, int(add)),
+def copy_row(pb: ProgramBuilder, ids, idx_off: int, add: int, src: Act, stride: int, dst: Act, n: int, *,
+             dst_idx_off: int | None = None) -> None:
+    """dst[:n] = src row (ids[idx_off] + add); with dst_idx_off, into dst row ids[dst_idx_off]
+    (rows of `stride` floats), so both ends can be chosen on the GPU (twin: reference.spec.copy_row)."""
+    has = dst_idx_off is not None
+    pb.add("copy_row", [ids, src.buffer, dst.buffer],
+           pack(n, src.offset, stride, dst.offset, idx_off, int(add), dst_idx_off if has else 0, int(has)),
            -(-n // 256), label="copy_row")
 
 
 @records("draft_gate")
-def draft_gate(pb: ProgramBuilder, ids, p_top: Act, n: int, out_off: int, p_min: float) -> None:
-    """ids[out_off] = count of leading drafts with top probability >= p_min (twin:
-    reference.spec.draft_gate)."""
-    pb.add("spec", [ids, p_top.buffer], pack(n, out_off, p_top.offset, float(p_min)), (1, 1, 1),
+def draft_gate(pb: ProgramBuilder, ids, p_top: Act, n: int, out_off: int, p_min: float, *, p_stride: int = 1) -> None:
+    """ids[out_off] = count of leading drafts with top probability >= p_min, draft i's at
+    p_top[i * p_stride] (twin: reference.spec.draft_gate)."""
+    pb.add("spec", [ids, p_top.buffer], pack(n, out_off, p_top.offset, float(p_min), int(p_stride)), (1, 1, 1),
            entry="draft_gate", label="draft_gate")

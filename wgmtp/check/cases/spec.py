@@ -74,6 +74,13 @@ def copy_row_case(ctx, chk: Check) -> None:
     D = ctx.buffer(301 * 4)
     run(ctx, lambda pb: spec_kernels.copy_row(pb, ids, 1, -1, Act(S), 300, Act(D, 1), 300))
     chk.equal("copy_row", read_f32(ctx, D, 300, 1), spec_twins.copy_row(src, 2), bits=True)
+    # both ends chosen on the GPU: source row ids[1] + 1, destination row ids[2] of 4; other rows untouched
+    ids2 = ctx.upload(np.array([0, 1, 3, 0], np.uint32))
+    D2 = ctx.upload(np.full((4, 300), -7.0, f32))
+    run(ctx, lambda pb: spec_kernels.copy_row(pb, ids2, 1, 1, Act(S), 300, Act(D2), 300, dst_idx_off=2))
+    want = np.full((4, 300), -7.0, f32)
+    want[3] = spec_twins.copy_row(src, 2)
+    chk.equal("copy_row into a GPU-chosen row", read_f32(ctx, D2, 1200).reshape(4, 300), want, bits=True)
 
 
 def draft_gate_case(ctx, chk: Check, mins: tuple[float, ...] = (0.0, 0.3, 0.9)) -> None:
@@ -85,6 +92,14 @@ def draft_gate_case(ctx, chk: Check, mins: tuple[float, ...] = (0.0, 0.3, 0.9)) 
     got = np.array([int(np.frombuffer(b, np.uint32)[3]) for b in blobs])
     chk.equal(f"drafts passing p_min {', '.join(f'{m:g}' for m in mins)}", got,
               np.array([spec_twins.draft_gate(p, m) for m in mins]))
+    # strided: the drafts of one sequence among 3 in a batched round (p_top[i * 3 + 1])
+    grid = np.random.default_rng(1).uniform(0, 1, (5, 3)).astype(f32)
+    grid[:, 1] = p
+    P3 = ctx.upload(grid.reshape(-1))
+    blobs = run(ctx, lambda pb: [spec_kernels.draft_gate(pb, b, Act(P3, 1), 5, 3, m, p_stride=3)
+                                 for b, m in zip(ids, mins)], reads=[Readback(b, 0, 32) for b in ids])
+    got = np.array([int(np.frombuffer(b, np.uint32)[3]) for b in blobs])
+    chk.equal("strided p_top", got, np.array([spec_twins.draft_gate(p, m) for m in mins]))
 
 
 def cases() -> list[Case]:
