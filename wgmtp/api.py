@@ -117,3 +117,23 @@ def load(path: str | os.PathLike[str], device: str | int = "auto", mtp: str | os
         from .check.trace import attach
         attach(be)
     return Model(gm, be, be.device_name, n_ctx)
+
+
+def open_engine(path: str | os.PathLike[str] | None = None, device: str | int = "auto",
+                mtp: str | os.PathLike[str] | None = None, *, n_parallel: int = 4, n_ctx: int = 4096,
+                spec: str | None = None, n_max: int = 3, prefill_chunk: int = 64, progress: bool = True):
+    """A BatchEngine (wgmtp/batching.py) serving `n_parallel` sequences at once on one adapter:
+    `submit(Request(...))` from any thread, iterate the returned handle for its tokens, and drive
+    the GPU with `start()` (a background thread) or `step()` / `run_until_idle()`. With
+    spec="draft-mtp", requests may speculate (each with its own n_max <= this n_max). `n_ctx` is
+    per sequence."""
+    from .batching import BatchEngine
+    from .models.qwen35.slots import SlotRunner
+    if spec not in (None, "none", "draft-mtp", "mtp"):
+        raise WgmtpError(f"unknown spec type '{spec}' (use none or draft-mtp)")
+    gm = GGUFModel(resolve_model(None if path is None else str(path)), mtp)
+    eog = eog_ids(gm)
+    rn = SlotRunner(gm, device=device, n_ctx=min(n_ctx, gm.config.n_ctx_train), n_seq=n_parallel,
+                    n_max=n_max, mtp=spec in ("draft-mtp", "mtp"), prefill_chunk=prefill_chunk, eog=eog,
+                    progress=progress)
+    return BatchEngine(rn, eog)

@@ -13,6 +13,8 @@ def add_parser(sub) -> None:
     p.add_argument("file")
     p.add_argument("-md", "--model-draft", dest="mtp_file", default=None, help="MTP sidecar GGUF (mtp-*.gguf)")
     p.add_argument("-c", "--ctx-size", type=int, default=4096)
+    p.add_argument("-np", "--parallel", type=int, default=1, help="sequences served at once (slots)")
+    p.add_argument("--spec-draft-n-max", type=int, default=3, help="drafts per round (snapshot planes: n + 1)")
     p.set_defaults(fn=cmd_inspect)
 
 
@@ -95,15 +97,18 @@ def cmd_inspect(a: argparse.Namespace) -> int:
               f"{'yes' if ti.chat_template else 'no'}")
 
     n_ctx = min(a.ctx_size, c.n_ctx_train)
-    mt = Table(title=f"GPU memory (context {n_ctx}, f16 KV, one sequence)")
+    n_seq, n_max = max(1, a.parallel), a.spec_draft_n_max
+    seqs = "one sequence" if n_seq == 1 else f"{n_seq} sequences of {n_ctx} tokens each, with checkpoints"
+    mt = Table(title=f"GPU memory (context {n_ctx}, f16 KV, {seqs})")
     mt.add_column("")
     mt.add_column("weights", justify="right")
     mt.add_column("KV + recurrent state", justify="right")
     mt.add_column("total", justify="right")
-    for label, mtp in (("without MTP", False), ("with MTP (n_max 3)", True)):
+    for label, mtp in (("without MTP", False), (f"with MTP (n_max {n_max})", True)):
         if mtp and not gm.has_mtp:
             continue
-        w, s = gm.weight_bytes(mtp=mtp), gm.state_bytes(n_ctx, mtp=mtp)
+        w = gm.weight_bytes(mtp=mtp)
+        s = gm.state_bytes(n_ctx, mtp=mtp, n_max=n_max, n_seq=n_seq, checkpoints=n_seq > 1)
         mt.add_row(label, _human(w), _human(s), _human(w + s))
     con.print(mt)
     con.print("supported: [green]yes[/]")

@@ -114,6 +114,8 @@ class GGUFModel:
         """Bytes of the tensors that would be uploaded (MTP block only when `mtp`)."""
         return sum(self.tensors[n].n_bytes for n in self.used_tensors if mtp or not self.is_mtp_tensor(n))
 
-    def state_bytes(self, n_ctx: int, *, mtp: bool, n_max: int = 3, kv_bytes: int = 2) -> int:
+    def state_bytes(self, n_ctx: int, *, mtp: bool, n_max: int = 3, kv_bytes: int = 2, n_seq: int = 1,
+                    checkpoints: bool = False) -> int:
         """KV cache + recurrent state (with n_max + 1 snapshot planes when MTP is on), one sequence."""
-        return state_bytes(self.config, n_ctx, mtp=mtp, n_max=n_max, kv_bytes=kv_bytes)
+        return state_bytes(self.config, n_ctx, mtp=mtp, n_max=n_max, kv_bytes=kv_bytes, n_seq=n_seq,
+                           checkpoints=checkpoints)

@@ -36,11 +36,27 @@ from ...sampling import TOPK_MAX
 from .config import ModelConfig
 from .model_file import GGUFModel
 from .state import GPUState
-from .step_data import StepLayout
+from .step_data import N_EOG, SEG_MAX, SlotLayout, StepLayout
 from .tensors import stacked_groups
 
 MATVEC_MAX_TOK = linear.MATVEC_MAX_TOK   # batches up to this many tokens take the mat-vec (decode, verify)
 
+
+
+@dataclass(frozen=True)
+class Segs:
+    """The segment records of a batch of several sequences (docs/ARCHITECTURE.md, "Slots"): `n`
+    consecutive step records from `at`, read by the kernels that index state by slot."""
+    at: Act
+    n: int
+
+    def kw(self) -> dict:
+        return {"segs": self.at, "n_seg": self.n}
+
+
+def seg_kw(segs: Segs | None) -> dict:
+    """Keyword arguments of a segmented kernel call (none: the batch is one sequence)."""
+    return segs.kw() if segs is not None else {}
 
 
 @dataclass(frozen=True)
@@ -57,8 +73,9 @@ class Buffers:
     resid: Act            # [T, E] the residual stream
     normed: Act           # [T, E] norm(stream) when a norm runs as its own dispatch
     hidden: Act           # [T+1, E] row 0: the MTP's pending hidden; rows 1..: final hiddens
-    draft_hidden: Act     # [n_draft_max+2, E] the MTP chain's hiddens
+    draft_hidden: Act     # [n_draft_max+2, E] the MTP chain's hiddens (batched: [n+1, m, E])
     last_hidden: Act      # [E] the last row's final hidden (plain decoding)
+    mtp_hprev: Act        # [T, E] batched: the hidden that predicted each row (the MTP head's input)
     block_out: Act        # [T, E] a block output waiting to be added into the stream
     q_gate: Act           # [T, H, 2, D] attention q interleaved with its gate
     k: Act
@@ -87,7 +104,7 @@ class Qwen35GPU:
     """Weights, state and programs of one model on one device."""
 
     def __init__(self, ctx: GPUContext, gm: GGUFModel, *, n_ctx: int, t_max: int = 64,
-                 n_draft_max: int = 15, progress: bool = True) -> None:
+                 n_draft_max: int = 15, progress: bool = True, n_seq: int = 1, checkpoints: bool = False) -> None:
         self.ctx = ctx
         self.gm = gm
         self.cfg: ModelConfig = gm.config
@@ -100,8 +117,16 @@ class Qwen35GPU:
         c = self.cfg
         self.rope = rope.rope_table(ctx, n_ctx, c.n_rot, c.rope_base)
         self.dims = gdn.GDNDims.from_config(c) if any(c.is_gdn) else None
-        self.state = GPUState.allocate(ctx, c, n_ctx)
+        self.state = GPUState.allocate(ctx, c, n_ctx, n_seq, cand_rows=n_draft_max + 1, checkpoints=checkpoints)
+        self.n_seq = n_seq
+        # batched programs of several sequences: one step-buffer region (and one top-k candidates
+        # area) per program of a submission
+        self.n_regions = 2 * n_seq + 2
         self.buf = self._alloc_buffers()
+        probe = SlotLayout(0, self.t_max, n_draft_max)
+        self.slot_lays = [SlotLayout(r * probe.end, self.t_max, n_draft_max) for r in range(self.n_regions)]
+        self.slot_eog = self.n_regions * probe.end
+        self.slot_step = Act(ctx.buffer((self.slot_eog + N_EOG) * 4, label="slot_step"))
         self.fuse = linear.fusions(ctx)
         self.n_eog = 0                  # end-of-generation ids the runner wrote at lay.eog
         self._programs: dict[tuple, Program] = {}
@@ -153,13 +178,14 @@ class Qwen35GPU:
         cache_shape = attention.KVCache(self.n_ctx, c.n_head_kv, c.head_dim, ctx.f16)   # dims only, no buffers
         b = Buffers(
             resid=buf(T * E, "resid"), normed=buf(T * E, "normed"), hidden=buf((T + 1) * E, "hidden"),
-            draft_hidden=buf((self.lay.n_draft_max + 2) * E, "draft_hidden"), last_hidden=buf(E, "last_hidden"),
+            draft_hidden=buf((self.lay.n_draft_max + 2 + 2 * SEG_MAX) * E, "draft_hidden"),
+            last_hidden=buf(E, "last_hidden"), mtp_hprev=buf(T * E, "mtp_hprev"),
             block_out=buf(T * E, "block_out"), q_gate=buf(T * 2 * H * D, "q_gate"), k=buf(T * Hkv * D, "k"),
             v=buf(T * Hkv * D, "v"), attn_out=buf(T * H * D, "attn_out"), stacked_out=buf(T * n_stacked, "stacked_out"),
             ffn_act=buf(T * F, "ffn_act"), ffn_up=buf(T * F, "ffn_up"), mtp_concat=buf(T * 2 * E, "mtp_concat"),
-            logits=buf(rows * c.n_vocab, "logits"), top_vals=buf(rows * TOPK_MAX, "top_vals"),
-            top_ids=Act(ctx.buffer(rows * TOPK_MAX * 4, label="top_ids")),
-            p_top=buf(self.lay.n_draft_max + 1, "p_top"),
+            logits=buf(rows * c.n_vocab, "logits"), top_vals=buf(rows * TOPK_MAX * (self.n_regions + 1), "top_vals"),
+            top_ids=Act(ctx.buffer(rows * TOPK_MAX * (self.n_regions + 1) * 4, label="top_ids")),
+            p_top=buf(self.lay.n_draft_max + 1 + 2 * SEG_MAX, "p_top"),
             sample_scratch=Act(ctx.buffer(max(sample.argmax_scratch_words(c.n_vocab, rows),
                                               sample.topk_scratch_words(c.n_vocab, rows, TOPK_MAX)) * 4,
                                           label="sample_scratch")),
@@ -245,7 +271,7 @@ class Qwen35GPU:
         return acts, [W.rows] * len(outs), res
 
     def _attn_block(self, pb: ProgramBuilder, i: int, cache: attention.KVCache, res: Residual, step: Act,
-                    T: int) -> Residual:
+                    T: int, segs: Segs | None = None) -> Residual:
         """Gated attention on norm(stream): q+gate, k, v projections; q/k norm + rope in place; KV
         append; attention with the sigmoid gate; output projection added into the stream."""
         c, w, b = self.cfg, self.w, self.buf
@@ -256,15 +282,16 @@ class Qwen35GPU:
             norm_name=p + "attn_norm.weight")
         rope.rmsnorm_rope(pb, step, qg, w[p + "attn_q_norm.weight"], self.rope, qg, H, D, c.eps, T,
                             x_stride=sq, x_head_stride=2 * D, out_stride=sq, out_head_stride=2 * D,
-                            op_name="q_norm_rope")
+                            op_name="q_norm_rope", **seg_kw(segs))
         rope.rmsnorm_rope(pb, step, k, w[p + "attn_k_norm.weight"], self.rope, k, Hkv, D, c.eps, T,
-                            x_stride=sk, out_stride=sk, op_name="k_norm_rope")
-        attention.kv_store(pb, cache, k, v, step, max_tok=T, k_ts=sk, v_ts=sv)
+                            x_stride=sk, out_stride=sk, op_name="k_norm_rope", **seg_kw(segs))
+        attention.kv_store(pb, cache, k, v, step, max_tok=T, k_ts=sk, v_ts=sv, **seg_kw(segs))
         attention.attention(pb, cache, qg, b.attn_out, b.attn_workspace, step, n_head=H, max_tok=T,
-                         q_ts=sq, q_hs=2 * D, gate=qg.at(D), g_ts=sq, g_hs=2 * D)
+                            q_ts=sq, q_hs=2 * D, gate=qg.at(D), g_ts=sq, g_hs=2 * D, **seg_kw(segs))
         return self._project_add(pb, p + "attn_output.weight", b.attn_out, res, step, T)
 
-    def _gdn_block(self, pb: ProgramBuilder, i: int, res: Residual, step: Act, T: int, chunked: bool) -> Residual:
+    def _gdn_block(self, pb: ProgramBuilder, i: int, res: Residual, step: Act, T: int, chunked: bool,
+                   segs: Segs | None = None) -> Residual:
         """Gated DeltaNet on norm(stream): in-projections, conv, delta rule, gated norm, ssm_out
         added into the stream."""
         c, w, st, b = self.cfg, self.w, self.state, self.buf
@@ -273,10 +300,10 @@ class Qwen35GPU:
             (p + "attn_qkv.weight", b.qkv_mixed), (p + "attn_gate.weight", b.z_gate),
             (p + "ssm_alpha.weight", b.alpha), (p + "ssm_beta.weight", b.beta)], norm_name=p + "attn_norm.weight")
         gdn.ssm_conv(pb, step, mix, w[p + "ssm_conv1d.weight"], st.conv_at(i, 0), b.conv_out,
-                       n_slots=st.n_planes, x_stride=s_mix)
+                       n_slots=st.n_planes, x_stride=s_mix, **seg_kw(segs))
         rule = gdn.gdn_chunked if chunked else gdn.gdn
         rule(pb, step, b.conv_out, al, be, w[p + "ssm_a"], w[p + "ssm_dt.bias"], st.ssm_at(i, 0), b.gdn_out,
-             self.dims, n_slots=st.n_planes, eps=c.eps, a_stride=s_al, b_stride=s_be)
+             self.dims, n_slots=st.n_planes, eps=c.eps, a_stride=s_al, b_stride=s_be, **seg_kw(segs))
         norm.gated_rmsnorm(pb, step, b.gdn_out, w[p + "ssm_norm.weight"], z, b.gdn_out,
                              c.ssm_dt_rank, c.head_v_dim, c.eps, T, z_stride=s_z)
         return self._project_add(pb, p + "ssm_out.weight", b.gdn_out, res, step, T)
@@ -310,27 +337,29 @@ class Qwen35GPU:
         return self._project_add(pb, p + "ffn_down.weight", b.ffn_act, res, step, T)
 
     def _layer(self, pb: ProgramBuilder, i: int, cache: attention.KVCache | None, res: Residual, step: Act,
-               T: int, chunked: bool) -> Residual:
+               T: int, chunked: bool, segs: Segs | None = None) -> Residual:
         """Decoder block i: mixer (GDN, or gated attention on `cache`), then the FFN."""
         if i < self.cfg.n_layer and self.cfg.is_gdn[i]:
-            res = self._gdn_block(pb, i, res, step, T, chunked)
+            res = self._gdn_block(pb, i, res, step, T, chunked, segs)
         else:
-            res = self._attn_block(pb, i, cache, res, step, T)
+            res = self._attn_block(pb, i, cache, res, step, T, segs)
         return self._ffn(pb, i, res, step, T)
 
-    def _trunk(self, pb: ProgramBuilder, step: Act, T: int, *, chunked: bool = False) -> None:
-        """embed input_ids[0..n_tok) -> layers -> output_norm into hidden rows 1..n_tok."""
+    def _trunk(self, pb: ProgramBuilder, step: Act, T: int, *, chunked: bool = False, segs: Segs | None = None,
+               ids: Act | None = None) -> None:
+        """embed ids[0..n_tok) (default: input_ids) -> layers -> output_norm into hidden rows 1..n_tok."""
         c, E = self.cfg, self.cfg.n_embd
         pb.at("trunk", -1)
-        linear.embed(pb, self.w["token_embd.weight"], self.step_at(self.lay.input_ids), self.buf.resid, step, max_tok=T)
+        ids = self.step_at(self.lay.input_ids) if ids is None else ids
+        linear.embed(pb, self.w["token_embd.weight"], ids, self.buf.resid, step, max_tok=T)
         res = Residual(self.buf.resid)
         for i in range(c.n_layer):
             pb.at("trunk", i)
-            res = self._layer(pb, i, self.state.caches.get(i), res, step, T, chunked)
+            res = self._layer(pb, i, self.state.caches.get(i), res, step, T, chunked, segs)
         self._norm(pb, "output_norm.weight", res, self.buf.hidden.at(E), step, T)
 
     def _mtp_rows(self, pb: ProgramBuilder, step: Act, T: int, ids: Act, hprev: Act, hprev_stride: int,
-                  h_out: Act, *, where: str = "mtp") -> None:
+                  h_out: Act, *, where: str = "mtp", segs: Segs | None = None, ids_stride: int = 1) -> None:
         """MTP head over n_tok rows: token ids[t] at position pos0 + t, with hprev row t the hidden
         that predicted it; writes the MTP KV cache and h_out (post shared_head_norm) rows."""
         c, w, b, E = self.cfg, self.w, self.buf, self.cfg.n_embd
@@ -338,12 +367,12 @@ class Qwen35GPU:
         p = f"blk.{m}."
         pb.at(where, m)
         emb = p + "nextn.embed_tokens.weight" if p + "nextn.embed_tokens.weight" in w else "token_embd.weight"
-        linear.embed(pb, w[emb], ids, b.resid, step, max_tok=T)
+        linear.embed(pb, w[emb], ids, b.resid, step, max_tok=T, ids_stride=ids_stride)
         norm.rmsnorm(pb, step, b.resid, w[p + "nextn.enorm.weight"], b.mtp_concat, E, c.eps, T, out_stride=2 * E)
         norm.rmsnorm(pb, step, hprev, w[p + "nextn.hnorm.weight"], b.mtp_concat.at(E), E, c.eps, T,
                        x_stride=hprev_stride, out_stride=2 * E)
         linear.linear(pb, w[p + "nextn.eh_proj.weight"], b.mtp_concat, b.resid, step, max_tok=T)
-        res = self._layer(pb, m, self.state.mtp_cache, Residual(b.resid), step, T, False)
+        res = self._layer(pb, m, self.state.mtp_cache, Residual(b.resid), step, T, False, segs)
         head_norm = (p + "nextn.shared_head_norm.weight" if p + "nextn.shared_head_norm.weight" in w
                      else "output_norm.weight")
         self._norm(pb, head_norm, res, h_out, step, T)
@@ -366,13 +395,19 @@ class Qwen35GPU:
         else:   # draft rows: T = 1
             linear.matvec(pb, W, h, self.buf.logits, step, y_stride=V, rows=V, op_name=f"lm_head[:{V}]")
 
-    def _pick(self, pb: ProgramBuilder, step: Act, T: int, ids_out: Act, n_cand: int) -> None:
+    def cand_at(self, region: int | None) -> int:
+        """Element offset of a program's top-k candidates in top_ids/top_vals (batched programs:
+        one area per region, so every program of a submission keeps its own for the readback)."""
+        return 0 if region is None else (region + 1) * MATVEC_MAX_TOK * TOPK_MAX
+
+    def _pick(self, pb: ProgramBuilder, step: Act, T: int, ids_out: Act, n_cand: int,
+              region: int | None = None) -> None:
         """argmax into ids_out (greedy), or top-k candidates into top_ids/top_vals (sampling)."""
-        b, V = self.buf, self.cfg.n_vocab
+        b, V, o = self.buf, self.cfg.n_vocab, self.cand_at(region)
         if n_cand <= 1:
             sample.argmax(pb, step, b.logits, ids_out, V, T, scratch=b.sample_scratch)
         else:
-            sample.topk(pb, step, b.logits, b.top_ids, b.top_vals, n_cand, V, T, scratch=b.sample_scratch)
+            sample.topk(pb, step, b.logits, b.top_ids.at(o), b.top_vals.at(o), n_cand, V, T, scratch=b.sample_scratch)
 
     def _copy_row(self, pb: ProgramBuilder, idx_at: int, add: int, src: Act, dst: Act) -> None:
         """dst = row (ids[idx_at] + add) of src: the pending hidden, chosen on the GPU."""
@@ -486,3 +521,93 @@ class Qwen35GPU:
         self._copy_row(pb, self.lay.result, 1, self.buf.hidden, self.buf.hidden)
         return pb.build()
 
+
+    # ---------------------------------------------------------------------------------------
+    # batched programs: several sequences in one batch, each a segment (docs/ARCHITECTURE.md, "Slots")
+
+    def slot_at(self, at: int) -> Act:
+        return self.slot_step.at(at)
+
+    def _gather_hprev(self, pb: ProgramBuilder, L: SlotLayout, T: int, m: int, R: int) -> None:
+        """mtp_hprev row r = the hidden that predicted row r's token: the trunk's row r - 1 (hidden
+        row r), except a sequence's first row, whose is its pending hidden (cand_hidden row p_row
+        of its segment record)."""
+        E, b, sb = self.cfg.n_embd, self.buf, self.slot_step.buffer
+        spec.copy_row(pb, sb, L.zero, 0, b.hidden, T * E, b.mtp_hprev, T * E)
+        for j in range(m):
+            spec.copy_row(pb, sb, L.seg(j) + 6, 0, Act(self.state.cand_hidden), E, b.mtp_hprev.at(j * R * E), E)
+
+    def slot_feed(self, T: int, n_cand: int, mtp: bool, region: int) -> Program:
+        """A prefill chunk (or one token) of one sequence in its slot: trunk, [MTP fill], its last
+        final hidden into its cand_hidden row (the pending hidden), the last row's argmax (into
+        `argmax`) or top-k candidates."""
+        return self._cached(("slot_feed", T, n_cand, mtp, region),
+                            lambda: self._build_slot_feed(T, n_cand, mtp, region))
+
+    def _build_slot_feed(self, T: int, n_cand: int, mtp: bool, region: int) -> Program:
+        pb = ProgramBuilder(self.ctx, f"slot_feed{T}")
+        L, E, b, sb = self.slot_lays[region], self.cfg.n_embd, self.buf, self.slot_step.buffer
+        step, segs = self.slot_at(L.batch), Segs(self.slot_at(L.segs), 1)
+        self._trunk(pb, step, T, chunked=T > MATVEC_MAX_TOK and self.dims is not None, segs=segs,
+                    ids=self.slot_at(L.input_ids))
+        if mtp:
+            self._gather_hprev(pb, L, T, 1, T)
+            self._mtp_rows(pb, step, T, self.slot_at(L.input_ids), b.mtp_hprev, E, b.normed, segs=segs)
+        pb.at("head")
+        spec.copy_row(pb, sb, L.batch, 0, b.hidden, E, b.last_hidden, E)
+        if mtp:
+            spec.copy_row(pb, sb, L.batch, 0, b.hidden, E, Act(self.state.cand_hidden), E, dst_idx_off=L.seg(0) + 7)
+        one = self.slot_at(L.last)
+        self._logits(pb, one, b.last_hidden, 1)
+        self._pick(pb, one, 1, self.slot_at(L.argmax), n_cand, region)
+        return pb.build()
+
+    def slot_round(self, m: int, n: int, n_cand: int, vocab: int, p_min: float, mtp: bool, region: int) -> Program:
+        """One round of m sequences with n drafts each, in one batch (n = 0: plain decoding): the
+        draft chains stepped together (draft step i is one m-row batch, one row per sequence), one
+        verify batch of m segments of n + 1 rows, the MTP KV refill, then per sequence the greedy
+        acceptance (into result(j)) or the top-k candidates of every row."""
+        key = ("slot_round", m, n, n_cand, vocab, float(p_min), mtp, self.n_eog, region)
+        return self._cached(key, lambda: self._build_slot_round(m, n, n_cand, vocab, float(p_min), mtp, region))
+
+    def _build_slot_round(self, m: int, n: int, n_cand: int, vocab: int, p_min: float, mtp: bool,
+                          region: int) -> Program:
+        pb = ProgramBuilder(self.ctx, f"slot_round{m}x{n}")
+        L, E, b, sb = self.slot_lays[region], self.cfg.n_embd, self.buf, self.slot_step.buffer
+        R, T = n + 1, m * (n + 1)
+        cand = Act(self.state.cand_hidden)
+        gate = n > 0 and p_min > 0
+        for j in range(m if n else 0):      # each chain starts from its sequence's pending hidden
+            spec.copy_row(pb, sb, L.draft_seg(0, j) + 6, 0, cand, E, b.draft_hidden.at(j * E), E)
+        for i in range(n):
+            st, dsegs = self.slot_at(L.draft(i)), Segs(self.slot_at(L.draft_seg(i, 0)), m)
+            h_in, h_out = b.draft_hidden.at(i * m * E), b.draft_hidden.at((i + 1) * m * E)
+            self._mtp_rows(pb, st, m, self.slot_at(L.input_ids + i), h_in, E, h_out, where=f"draft{i + 1}",
+                           segs=dsegs, ids_stride=R)
+            self._logits(pb, st, h_out, m, mtp=True, vocab=vocab)
+            sample.argmax(pb, st, b.logits, self.slot_at(L.input_ids + i + 1), vocab, m, scratch=b.sample_scratch,
+                          ids_stride=R)
+            if gate:
+                sample.topk(pb, st, b.logits, b.top_ids, b.top_vals, 10, vocab, m, scratch=b.sample_scratch,
+                            p_top=b.p_top.at(i * m), op_name="p_top")
+        if gate:
+            pb.at("draft")
+            for j in range(m):
+                spec.draft_gate(pb, sb, b.p_top.at(j), n, L.n_valid + j, p_min, p_stride=m)
+        step, segs = self.slot_at(L.batch), Segs(self.slot_at(L.segs), m)
+        self._trunk(pb, step, T, segs=segs, ids=self.slot_at(L.input_ids))
+        self._logits(pb, step, b.hidden.at(E), T)
+        if mtp:
+            self._gather_hprev(pb, L, T, m, R)
+            self._mtp_rows(pb, step, T, self.slot_at(L.input_ids), b.mtp_hprev, E, b.normed, segs=segs)
+        pb.at("head")
+        if mtp:     # each sequence's final hiddens -> its cand_hidden rows (one is its next pending hidden)
+            for j in range(m):
+                spec.copy_row(pb, sb, L.zero, 1 + j * R, b.hidden, E, cand, R * E, dst_idx_off=L.seg(j) + 7)
+        self._pick(pb, step, T, self.slot_at(L.argmax), n_cand, region)
+        if n_cand <= 1:
+            for j in range(m if n else 0):
+                spec.accept(pb, sb, n=n, tgt_off=L.argmax + j * R, draft_off=L.input_ids + j * R + 1,
+                            nvalid_off=L.n_valid + j, eog_off=self.slot_eog, n_eog=self.n_eog,
+                            res_off=L.result(j), next_off=L.junk + j, step_off=L.seg(j))
+        return pb.build()

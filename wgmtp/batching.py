@@ -1,0 +1,359 @@
+"""Continuous batching: many requests on one model, each in a slot, served by one thread that
+drives the GPU while other threads (or an event loop) submit requests and consume their tokens.
+
+Engine step (one submission, `BatchEngine.step`):
+  1. Admit waiting requests into free slots, each into the slot with the longest reusable prefix
+     (its live state when the prompt extends the slot's history, else its prompt-end checkpoint
+     when the prompt extends that, else a fresh start).
+  2. Every decoding sequence gets one round (plain: one token; draft-mtp: n drafts verified).
+  3. Prefill: sequences still feeding their prompt get chunks, oldest first, of at most
+     `prefill_budget` tokens in all (default: one chunk). So a long prompt is fed in chunks
+     interleaved with the others' rounds, and running sequences never stall for more than one
+     chunk per step.
+  4. Tokens go to their requests; a request that stops (end of generation, max_tokens, stop
+     tokens, context full, cancel) frees its slot at once; the slot keeps its history for reuse.
+
+What a request gets does not depend on the other requests: every row of a batch is computed as if
+its sequence ran alone (docs/ARCHITECTURE.md, "Batch invariance"), and each request has its own
+sampler, random stream, speculative settings and statistics.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from .errors import BadRequestError, ContextOverflowError, WgmtpError
+from .models.qwen35.slots import Feed, Outcome, Round, SlotRunner
+from .sampling import Sampler, SamplerParams
+from .speculative import SpecStats, accept
+
+
+@dataclass
+class Request:
+    """One generation: prompt ids and its own parameters (llama-server's per-request fields)."""
+    prompt: list[int]
+    max_tokens: int = 64
+    sampler: SamplerParams = SamplerParams()
+    spec: bool = False            # draft-mtp for this request (the engine must be loaded with it)
+    n_max: int = 3
+    p_min: float = 0.0
+    draft_vocab: int = 0
+    stop_ids: frozenset[int] = frozenset()     # extra stop tokens (besides end of generation)
+
+
+@dataclass
+class RequestStats:
+    prompt_tokens: int = 0        # tokens fed for the prompt (after reuse)
+    reused_tokens: int = 0        # prompt tokens served from a slot's history
+    gen_tokens: int = 0
+    prompt_s: float = 0.0
+    gen_s: float = 0.0
+    slot: int = -1
+    spec: SpecStats | None = None
+
+    def as_dict(self) -> dict:
+        s = self.spec
+        return {"prompt_tokens": self.prompt_tokens, "reused_tokens": self.reused_tokens,
+                "gen_tokens": self.gen_tokens, "prompt_s": self.prompt_s, "gen_s": self.gen_s,
+                "gen_tps": self.gen_tokens / self.gen_s if self.gen_s > 0 else 0.0, "slot": self.slot,
+                "drafted": s.drafted if s else 0, "accepted": s.accepted if s else 0,
+                "acceptance": s.acceptance if s else 0.0}
+
+
+_DONE = object()
+
+
+class RequestHandle:
+    """A submitted request: iterate it for its token ids as they come (from any thread)."""
+
+    def __init__(self, req: Request, rid: int) -> None:
+        self.req, self.id = req, rid
+        self.stats = RequestStats(spec=SpecStats(n_max=req.n_max) if req.spec else None)
+        self.finish_reason: str | None = None     # "stop" | "length" | "cancelled" | "error"
+        self.error: Exception | None = None
+        self.tokens: list[int] = []
+        self.trace: list[tuple] = []      # with BatchEngine.trace: (ids, logits) of every row read back
+        self._q: queue.Queue = queue.Queue()
+        self._cancel = threading.Event()
+        self.done = threading.Event()
+
+    def cancel(self) -> None:
+        """Stop generating; the slot is freed at the next engine step."""
+        self._cancel.set()
+
+    def __iter__(self) -> Iterator[int]:
+        while True:
+            item = self._q.get()
+            if item is _DONE:
+                if self.error is not None:
+                    raise self.error
+                return
+            yield item
+
+    def result(self, timeout: float | None = None) -> list[int]:
+        """All tokens, once the request is done."""
+        if not self.done.wait(timeout):
+            raise TimeoutError(f"request {self.id} not done after {timeout} s")
+        if self.error is not None:
+            raise self.error
+        return list(self.tokens)
+
+    # engine side
+    def _emit(self, tok: int) -> None:
+        self.tokens.append(tok)
+        self._q.put(tok)
+
+    def _finish(self, reason: str, error: Exception | None = None) -> None:
+        self.finish_reason, self.error = reason, error
+        self._q.put(_DONE)
+        self.done.set()
+
+
+@dataclass
+class _Seq:
+    """A request running in a slot."""
+    h: RequestHandle
+    slot: int
+    sampler: Sampler
+    to_feed: list[int]
+    pending: int | None = None     # sampled, not yet fed
+    t0: float = field(default_factory=time.perf_counter)
+    t_first: float = 0.0
+
+
+@dataclass
+class _SlotHistory:
+    fed: list[int] = field(default_factory=list)    # tokens in the slot's state, in order
+    ckpt: int = -1                                  # prompt-end checkpoint position (-1: none)
+
+
+class BatchEngine:
+    """Requests in, tokens out, over a SlotRunner."""
+
+    def __init__(self, runner: SlotRunner, eog: set[int], *, prefill_budget: int | None = None) -> None:
+        self.rn = runner
+        self.eog = frozenset(eog)
+        self.budget = prefill_budget or runner.chunk
+        self.waiting: queue.Queue[RequestHandle] = queue.Queue()
+        self.running: dict[int, _Seq] = {}
+        self.hist = [_SlotHistory() for _ in range(runner.n_seq)]
+        self._lock = threading.Lock()
+        self._next_id = 0
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self.steps = 0
+        self.trace = False      # keep each request's read-back candidates (ids, logits) in handle.trace
+
+    @property
+    def n_parallel(self) -> int:
+        return self.rn.n_seq
+
+    # ---- submitting (any thread)
+
+    def submit(self, req: Request) -> RequestHandle:
+        """Queue a request; its tokens come through the returned handle."""
+        c = self.rn.cfg
+        if not req.prompt:
+            raise BadRequestError("empty prompt")
+        if any(not 0 <= t < c.n_vocab for t in req.prompt):
+            raise BadRequestError(f"prompt token ids must be in 0..{c.n_vocab - 1}")
+        if len(req.prompt) >= self.rn.n_ctx:
+            raise ContextOverflowError(f"prompt of {len(req.prompt)} tokens does not fit the context of "
+                                       f"{self.rn.n_ctx} per sequence; raise -c")
+        if req.spec and not self.rn.mtp:
+            raise BadRequestError("this engine was loaded without draft-mtp: start it with --spec-type draft-mtp")
+        if req.spec and not 0 <= req.n_max <= self.rn.n_max:
+            raise BadRequestError(f"n_max {req.n_max} must be in 0..{self.rn.n_max} (the engine's --spec-draft-n-max)")
+        if req.spec and not 0 <= req.draft_vocab <= c.n_vocab:
+            raise BadRequestError(f"draft vocabulary {req.draft_vocab} must be in 0..{c.n_vocab}")
+        if req.max_tokens < 1:
+            raise BadRequestError("max_tokens must be at least 1")
+        with self._lock:
+            h = RequestHandle(req, self._next_id)
+            self._next_id += 1
+        self.waiting.put(h)
+        self._wake.set()
+        return h
+
+    # ---- the engine thread
+
+    def start(self) -> None:
+        """Drive the GPU from a background thread until `stop`."""
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="wgmtp-engine", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            if not self.step():
+                self._wake.wait(0.05)
+                self._wake.clear()
+
+    def run_until_idle(self) -> None:
+        """Step until nothing waits or runs (single-threaded use, tests, bench)."""
+        while self.step():
+            pass
+
+    def step(self) -> bool:
+        """One engine step; False when there was nothing to do."""
+        self._drop_cancelled()
+        self._admit()
+        if not self.running:
+            return False
+        work: list[Feed | Round] = []
+        owners: list[_Seq] = []
+        budget = self.budget
+        for seq in sorted(self.running.values(), key=lambda s: s.h.id):
+            if seq.to_feed:
+                if budget <= 0:
+                    continue
+                n = min(len(seq.to_feed), self.rn.chunk, budget)
+                budget -= n
+                last = n == len(seq.to_feed)
+                work.append(Feed(seq.slot, seq.to_feed[:n], last, seq.sampler.params.n_candidates
+                                 if not seq.sampler.params.greedy else 1))
+            else:
+                work.append(self._round(seq))
+            owners.append(seq)
+        try:
+            outs = self.rn.step(work)
+        except WgmtpError as e:         # a failure of this step: its requests end with the error
+            for seq in owners:
+                self._end(seq, "error", e)
+            return True
+        self.steps += 1
+        for seq, w, out in zip(owners, work, outs):
+            if isinstance(w, Feed):
+                self._after_feed(seq, w, out)
+            else:
+                self._after_round(seq, w, out)
+        return True
+
+    def _round(self, seq: _Seq) -> Round:
+        r, st = seq.h.req, self.rn.slots[seq.slot]
+        room = self.rn.n_ctx - st.pos - 1
+        n = max(0, min(r.n_max, room - 1)) if r.spec else 0
+        greedy = r.sampler.greedy
+        left = r.max_tokens - seq.h.stats.gen_tokens
+        return Round(seq.slot, seq.pending, n, 1 if greedy else r.sampler.n_candidates, r.p_min if n else 0.0,
+                     r.draft_vocab if n else 0, left if greedy else 0)
+
+    # ---- admission and reuse
+
+    def _drop_cancelled(self) -> None:
+        for seq in list(self.running.values()):
+            if seq.h._cancel.is_set():
+                self._end(seq, "cancelled")
+
+    def _reusable(self, slot: int, prompt: list[int]) -> tuple[int, str]:
+        """(tokens of `prompt` the slot can serve, how): the live state when the prompt extends the
+        slot's whole history, else the prompt-end checkpoint when it extends that; at least one
+        prompt token is always left to feed."""
+        h = self.hist[slot]
+        n = len(h.fed)
+        if 0 < n < len(prompt) and prompt[:n] == h.fed:
+            return n, "live"
+        if 0 < h.ckpt < len(prompt) and prompt[:h.ckpt] == h.fed[:h.ckpt]:
+            return h.ckpt, "checkpoint"
+        return 0, "fresh"
+
+    def _admit(self) -> None:
+        while True:
+            free = [s for s in range(self.rn.n_seq) if s not in self.running]
+            if not free:
+                return
+            try:
+                h = self.waiting.get_nowait()
+            except queue.Empty:
+                return
+            if h._cancel.is_set():
+                h._finish("cancelled")
+                continue
+            p = h.req.prompt
+            best = max(free, key=lambda s: (self._reusable(s, p)[0], -len(self.hist[s].fed)))
+            n, how = self._reusable(best, p)
+            hist = self.hist[best]
+            if how == "fresh":
+                self.rn.start(best)
+                hist.fed, hist.ckpt = [], -1
+            elif how == "checkpoint":
+                self.rn.restore(best)
+                hist.fed = hist.fed[:n]
+            h.stats.slot, h.stats.reused_tokens = best, n
+            seq = _Seq(h, best, Sampler(h.req.sampler), list(p[n:]))
+            h.stats.prompt_tokens = len(seq.to_feed)
+            self.running[best] = seq
+
+    # ---- outcomes
+
+    def _after_feed(self, seq: _Seq, w: Feed, out: Outcome) -> None:
+        if self.trace:
+            seq.h.trace += out.cands
+        self.hist[seq.slot].fed += w.tokens
+        seq.to_feed = seq.to_feed[len(w.tokens):]
+        if not w.last:
+            return
+        # the prompt is in: remember the recurrent state here for the next turn's reuse
+        self.rn.checkpoint(seq.slot)
+        self.hist[seq.slot].ckpt = self.rn.slots[seq.slot].ckpt_pos
+        ids, lg = out.cands[0]
+        tok = seq.sampler.pick(ids, lg)
+        seq.t_first = time.perf_counter()
+        seq.h.stats.prompt_s = seq.t_first - seq.t0
+        self._emit(seq, [tok])
+
+    def _after_round(self, seq: _Seq, w: Round, out: Outcome) -> None:
+        r = seq.h.req
+        if self.trace:
+            seq.h.trace += out.cands if out.cands else [(tuple(out.tokens), out.k)]
+        if w.n_cand > 1:        # sampled: the host accepts from the candidates, with this request's sampler
+            max_emit = r.max_tokens - seq.h.stats.gen_tokens
+            toks = accept(out.drafts[: out.n_valid], lambda i: seq.sampler.pick(*out.cands[i]),
+                          self._is_stop(r), max_emit)
+            self.rn.accepted(out, len(toks) - 1)
+        else:
+            toks = out.tokens
+        k = len(toks) - 1
+        self.hist[seq.slot].fed += [w.id_last] + toks[:k]
+        if seq.h.stats.spec is not None and w.n:
+            seq.h.stats.spec.record(out.n_valid if w.n_cand > 1 else min(out.n_valid, w.n), k)
+        self._emit(seq, toks)
+
+    def _is_stop(self, r: Request):
+        stops = self.eog | r.stop_ids
+        return stops.__contains__
+
+    def _emit(self, seq: _Seq, toks: list[int]) -> None:
+        r, st = seq.h.req, seq.h.stats
+        is_stop = self._is_stop(r)
+        for t in toks:
+            seq.h._emit(t)
+            st.gen_tokens += 1
+            st.gen_s = time.perf_counter() - seq.t_first
+            if is_stop(t):
+                return self._end(seq, "stop")
+            if st.gen_tokens >= r.max_tokens:
+                return self._end(seq, "length")
+        seq.pending = toks[-1]
+        if self.rn.n_ctx - self.rn.slots[seq.slot].pos - 1 <= 0:
+            self._end(seq, "length")
+
+    def _end(self, seq: _Seq, reason: str, error: Exception | None = None) -> None:
+        self.running.pop(seq.slot, None)
+        if reason == "error":
+            self.hist[seq.slot] = _SlotHistory()     # the state may be anything: start over
+            self.rn.start(seq.slot)
+        seq.h._finish(reason, error)
