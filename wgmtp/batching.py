@@ -198,9 +198,24 @@ class BatchEngine:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            if not self.step():
+            try:
+                busy = self.step()
+            except Exception as e:      # the device failed: every request ends with the error, none hangs
+                self.fail_all(e)
+                busy = False
+            if not busy:
                 self._wake.wait(0.05)
                 self._wake.clear()
+
+    def fail_all(self, error: Exception) -> None:
+        """End every running and waiting request with `error` (their slots start over)."""
+        for seq in list(self.running.values()):
+            self._end(seq, "error", error)
+        while True:
+            try:
+                self.waiting.get_nowait()._finish("error", error)
+            except queue.Empty:
+                return
 
     def run_until_idle(self) -> None:
         """Step until nothing waits or runs (single-threaded use, tests, bench)."""
@@ -355,5 +370,8 @@ class BatchEngine:
         self.running.pop(seq.slot, None)
         if reason == "error":
             self.hist[seq.slot] = _SlotHistory()     # the state may be anything: start over
-            self.rn.start(seq.slot)
+            try:
+                self.rn.start(seq.slot)
+            except Exception:       # a lost device: the slot is reset again at its next admission
+                pass
         seq.h._finish(reason, error)
