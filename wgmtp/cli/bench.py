@@ -34,6 +34,9 @@ def add_parser(sub) -> None:
     p.add_argument("-r", "--reps", type=int, default=3)
     p.add_argument("--device", default=None)
     p.add_argument("--prefill-chunk", type=int, default=64)
+    p.add_argument("--parallel", default=None, metavar="N,N,..",
+                   help="also decode N sequences at once (e.g. 1,2,4,8): aggregate and per-sequence tok/s, "
+                        "and the GPU time of a batched step over a one-sequence step")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     p.set_defaults(fn=cmd_bench)
 
@@ -180,6 +183,9 @@ def run_bench(a: argparse.Namespace) -> tuple[list[dict], dict]:
             if a.spec_draft_vocab:
                 row["draft_vocab"] = a.spec_draft_vocab
         rows.append(row)
+    if a.parallel:
+        from .bench_parallel import run_parallel
+        rows += run_parallel(a, gm, base)
     info = {"adapter": adapter, "bandwidth": bw, "model": path, "weight_type": wtype,
             "weights_bytes": base["weights_bytes"]}
     return rows, info
@@ -200,6 +206,8 @@ def cmd_bench(a: argparse.Namespace) -> int:
     for col in ("test", "t/s", "accept", "mean len", "verify/decode", "bytes/tok", "eff GB/s", "of peak",
                 "disp/tok", "subm/tok", "host ms/tok", "host %"):
         t.add_column(col, justify="right")
+    par = [r for r in rows if "parallel" in r]
+    rows = [r for r in rows if "parallel" not in r]
     for r in rows:
         t.add_row(r["test"], f"{r['tok_s']:.2f} ± {r['tok_s_std']:.2f}",
                   f"{r['acceptance']:.3f}" if "acceptance" in r else "",
@@ -213,5 +221,16 @@ def cmd_bench(a: argparse.Namespace) -> int:
                   f"{r['host_ms_per_token']:.2f}" if "host_ms_per_token" in r else "",
                   f"{100 * r['host_frac']:.0f}%" if "host_frac" in r else "")
     con.print(t)
+    if par:
+        tp = Table(title="parallel sequences (greedy, 8-token prompts)")
+        for col in ("test", "aggregate t/s", "per-seq t/s", "vs 1 seq", "accept", "step GPU ms", "step / 1-seq step"):
+            tp.add_column(col, justify="right")
+        for r in par:
+            tp.add_row(r["test"], f"{r['tok_s']:.2f} ± {r['tok_s_std']:.2f}", f"{r['per_seq_tok_s']:.2f}",
+                       f"{r['vs_single']:.2f}x" if "vs_single" in r else "",
+                       f"{r['acceptance']:.3f}" if "acceptance" in r else "",
+                       f"{r['step_gpu_ms']:.2f}" if "step_gpu_ms" in r else "",
+                       f"{r['step_ratio']:.2f}" if "step_ratio" in r else "")
+        con.print(tp)
     con.print(f"command: wgmtp bench {' '.join(sys.argv[2:])}")
     return 0
