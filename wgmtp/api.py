@@ -134,6 +134,7 @@ def open_engine(path: str | os.PathLike[str] | None = None, device: str | int = 
     gm = GGUFModel(resolve_model(None if path is None else str(path)), mtp)
     eog = eog_ids(gm)
     rn = SlotRunner(gm, device=device, n_ctx=min(n_ctx, gm.config.n_ctx_train), n_seq=n_parallel,
-                    n_max=n_max, mtp=spec in ("draft-mtp", "mtp"), prefill_chunk=prefill_chunk, eog=eog,
+                    n_max=n_max if spec not in (None, "none") else 0, mtp=spec in ("draft-mtp", "mtp"),
+                    prefill_chunk=prefill_chunk, eog=eog,
                     progress=progress)
     return BatchEngine(rn, eog)

@@ -562,24 +562,28 @@ class Qwen35GPU:
         self._pick(pb, one, 1, self.slot_at(L.argmax), n_cand, region)
         return pb.build()
 
-    def slot_round(self, m: int, n: int, n_cand: int, vocab: int, p_min: float, mtp: bool, region: int) -> Program:
+    def slot_round(self, m: int, n: int, n_cand: int, vocab: int, p_min: float, mtp: bool, region: int,
+                   host_drafts: bool = False) -> Program:
         """One round of m sequences with n drafts each, in one batch (n = 0: plain decoding): the
         draft chains stepped together (draft step i is one m-row batch, one row per sequence), one
         verify batch of m segments of n + 1 rows, the MTP KV refill, then per sequence the greedy
-        acceptance (into result(j)) or the top-k candidates of every row."""
-        key = ("slot_round", m, n, n_cand, vocab, float(p_min), mtp, self.n_eog, region)
-        return self._cached(key, lambda: self._build_slot_round(m, n, n_cand, vocab, float(p_min), mtp, region))
+        acceptance (into result(j)) or the top-k candidates of every row. With host_drafts the
+        drafts come with the step data (an n-gram lookup on the host) and no chain runs."""
+        key = ("slot_round", m, n, n_cand, vocab, float(p_min), mtp, self.n_eog, region, host_drafts)
+        return self._cached(key, lambda: self._build_slot_round(m, n, n_cand, vocab, float(p_min), mtp, region,
+                                                                host_drafts))
 
     def _build_slot_round(self, m: int, n: int, n_cand: int, vocab: int, p_min: float, mtp: bool,
-                          region: int) -> Program:
+                          region: int, host_drafts: bool) -> Program:
         pb = ProgramBuilder(self.ctx, f"slot_round{m}x{n}")
         L, E, b, sb = self.slot_lays[region], self.cfg.n_embd, self.buf, self.slot_step.buffer
         R, T = n + 1, m * (n + 1)
         cand = Act(self.state.cand_hidden)
-        gate = n > 0 and p_min > 0
-        for j in range(m if n else 0):      # each chain starts from its sequence's pending hidden
+        chain = 0 if host_drafts else n     # draft steps run on the GPU
+        gate = chain > 0 and p_min > 0
+        for j in range(m if chain else 0):  # each chain starts from its sequence's pending hidden
             spec.copy_row(pb, sb, L.draft_seg(0, j) + 6, 0, cand, E, b.draft_hidden.at(j * E), E)
-        for i in range(n):
+        for i in range(chain):
             st, dsegs = self.slot_at(L.draft(i)), Segs(self.slot_at(L.draft_seg(i, 0)), m)
             h_in, h_out = b.draft_hidden.at(i * m * E), b.draft_hidden.at((i + 1) * m * E)
             self._mtp_rows(pb, st, m, self.slot_at(L.input_ids + i), h_in, E, h_out, where=f"draft{i + 1}",

@@ -48,7 +48,8 @@ class Feed:
 @dataclass
 class Round:
     """One decode step of `slot` from its pending token `id_last`: n drafts (0: plain decoding)
-    verified in one segment. max_emit bounds a greedy round's tokens (0: none)."""
+    verified in one segment, drafted by the MTP chain or given in `drafts`. max_emit bounds a
+    greedy round's tokens (0: none)."""
     slot: int
     id_last: int
     n: int = 0
@@ -56,6 +57,11 @@ class Round:
     p_min: float = 0.0
     vocab: int = 0
     max_emit: int = 0
+    drafts: list[int] | None = None     # drafts from the host (an n-gram lookup): no MTP chain runs
+
+    def __post_init__(self) -> None:
+        if self.drafts is not None:
+            self.n = len(self.drafts)
 
 
 @dataclass
@@ -97,11 +103,11 @@ class SlotRunner:
             raise WgmtpError(f"--spec-draft-n-max {n_max}: must be in 0..{N_DRAFT_MAX}")
         self.gm, self.cfg = gm, gm.config
         self.ctx = ctx if ctx is not None else open_context(None if device in (None, "auto") else device)
-        check_memory(self.ctx, gm, n_ctx, n_seq, n_max if mtp else 0, mtp)
+        check_memory(self.ctx, gm, n_ctx, n_seq, n_max, mtp)
         self.device_name = self.ctx.name
         self.model = Qwen35GPU(self.ctx, gm, n_ctx=n_ctx, t_max=prefill_chunk, progress=progress, n_seq=n_seq,
                                n_draft_max=N_DRAFT_MAX, checkpoints=True)
-        self.model.ensure_state((n_max + 1) if mtp else 1, mtp)
+        self.model.ensure_state(n_max + 1, mtp)     # n_max + 1 planes: rollback of any drafter
         self.model.state.zero()
         self.runner = Runner(self.ctx)
         self.n_ctx, self.n_seq, self.n_max, self.mtp = n_ctx, n_seq, n_max, mtp
@@ -178,15 +184,19 @@ class SlotRunner:
         groups: dict[tuple, list[Round]] = {}
         for w in work:
             if isinstance(w, Round):
-                if w.n > 0 and not self.mtp:
-                    raise WgmtpError("a speculative round needs the engine loaded with draft-mtp")
-                groups.setdefault((w.n, w.n_cand, w.vocab, w.p_min), []).append(w)
-        for (n, n_cand, vocab, p_min), rounds in groups.items():
+                host = w.drafts is not None
+                if w.n > 0 and not host and not self.mtp:
+                    raise WgmtpError("an MTP round needs the engine loaded with draft-mtp")
+                if w.n > self.n_max:
+                    raise WgmtpError(f"a round of {w.n} drafts exceeds the engine's --spec-draft-n-max {self.n_max}")
+                groups.setdefault((w.n, w.n_cand, w.vocab, w.p_min, host), []).append(w)
+        for (n, n_cand, vocab, p_min, host), rounds in groups.items():
             cap = max(1, min(SEG_MAX, MATVEC_MAX_TOK // (n + 1)))
             for g in range(0, len(rounds), cap):
                 part = rounds[g: g + cap]
                 r = claim()
-                programs.append(m.slot_round(len(part), n, n_cand, vocab or self.cfg.n_vocab, p_min, self.mtp, r))
+                programs.append(m.slot_round(len(part), n, n_cand, vocab or self.cfg.n_vocab, p_min, self.mtp, r,
+                                             host_drafts=host))
                 decoders.append(self._round_io(part, n, n_cand, r, writes, reads, order))
         buf = m.slot_step.buffer
         blobs = self.runner.run(programs, writes=[(buf, at * 4, np.asarray(words, np.uint32).tobytes())
@@ -253,7 +263,9 @@ class SlotRunner:
                                            f"context {self.n_ctx}; raise -c")
             segs.append(Seg(w.slot, s.pos, R, j * R, s.src_plane, w.max_emit if n_cand <= 1 else 0, s.p_row,
                             self.cand_base(w.slot)))
-        writes += L.round_words(segs, n, [w.id_last for w in part], n)
+        host = part[0].drafts is not None
+        writes += L.round_words(segs, n, [w.id_last for w in part], n,
+                                [w.drafts for w in part] if host else None)
         first = len(reads)
         sb = m.slot_step.buffer
         T = len(part) * R
@@ -319,17 +331,17 @@ def check_memory(ctx: GPUContext, gm: GGUFModel, n_ctx: int, n_seq: int, n_max: 
     to lower: a recurrent buffer (all slots' planes of one layer, bound whole by its kernels) over
     the adapter's binding limit, or weights + state over the adapter's memory (memory_budget)."""
     c = gm.config
-    planes = (n_max + 1) if mtp else 1
+    planes = n_max + 1
     biggest = n_seq * planes * c.ssm_dt_rank * c.head_v_dim * c.head_k_dim * 4 if any(c.is_gdn) else 0
-    lower = "lower -np" + (" or --spec-draft-n-max" if mtp else "")
+    lower = "lower -np" + (" or --spec-draft-n-max" if n_max else "")
     if biggest > ctx.binding_limit:
         raise WgmtpError(f"the recurrent state of one layer for {n_seq} sequences x {planes} planes is "
                          f"{biggest / 2**20:.0f} MiB, over this adapter's binding limit of "
                          f"{ctx.binding_limit / 2**20:.0f} MiB; {lower}")
     budget = memory_budget(ctx)
-    need = gm.weight_bytes(mtp=mtp) + state_bytes(c, n_ctx, mtp=mtp, n_max=n_max, n_seq=n_seq,
+    need = gm.weight_bytes(mtp=mtp) + state_bytes(c, n_ctx, mtp=mtp, n_max=n_max, n_seq=n_seq, planes=planes,
                                                   kv_bytes=2 if ctx.f16 else 4, checkpoints=True)
     if budget and need > budget:
         raise WgmtpError(f"{need / 2**30:.2f} GiB needed for {n_seq} sequences of {n_ctx} tokens"
-                         f"{f' with {n_max} drafts' if mtp else ''}, the adapter has {budget / 2**30:.2f} GiB; "
+                         f"{f' with {n_max} drafts' if n_max else ''}, the adapter has {budget / 2**30:.2f} GiB; "
                          f"lower -c, {lower[6:]}")

@@ -198,19 +198,23 @@ class SlotLayout:
                                              np.asarray(seg.words(), np.uint32)])),
                 (self.input_ids, np.asarray(ids, np.uint32))]
 
-    def round_words(self, segs: list[Seg], n: int, ids: list[int], n_valid: int) -> list[tuple[int, np.ndarray]]:
+    def round_words(self, segs: list[Seg], n: int, ids: list[int], n_valid: int,
+                    drafts: list[list[int]] | None = None) -> list[tuple[int, np.ndarray]]:
         """A round of len(segs) sequences, n drafts each (n = 0: plain decoding): the batch record,
-        the verify segments, each draft step's record and one-row segments, the verify rows'
-        first ids (id_last of each sequence at row j*(n+1)), and the drafts-valid words."""
+        the verify segments, each draft step's record and one-row segments (none when the host
+        gives the `drafts`), the verify rows' ids (id_last of each sequence at row j*(n+1), then
+        the host's drafts if any), and the drafts-valid words."""
         m, R = len(segs), n + 1
         out = [(self.batch, np.concatenate([self.record(m * R)] + [self.record(0)]
                                            + [np.asarray(s.words(), np.uint32) for s in segs]))]
-        for i in range(n):
+        for i in range(0 if drafts is not None else n):
             rows = [Seg(s.slot, s.pos0 + i, 1, j, 0, 0, s.p_row, s.cand_base) for j, s in enumerate(segs)]
             out.append((self.draft(i), np.concatenate([self.record(m)] + [np.asarray(r.words(), np.uint32)
                                                                           for r in rows])))
         col = np.zeros(m * R, np.uint32)
         col[::R] = ids
+        for j, d in enumerate(drafts or []):
+            col[j * R + 1: j * R + R] = d
         out.append((self.input_ids, col))
         out.append((self.n_valid, np.full(m, n_valid, np.uint32)))
         return out
