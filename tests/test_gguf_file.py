@@ -271,3 +271,79 @@ def test_sidecar_mismatch(tmp_path):
     with pytest.raises(errors.BadMetadataError) as ei:
         GGUFModel(a, sidecar_path(b))
     assert "n_embd" in str(ei.value) and str(sidecar_path(b)) in str(ei.value)
+
+
+# ---- layout rules (llama.cpp's loader): alignment, bounds, overlap, dimensions, unique names
+
+def _tiny(path: Path, tensors: dict[str, np.ndarray], keys: tuple[str, ...] = ()) -> Path:
+    w = gguf.GGUFWriter(str(path), arch="qwen35")
+    for k in keys:
+        w.add_uint32(k, 1)
+    for name, a in tensors.items():
+        w.add_tensor(name, a)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def _info_at(data: bytes, name: str) -> int:
+    """Byte offset just past tensor `name`'s name in the tensor-info section."""
+    tag = len(name).to_bytes(8, "little") + name.encode()
+    i = data.rindex(tag)
+    return i + len(tag)
+
+
+def _patch_offset(path: Path, name: str, new_rel) -> None:
+    data = bytearray(path.read_bytes())
+    at = _info_at(bytes(data), name)
+    n_dims = int.from_bytes(data[at: at + 4], "little")
+    off_at = at + 4 + 8 * n_dims + 4
+    rel = int.from_bytes(data[off_at: off_at + 8], "little")
+    data[off_at: off_at + 8] = int(new_rel(rel)).to_bytes(8, "little")
+    path.write_bytes(bytes(data))
+
+
+TWO = {"a.weight": np.ones((4, 64), np.float32), "b.weight": np.ones((4, 64), np.float32)}
+
+
+@pytest.mark.parametrize("shift", [1, 3, 31])
+def test_error_misaligned_tensor_data(tmp_path, shift):
+    p = _tiny(tmp_path / "m.gguf", TWO)
+    _patch_offset(p, "b.weight", lambda r: r + shift)
+    _err(p, errors.CorruptGGUFError, "b.weight", "not a multiple of the file's alignment 32")
+
+
+def test_error_overlapping_tensors(tmp_path):
+    p = _tiny(tmp_path / "o.gguf", TWO)
+    _patch_offset(p, "b.weight", lambda r: 0)
+    _err(p, errors.CorruptGGUFError, "a.weight", "b.weight", "overlap")
+
+
+def test_error_tensor_data_outside_the_file(tmp_path):
+    p = _tiny(tmp_path / "t.gguf", TWO)
+    _patch_offset(p, "b.weight", lambda r: r + 1 << 20)
+    _err(p, errors.TruncatedGGUFError, "b.weight", "needs bytes up to")
+
+
+def test_error_too_many_dimensions(tmp_path):
+    p = _tiny(tmp_path / "d.gguf", {"x.weight": np.ones((1, 1, 1, 2, 32), np.float32)})
+    _err(p, errors.CorruptGGUFError, "x.weight", "5 dimensions", "1 to 4")
+
+
+def test_error_duplicate_key_and_tensor(tmp_path):
+    p = _tiny(tmp_path / "k.gguf", TWO, keys=("test.aaa", "test.bbb"))
+    p.write_bytes(p.read_bytes().replace(b"test.bbb", b"test.aaa"))
+    _err(p, errors.CorruptGGUFError, "'test.aaa' appears twice")
+    q = _tiny(tmp_path / "n.gguf", TWO)
+    q.write_bytes(q.read_bytes().replace(b"b.weight", b"a.weight"))
+    _err(q, errors.CorruptGGUFError, "'a.weight' appears twice")
+
+
+def test_long_values_are_clipped_in_messages(tmp_path):
+    name = "z" * 5000 + ".weight"
+    p = _tiny(tmp_path / "l.gguf", {name: np.ones((1, 1, 1, 2, 32), np.float32)})
+    with pytest.raises(errors.CorruptGGUFError) as e:
+        GGUFModel(p)
+    assert len(str(e.value)) < 400 and "5007 characters" in str(e.value)

@@ -83,3 +83,20 @@ def test_run_ahead_decoding(synth, variant):
     second = list(s.generate(more, GenRequest(max_tokens=10), cont=True))
     fresh = list(Session(sync, 256, set()).generate(prompt + first + more, GenRequest(max_tokens=10)))
     assert second == fresh
+
+
+@pytest.mark.parametrize("device", ["cpu", "gpu"])
+def test_prompt_ids_out_of_range_are_refused(synth, device):
+    """An id past the vocabulary (or negative) is a one-line BadRequestError on both backends,
+    before anything reads an embedding row out of bounds; an empty prompt too."""
+    from wgmtp import load
+    from wgmtp.errors import BadRequestError
+    m = load(synth(), device="cpu" if device == "cpu" else "auto", n_ctx=64, **({} if device == "cpu" else
+                                                                                {"progress": False}))
+    V = m.config.n_vocab
+    for bad in ([10**9], [V], [-1], [1, 2, V + 5]):
+        with pytest.raises(BadRequestError, match="out of range"):
+            list(m.generate_ids(bad, max_tokens=2))
+    with pytest.raises(BadRequestError, match="empty prompt"):
+        list(m.generate_ids([], max_tokens=2))
+    assert len(list(m.generate_ids([1, 2], max_tokens=2))) == 2      # and the model still serves

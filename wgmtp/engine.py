@@ -121,7 +121,12 @@ class Session:
         fed = self.be.pending_fed
         feed = ([self.pending] if cont and self.pending is not None and not fed else []) + list(prompt)
         if not feed:
-            raise ValueError("empty prompt")
+            raise BadRequestError("empty prompt: give at least one token")
+        V = self.be.cfg.n_vocab
+        bad = next((t for t in prompt if not 0 <= int(t) < V), None)
+        if bad is not None:
+            raise BadRequestError(f"prompt token id {bad} is out of range: ids must be in 0..{V - 1} "
+                                  "(this model's vocabulary)")
         if self.be.n_past + len(feed) >= self.n_ctx:
             raise ContextOverflowError(f"prompt of {len(feed)} tokens does not fit the context "
                                        f"({self.be.n_past} used of {self.n_ctx}); raise -c")

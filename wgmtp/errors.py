@@ -26,6 +26,11 @@ class TruncatedGGUFError(GGUFError):
     """The file ends before its header or a tensor's data does."""
 
 
+class CorruptGGUFError(GGUFError):
+    """The header parses but breaks GGUF's layout rules (misaligned, overlapping or out-of-file
+    tensor data, impossible dimensions, a duplicate key or tensor)."""
+
+
 class UnsupportedArchError(GGUFError):
     """`general.architecture` is not one wgmtp runs (or not yet)."""
 

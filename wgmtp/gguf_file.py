@@ -9,17 +9,20 @@ needs seconds for a 248k-token vocabulary).
 from __future__ import annotations
 
 import os
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from gguf import GGML_QUANT_SIZES
 from gguf import GGMLQuantizationType as QT
 from gguf import GGUFValueType as VT
 
 from . import quants
 from .errors import (
     BadMetadataError,
+    CorruptGGUFError,
     GGUFError,
     NotGGUFError,
     ShapeMismatchError,
@@ -131,8 +134,17 @@ def open_reader(path: str | os.PathLike[str]) -> GGUFReader:
         raise NotGGUFError(p, "not a GGUF file (bad magic; expected 'GGUF')")
     try:
         reader = GGUFReader(p)
+    except KeyError as e:           # the reader's duplicate-key report
+        msg = str(e.args[0]) if e.args else str(e)
+        if msg.startswith("Duplicate "):
+            key = msg[len("Duplicate "):].split(" already in list")[0]
+            raise CorruptGGUFError(p, f"metadata key '{clip(key)}' appears twice (a key must be unique)") from None
+        raise TruncatedGGUFError(p, f"header is truncated or corrupt ({clip(msg)})") from None
     except ValueError as e:
-        msg = str(e)
+        msg = clip(str(e))
+        if msg.startswith("Found duplicated tensor with name "):
+            name = msg[len("Found duplicated tensor with name "):]
+            raise CorruptGGUFError(p, f"tensor '{name}' appears twice (tensor names must be unique)") from None
         if "big-endian" in msg:
             raise NotGGUFError(p, msg) from None
         if "is not a valid GGMLQuantizationType" in msg:
@@ -140,15 +152,55 @@ def open_reader(path: str | os.PathLike[str]) -> GGUFReader:
         if "version" in msg:
             raise NotGGUFError(p, f"unsupported GGUF version ({msg})") from None
         raise TruncatedGGUFError(p, f"header is truncated or corrupt ({msg})") from None
-    except (IndexError, OverflowError, MemoryError, UnicodeDecodeError, KeyError) as e:
-        raise TruncatedGGUFError(p, f"header is truncated or corrupt ({type(e).__name__}: {e})") from None
-    # Tensor data must lie inside the file (the reader maps tensor views lazily, so check here).
+    except UnicodeDecodeError:
+        raise CorruptGGUFError(p, "a metadata key or tensor name is not valid UTF-8") from None
+    except (IndexError, OverflowError, MemoryError, struct.error) as e:
+        raise TruncatedGGUFError(p, f"header is truncated or corrupt ({type(e).__name__}: {clip(str(e))})") from None
+    check_layout(reader, p, size)
+    return reader
+
+
+MAX_DIMS = 4        # ggml's GGML_MAX_DIMS: llama.cpp refuses tensors with more
+
+
+def clip(text: str, n: int = 80) -> str:
+    """A value from a file, cut to a length a one-line message can hold."""
+    text = str(text)
+    return text if len(text) <= n else text[:n] + f"... ({len(text)} characters)"
+
+
+def check_layout(reader: GGUFReader, p: Path, size: int) -> None:
+    """The rules llama.cpp's loader applies to tensor data (gguf.cpp): 1 to 4 dimensions, each at
+    least 1; rows of whole blocks of the tensor's type; each data offset a multiple of
+    `general.alignment` from the start of the data section; every tensor's bytes inside the file
+    and no two tensors' bytes overlapping. A file that breaks one would be read as garbage."""
+    a = reader.alignment
+    spans = []
     for t in reader.tensors:
+        name, qt = clip(t.name), QT(int(t.tensor_type))
+        dims = [int(d) for d in t.shape]
+        if not 1 <= len(dims) <= MAX_DIMS:
+            raise CorruptGGUFError(p, f"tensor '{name}' has {len(dims)} dimensions; GGUF tensors have 1 to {MAX_DIMS}")
+        if min(dims) < 1:
+            raise CorruptGGUFError(p, f"tensor '{name}' has a dimension of {min(dims)} (shape {dims}); "
+                                      "every dimension must be at least 1")
+        block = GGML_QUANT_SIZES[qt][0]
+        if dims[0] % block:
+            raise CorruptGGUFError(p, f"tensor '{name}': rows of {dims[0]} elements are not whole {qt.name} "
+                                      f"blocks of {block}")
+        rel = int(t.data_offset) - int(reader.data_offset)
+        if rel % a:
+            raise CorruptGGUFError(p, f"tensor '{name}' data offset {rel} is not a multiple of the file's "
+                                      f"alignment {a} (general.alignment)")
         end = int(t.data_offset) + int(t.n_bytes)
         if end > size:
-            raise TruncatedGGUFError(p, f"truncated: tensor '{t.name}' needs bytes up to {end} "
-                                        f"but the file has {size}")
-    return reader
+            raise TruncatedGGUFError(p, f"truncated: tensor '{name}' needs bytes up to {end} but the file has {size}")
+        spans.append((int(t.data_offset), end, name))
+    spans.sort()
+    for (s0, e0, n0), (s1, e1, n1) in zip(spans, spans[1:]):
+        if s1 < e0:
+            raise CorruptGGUFError(p, f"tensors '{n0}' and '{n1}' overlap in the file (bytes {s1}..{min(e0, e1)}); "
+                                      "each tensor's data must be its own")
 
 
 
