@@ -21,6 +21,9 @@ MODELS = {
                      wtype="Q4_K_M", seed=3, n_layer=4),
     "moe-q8": dict(n_expert=8, n_expert_used=2, wtype="Q8_0", seed=7),
     "moe-fused-noshexp": dict(n_expert=4, n_expert_used=3, fused_gate_up=True, n_ff_shexp=0, seed=8),
+    # norms, gates and conv taps stored in F16/BF16 (not llama.cpp's converter, but valid GGUF)
+    "small-f16": dict(seed=5, small_types={"attn_norm": "F16", "ssm_norm": "BF16", "ssm_conv1d": "F16",
+                                          "ssm_a": "F16", "output_norm": "BF16", "attn_q_norm": "F16"}),
     "legacy-mix": dict(wtype="Q5_0", types={"attn_qkv": "Q4_0", "ffn_up": "Q4_1", "ffn_down": "Q5_1",
                                            "attn_q": "BF16"}, seed=4),
 }

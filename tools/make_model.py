@@ -73,6 +73,9 @@ class ModelSpec:
     eps: float = 1e-6
     wtype: str = "F32"                 # file-wide weight type, or "Q4_K_M"
     types: dict[str, str] = field(default_factory=dict)   # per tensor class overrides
+    # overrides for the tensors llama.cpp's converter keeps in F32 (1-D ones, conv taps, routers):
+    # files from other writers store them in F16 or BF16
+    small_types: dict[str, str] = field(default_factory=dict)
     recurrent_layers_key: bool = True  # write qwen35.attention.recurrent_layers
     seed: int = 0
     name: str = "wgmtp-synthetic"
@@ -267,7 +270,7 @@ def tensor_type(spec: ModelSpec, name: str, arr: np.ndarray, ctx: dict) -> QT:
     """The ggml type a tensor is written in, following llama.cpp's quantizer rules."""
     cls = _class_of(name)
     if arr.ndim == 1 or cls in _F32_FORCED:
-        return QT.F32
+        return QT[spec.small_types[cls].upper()] if cls in spec.small_types else QT.F32
     if cls in spec.types:
         t = QT[spec.types[cls].upper()]
     elif spec.wtype.upper() == "Q4_K_M":

@@ -27,7 +27,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from gguf import GGMLQuantizationType as QT
 
+from ... import quants
 from ...gpu.device import GPUContext
 from ...gpu.program import Program, ProgramBuilder
 from ...gpu.weights import GPUTensor, upload_concat, upload_tensor
@@ -40,6 +42,13 @@ from .step_data import N_EOG, SEG_MAX, SlotLayout, StepLayout
 from .tensors import stacked_groups
 
 MATVEC_MAX_TOK = linear.MATVEC_MAX_TOK   # batches up to this many tokens take the mat-vec (decode, verify)
+F32_TENSORS = ("ssm_conv1d.weight", "ffn_gate_inp.weight", "ffn_gate_inp_shexp.weight")
+
+
+def reads_f32(name: str, shape: tuple[int, ...]) -> bool:
+    """Tensors the kernels read as f32 words whatever the file stores: every 1-D tensor (norm
+    weights, ssm_a, dt bias), the conv taps and the MoE routers."""
+    return len(shape) == 1 or name.endswith(F32_TENSORS)
 
 
 
@@ -163,7 +172,12 @@ class Qwen35GPU:
                                           names=members)
             for n in names:
                 info = self.gm.tensors[n]
-                self.w[n] = upload_tensor(self.ctx, n, self.gm.raw(n), info.qtype, info.shape, prog)
+                raw, qt = self.gm.raw(n), info.qtype
+                if qt != QT.F32 and reads_f32(n, info.shape):
+                    # a small tensor the kernels read as f32 (norms, gates, conv taps, routers) stored
+                    # in another type (F16, BF16, ...): decoded once here, to the values the twins use
+                    raw, qt = quants.dequantize(raw, qt).reshape(tuple(reversed(info.shape))), QT.F32
+                self.w[n] = upload_tensor(self.ctx, n, raw, qt, info.shape, prog)
         finally:
             if bar:
                 bar.stop()
