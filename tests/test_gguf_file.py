@@ -126,11 +126,11 @@ def _rewrite(src: Path, dst: Path, *, drop: set[str] = frozenset(), kv: dict | N
             w.add_key_value(key, f.contents(), vt, sub_type=f.types[-1])
         else:
             w.add_key_value(key, f.contents(), vt)
-    for key, (val, vt) in (kv or {}).items():
+    for key, (val, vt, *sub) in (kv or {}).items():
         if key == "general.architecture":
             continue
         if vt == gguf.GGUFValueType.ARRAY:
-            w.add_key_value(key, val, vt, sub_type=gguf.GGUFValueType.UINT32)
+            w.add_key_value(key, val, vt, sub_type=sub[0] if sub else gguf.GGUFValueType.UINT32)
         else:
             w.add_key_value(key, val, vt)
     for t in r.tensors:
@@ -347,3 +347,38 @@ def test_long_values_are_clipped_in_messages(tmp_path):
     with pytest.raises(errors.CorruptGGUFError) as e:
         GGUFModel(p)
     assert len(str(e.value)) < 400 and "5007 characters" in str(e.value)
+
+
+def test_error_vocabulary_past_the_embedding(tmp_path, base_model):
+    """A tokenizer with a token at id >= n_vocab (rows of token_embd), or a special id outside the
+    vocabulary, is refused at load: inspect and run see the same error."""
+    r = gguf.GGUFReader(str(base_model))
+    f = r.fields["tokenizer.ggml.tokens"]
+    toks = [bytes(f.parts[i]).decode() for i in f.data]
+    n_vocab = GGUFModel(base_model).config.n_vocab
+    extra = [f"<extra{i}>" for i in range(n_vocab - len(toks) + 1)]
+    VT = gguf.GGUFValueType
+    p = _rewrite(base_model, tmp_path / "v.gguf", kv={"tokenizer.ggml.tokens": (toks + extra, VT.ARRAY, VT.STRING)})
+    _err(p, errors.BadMetadataError, f"{n_vocab + 1} tokens", f"{n_vocab} rows")
+    q = _rewrite(base_model, tmp_path / "e.gguf", kv={"tokenizer.ggml.eos_token_id": (len(toks) + 3, U32)})
+    _err(q, errors.BadMetadataError, "eos_token_id", "outside the vocabulary")
+
+
+def test_inspect_and_run_refuse_the_same_tokenizer(tmp_path, base_model):
+    """inspect builds the tokenizer and renders the chat template, as run does: a tokenizer run
+    cannot build makes inspect say 'supported: no' with the same cause; a template that cannot
+    render is reported by inspect (run -p still works)."""
+    import subprocess
+    import sys
+    VT = gguf.GGUFValueType
+    bad = _rewrite(base_model, tmp_path / "tok.gguf", kv={"tokenizer.ggml.model": ("nonsense", VT.STRING)})
+    cmd = [sys.executable, "-m", "wgmtp.cli"]
+    ins = subprocess.run(cmd + ["inspect", str(bad)], capture_output=True, text=True, env={"COLUMNS": "400"})
+    run = subprocess.run(cmd + ["run", "-m", str(bad), "-p", "hi", "-n", "1"], capture_output=True, text=True)
+    assert ins.returncode == 1 and run.returncode == 1
+    assert "supported: no" in ins.stdout and "tokenizer model 'nonsense' is not supported" in ins.stdout
+    assert "tokenizer model 'nonsense' is not supported" in run.stderr
+    tpl = _rewrite(base_model, tmp_path / "tpl.gguf",
+                   kv={"tokenizer.chat_template": ("{{ raise_exception('nope') }}", VT.STRING)})
+    ins = subprocess.run(cmd + ["inspect", str(tpl)], capture_output=True, text=True, env={"COLUMNS": "400"})
+    assert ins.returncode == 0 and "the chat template cannot be rendered" in ins.stdout and "nope" in ins.stdout

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections import defaultdict
 
-from ..errors import GGUFError
+from ..errors import GGUFError, WgmtpError
 
 
 def add_parser(sub) -> None:
@@ -95,6 +95,21 @@ def cmd_inspect(a: argparse.Namespace) -> int:
     con.print(f"[cyan]tokenizer[/] {ti.model} / pre '{ti.pre}': {ti.n_tokens} tokens, {ti.n_merges} merges, "
               f"eos={ti.eos_id} bos={ti.bos_id} pad={ti.pad_id}, chat template: "
               f"{'yes' if ti.chat_template else 'no'}")
+    # build the tokenizer and render the template once, as `run` does, so both refuse the same files
+    template_error = None
+    if ti.n_tokens:
+        from ..tokenizer import Tokenizer
+        try:
+            tok = Tokenizer.from_gguf(gm)
+        except WgmtpError as e:
+            con.print(f"supported: [red]no[/] ({getattr(e, 'cause', str(e))})")
+            return 1
+        if ti.chat_template:
+            from ..chat import render
+            try:
+                render(ti.chat_template, [{"role": "user", "content": "Hello"}], **tok.template_vars())
+            except WgmtpError as e:
+                template_error = str(e)
 
     n_ctx = min(a.ctx_size, c.n_ctx_train)
     n_seq, n_max = max(1, a.parallel), a.spec_draft_n_max
@@ -111,5 +126,9 @@ def cmd_inspect(a: argparse.Namespace) -> int:
         s = gm.state_bytes(n_ctx, mtp=mtp, n_max=n_max, n_seq=n_seq, checkpoints=n_seq > 1)
         mt.add_row(label, _human(w), _human(s), _human(w + s))
     con.print(mt)
+    if template_error:
+        con.print(f"supported: [yellow]yes, without chat[/] (the chat template cannot be rendered: {template_error}; "
+                  "`run -p` works, `run -cnv` and chat requests do not)")
+        return 0
     con.print("supported: [green]yes[/]")
     return 0

@@ -78,6 +78,21 @@ class GGUFModel:
                 raise MissingTensorError(where, f"required tensor '{name}' is missing")
             check_tensor(info, name, shape)
         self.used_tensors = expected
+        self._validate_vocab()
+
+    def _validate_vocab(self) -> None:
+        """Every token id the tokenizer can produce has an embedding row, and every special id a
+        token: a vocabulary longer than token_embd would read embedding rows that do not exist."""
+        ti = self.tokenizer_info()
+        V = self.config.n_vocab
+        if ti.n_tokens > V:
+            raise BadMetadataError(self.path, f"the tokenizer has {ti.n_tokens} tokens but token_embd has {V} rows; "
+                                              f"ids from {V} up would have no embedding")
+        n = ti.n_tokens or V
+        for key, tid in (("eos", ti.eos_id), ("bos", ti.bos_id), ("padding", ti.pad_id)):
+            if tid is not None and not 0 <= tid < n:
+                raise BadMetadataError(self.path, f"tokenizer.ggml.{key}_token_id = {tid} is outside the "
+                                                  f"vocabulary of {n} tokens")
 
     # ---- queries
 
