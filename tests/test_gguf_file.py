@@ -382,3 +382,34 @@ def test_inspect_and_run_refuse_the_same_tokenizer(tmp_path, base_model):
                    kv={"tokenizer.chat_template": ("{{ raise_exception('nope') }}", VT.STRING)})
     ins = subprocess.run(cmd + ["inspect", str(tpl)], capture_output=True, text=True, env={"COLUMNS": "400"})
     assert ins.returncode == 0 and "the chat template cannot be rendered" in ins.stdout and "nope" in ins.stdout
+
+
+def test_check_tensors_names_the_first_nonfinite_block(tmp_path, base_model):
+    """One NaN block scale in a weight: check_tensors (and so inspect) names the tensor and block."""
+    import shutil
+    import subprocess
+    import sys
+
+    from wgmtp.gguf_file import open_reader
+    from wgmtp.models.qwen35 import GGUFModel as M
+    p = tmp_path / "nan.gguf"
+    shutil.copy(base_model, p)
+    gm = M(p)
+    gm.check_tensors()                                   # a clean file passes
+    name = "blk.1.ffn_down.weight"
+    info = gm.tensors[name]
+    data = bytearray(p.read_bytes())
+    if info.qtype == QT.F32:
+        data[info.offset + 4 * 77: info.offset + 4 * 78] = np.float32(np.nan).tobytes()
+        where = "element 77"
+    else:
+        bs = quants.block_info(info.qtype)[1]
+        data[info.offset + 3 * bs: info.offset + 3 * bs + 2] = np.float16(np.nan).tobytes()
+        where = f"{info.qtype.name} block 3"
+    p.write_bytes(bytes(data))
+    assert open_reader(p) is not None
+    with pytest.raises(errors.NonFiniteTensorError, match=f"'{name}' holds NaN or infinity at {where}"):
+        M(p).check_tensors()
+    r = subprocess.run([sys.executable, "-m", "wgmtp.cli", "inspect", str(p)], capture_output=True, text=True,
+                       env={"COLUMNS": "400"})
+    assert r.returncode == 1 and "supported: no" in r.stdout and name in r.stdout

@@ -434,3 +434,29 @@ def test_repack_f16_odd_width_pads_rows():
     w = Q.repack_for_gpu(raw, QT.F16, 5)
     assert w.shape == (3, 3)
     assert np.array_equal(Q.dequantize(Q.unpack_from_gpu(w, QT.F16, 5), QT.F16, (3, 5)), x)
+
+
+@pytest.mark.parametrize("qt", list(Q.SUPPORTED), ids=lambda q: q.name)
+def test_first_nonfinite_finds_the_bad_block(qt):
+    """A non-finite scale (or element, for float types) is found at its block, and only there: the
+    block that dequantizes to NaN/Inf (--check-tensors reads scales only, so it must agree)."""
+    x = np.random.default_rng(0).standard_normal((16, 512)).astype(np.float32)
+    raw = x if qt == QT.F32 else Q.quantize(x, qt)
+    assert Q.first_nonfinite(raw, qt) is None
+    r = np.array(raw, copy=True)
+    if qt in (QT.F32, QT.F16, QT.BF16):
+        flat = r.reshape(-1)
+        if qt == QT.F32:
+            flat[300] = np.inf
+        else:
+            flat.view(np.uint16)[300] = 0x7C00 if qt == QT.F16 else 0x7FC0
+        want, elems = 300, 1
+    else:
+        elems, bs = Q.block_info(qt)
+        lo = Q._SCALE_BYTES[qt][0]
+        nan = np.frombuffer(np.float16(np.nan).tobytes(), np.uint8)
+        r.view(np.uint8).reshape(-1)[5 * bs + lo: 5 * bs + lo + 2] = nan
+        want = 5
+    assert Q.first_nonfinite(r, qt) == want
+    deq = Q.dequantize(r, qt).reshape(-1)
+    assert np.flatnonzero(~np.isfinite(deq))[0] // elems == want

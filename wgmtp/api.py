@@ -100,10 +100,13 @@ class Model:
 
 
 def load(path: str | os.PathLike[str], device: str | int = "auto", mtp: str | os.PathLike[str] | None = None,
-         n_ctx: int = 4096, **gpu_options) -> Model:
+         n_ctx: int = 4096, check_tensors: bool = False, **gpu_options) -> Model:
     """Open a GGUF (and optional MTP sidecar) on a device: "auto", an adapter index or name
-    substring, or "cpu" for the numpy reference."""
+    substring, or "cpu" for the numpy reference. `check_tensors`: refuse weights holding NaN or
+    infinity first (llama.cpp's --check-tensors; reads every block's scales)."""
     gm = GGUFModel(path, mtp)
+    if check_tensors:
+        gm.check_tensors()
     n_ctx = min(n_ctx, gm.config.n_ctx_train)
     if device == "cpu":
         from .reference.backend import RefBackend

@@ -31,6 +31,10 @@ class CorruptGGUFError(GGUFError):
     tensor data, impossible dimensions, a duplicate key or tensor)."""
 
 
+class NonFiniteTensorError(GGUFError):
+    """A weight holds NaN or infinity (--check-tensors)."""
+
+
 class UnsupportedArchError(GGUFError):
     """`general.architecture` is not one wgmtp runs (or not yet)."""
 

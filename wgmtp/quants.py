@@ -277,6 +277,29 @@ def _raw_to(data: np.ndarray, dtype: str, qt: GGMLQuantizationType) -> np.ndarra
     return _as_bytes(data, qt.name).view(dtype)
 
 
+# Byte ranges of each block's f16 scales (d, and dmin where the type has one): a non-finite scale
+# is the only way a block of these types decodes to NaN/Inf (the quants themselves are integers).
+_SCALE_BYTES = {QT.Q8_0: (0, 2), QT.Q4_0: (0, 2), QT.Q5_0: (0, 2), QT.Q4_1: (0, 4), QT.Q5_1: (0, 4),
+                QT.Q4_K: (0, 4), QT.Q5_K: (0, 4), QT.Q6_K: (208, 210)}
+
+
+def first_nonfinite(data: np.ndarray, qtype: GGMLQuantizationType | int) -> int | None:
+    """Index of the first block (elements for float types) holding a NaN or an infinity, or None:
+    llama.cpp's --check-tensors, reading only the scales of block types, so a whole file is
+    scanned at the speed of a read."""
+    qt = _check_supported(qtype)
+    data = np.asarray(data)
+    if qt in _FLOAT_TYPES:
+        bad = ~np.isfinite(_float_view(data, qt).reshape(-1))
+    else:
+        lo, hi = _SCALE_BYTES[qt]
+        blocks = _as_bytes(data, qt.name).reshape(-1, block_info(qt)[1])
+        scales = np.ascontiguousarray(blocks[:, lo:hi]).view("<f2")
+        bad = ~np.isfinite(scales).all(axis=1)
+    i = np.flatnonzero(bad)
+    return int(i[0]) if i.size else None
+
+
 def dequantize(data: np.ndarray, qtype: GGMLQuantizationType | int,
                shape: tuple[int, ...] | None = None) -> np.ndarray:
     """Decode a tensor as `GGUFReader` hands it out into a fresh float32 array.

@@ -36,6 +36,7 @@ def cmd_inspect(a: argparse.Namespace) -> int:
     con = Console()
     try:
         gm = GGUFModel(a.file, a.mtp_file)
+        gm.check_tensors()
     except GGUFError as e:
         # still show what the header says, then why it cannot run
         try:

@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import BadMetadataError, MissingTensorError
+from ... import quants
+from ...errors import BadMetadataError, MissingTensorError, NonFiniteTensorError
 from ...gguf_file import Meta, TensorInfo, TokenizerInfo, catalog, check_tensor, open_reader, tokenizer_info
 from ...gguf_reader import GGUFReader
 from .config import read_config
@@ -121,6 +122,17 @@ class GGUFModel:
     def meta(self, key: str, default: Any = None) -> Any:
         v = Meta(self.reader, self.path).raw(key)
         return default if v is None else v
+
+    def check_tensors(self) -> None:
+        """llama.cpp's --check-tensors: refuse a weight holding NaN or infinity, naming the first
+        such tensor and block (a NaN in the LM head otherwise makes every argmax pick it)."""
+        for name in sorted(self.used_tensors):
+            info = self.tensors[name]
+            at = quants.first_nonfinite(self.raw(name), info.qtype)
+            if at is not None:
+                unit = "element" if info.qtype.name in ("F32", "F16", "BF16") else f"{info.qtype.name} block"
+                raise NonFiniteTensorError(info.path, f"tensor '{name}' holds NaN or infinity at {unit} {at}; "
+                                                      "the file is damaged (re-download or re-convert it)")
 
     def tokenizer_info(self) -> TokenizerInfo:
         return tokenizer_info(self.reader, self.path)
