@@ -27,7 +27,9 @@ import os
 import re
 from typing import Any, Iterable
 
-from .errors import BadMetadataError, GGUFError
+from .errors import BadMetadataError, BadRequestError, GGUFError
+
+MAX_ENCODE_CHARS = 16 << 20   # 16 Mi characters: a 262k-token context is ~1 MiB of text
 
 # Pre-tokenizer regexes, exactly as llama.cpp's llama-vocab.cpp gives them.
 PRE_QWEN35 = (r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+"
@@ -270,8 +272,20 @@ class Tokenizer:
     def encode(self, text: str, add_special: bool = True) -> list[int]:
         """Token ids of `text`. Control and user-defined token texts in `text` (e.g.
         `<|im_start|>`) become their single ids. `add_special` adds BOS/EOS where the file asks
-        for them (`tokenizer.ggml.add_bos_token` / `add_eos_token`; both false for Qwen)."""
-        ids = self.hf.encode(text, add_special_tokens=False).ids
+        for them (`tokenizer.ggml.add_bos_token` / `add_eos_token`; both false for Qwen).
+
+        Text past MAX_ENCODE_CHARS is refused before it reaches the Rust tokenizer (which can abort
+        the process on a huge input), and anything it raises, including pyo3's PanicException (a
+        BaseException), becomes one line."""
+        if len(text) > MAX_ENCODE_CHARS:
+            raise BadRequestError(f"text of {len(text):,} characters is too long to tokenize (at most "
+                                  f"{MAX_ENCODE_CHARS:,}: more than any context holds)")
+        try:
+            ids = self.hf.encode(text, add_special_tokens=False).ids
+        except (KeyboardInterrupt, SystemExit, GeneratorExit):
+            raise
+        except BaseException as e:      # pyo3_runtime.PanicException derives from BaseException
+            raise BadRequestError(f"the tokenizer failed on this text ({type(e).__name__}: {str(e)[:120]})") from None
         if add_special:
             if self.add_bos:
                 ids = [self.bos_id] + ids  # type: ignore[list-item]
