@@ -413,3 +413,20 @@ def test_check_tensors_names_the_first_nonfinite_block(tmp_path, base_model):
     r = subprocess.run([sys.executable, "-m", "wgmtp.cli", "inspect", str(p)], capture_output=True, text=True,
                        env={"COLUMNS": "400"})
     assert r.returncode == 1 and "supported: no" in r.stdout and name in r.stdout
+
+
+def test_unknown_value_and_tensor_types_are_named(tmp_path):
+    p = _tiny(tmp_path / "vt.gguf", TWO, keys=("test.aaa",))
+    data = bytearray(p.read_bytes())
+    at = data.index(b"test.aaa") + len(b"test.aaa")
+    data[at: at + 4] = (12036).to_bytes(4, "little")
+    p.write_bytes(bytes(data))
+    msg = _err(p, errors.GGUFError, "metadata key 'test.aaa' has an unknown value type 12036")
+    assert "GGUFValueType" not in msg
+    q = _tiny(tmp_path / "tt.gguf", TWO)
+    data = bytearray(q.read_bytes())
+    at = _info_at(bytes(data), "b.weight")
+    n_dims = int.from_bytes(data[at: at + 4], "little")
+    data[at + 4 + 8 * n_dims: at + 8 + 8 * n_dims] = (99).to_bytes(4, "little")
+    q.write_bytes(bytes(data))
+    _err(q, errors.UnsupportedTensorTypeError, "99", "tensor 'b.weight'")

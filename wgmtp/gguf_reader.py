@@ -46,6 +46,23 @@ _U32 = struct.Struct("<I").unpack_from
 _U64 = struct.Struct("<Q").unpack_from
 
 
+class _BadType(Exception):
+    """A value type id that GGUF does not define (turned into a message naming the key)."""
+
+
+def _value_type(n: int, key: str | None = None) -> VT:
+    try:
+        return VT(n)
+    except ValueError:
+        if key is None:
+            raise _BadType(n) from None
+        raise ValueError(f"metadata key '{_clip(key)}' has an unknown value type {n}") from None
+
+
+def _clip(text: str, n: int = 80) -> str:
+    return text if len(text) <= n else text[:n] + f"... ({len(text)} characters)"
+
+
 class _Strings:
     """A string array as the offsets of its length prefixes: string i is the bytes
     `[pos[i] + 8, pos[i + 1])` of the map. Decoding waits until someone asks."""
@@ -223,9 +240,13 @@ class GGUFReader:
         for _ in range(n_kv):
             key_off = off
             key, off = self._str(off)
-            vt = VT(_U32(buf, off)[0])
-            types, value, off = self._value(off + 4, vt)
-            self._push(Field(key.decode("utf-8"), key_off, types, value))
+            name = key.decode("utf-8")
+            vt = _value_type(_U32(buf, off)[0], name)
+            try:
+                types, value, off = self._value(off + 4, vt)
+            except _BadType as e:
+                raise ValueError(f"metadata key '{_clip(name)}' has an unknown value type {e.args[0]}") from None
+            self._push(Field(name, key_off, types, value))
         infos = []
         for _ in range(n_tensors):
             name, off = self._str(off)
@@ -234,7 +255,12 @@ class GGUFReader:
             off += 4 + 8 * n_dims
             ttype, rel = struct.unpack_from("<IQ", buf, off)
             off += 12
-            infos.append((name.decode("utf-8"), dims, QT(ttype), rel))
+            tname = name.decode("utf-8")
+            try:
+                qt = QT(ttype)
+            except ValueError:
+                raise ValueError(f"{ttype} is not a valid GGMLQuantizationType (tensor '{_clip(tname)}')") from None
+            infos.append((tname, dims, qt, rel))
         self._set_alignment()
         self.data_offset = -(-off // self.alignment) * self.alignment
         names: set[str] = set()
@@ -289,7 +315,7 @@ class GGUFReader:
         off += 12
         if n == 0:  # gguf-py reads no element, so it records (and checks) no element type
             return [VT.ARRAY], np.empty(0, np.uint8), off
-        it = VT(raw_it)
+        it = _value_type(raw_it)
         if it == VT.STRING:
             strs = self._strings(off, n)
             return [VT.ARRAY, it], strs, strs.pos[-1]
