@@ -56,9 +56,10 @@ def test_disable_switches_and_binding_limit(monkeypatch):
     assert "subgroup" not in ctx.features and "shader-f16" not in ctx.features
     assert D.kill_switches() == {"WGMTP_DISABLE_SUBGROUPS": "1", "WGMTP_DISABLE_F16": "1",
                                  "WGMTP_MAX_BINDING_BYTES": "4096"}
-    monkeypatch.setenv("WGMTP_MAX_BINDING_BYTES", "lots")
-    with pytest.raises(DeviceError, match="WGMTP_MAX_BINDING_BYTES"):
-        D.open_context(a.index)
+    for bad in ("lots", "0", "-1", "100"):     # none may be ignored silently
+        monkeypatch.setenv("WGMTP_MAX_BINDING_BYTES", bad)
+        with pytest.raises(DeviceError, match=f"WGMTP_MAX_BINDING_BYTES='{bad}'"):
+            D.open_context(a.index)
 
 
 def test_model_with_every_weight_split(synth, monkeypatch):

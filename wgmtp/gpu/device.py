@@ -257,6 +257,9 @@ def open_context(selector: str | int | None = None, *, subgroups: bool | None = 
             max_binding = int(env_mb)
         except ValueError:
             raise DeviceError(f"WGMTP_MAX_BINDING_BYTES={env_mb!r} is not a number of bytes") from None
+        if max_binding < 256:
+            raise DeviceError(f"WGMTP_MAX_BINDING_BYTES={env_mb!r}: give at least 256 bytes (or unset it for the "
+                              "adapter's own limit)")
     mb = min(lim_bind, max_binding) if max_binding else lim_bind
     mb = max(256, mb // 256 * 256)
     layout = (matvec or os.environ.get("WGMTP_MATVEC", "").strip().lower()
