@@ -430,3 +430,13 @@ def test_unknown_value_and_tensor_types_are_named(tmp_path):
     data[at + 4 + 8 * n_dims: at + 8 + 8 * n_dims] = (99).to_bytes(4, "little")
     q.write_bytes(bytes(data))
     _err(q, errors.UnsupportedTensorTypeError, "99", "tensor 'b.weight'")
+
+
+def test_control_characters_from_the_file_stay_on_one_line(tmp_path):
+    p = _tiny(tmp_path / "c.gguf", TWO, keys=("test.a\nb\x1b[2J",))
+    data = bytearray(p.read_bytes())
+    at = data.index(b"test.a\nb\x1b[2J") + len(b"test.a\nb\x1b[2J")
+    data[at: at + 4] = (777).to_bytes(4, "little")
+    p.write_bytes(bytes(data))
+    msg = _err(p, errors.GGUFError, "unknown value type 777")       # _err: one line, starts with the path
+    assert "\x1b" not in msg and "\\n" in msg

@@ -248,7 +248,7 @@ def run_mutant(path: Path, timeout: float, mem: int) -> dict:
     try:
         p = subprocess.run([sys.executable, "-c", DRIVER.format(root=str(ROOT)), str(path), json.dumps(STAGES)],
                            input="Hello\n", capture_output=True, text=True, timeout=timeout, preexec_fn=_limits(mem),
-                           env=dict(os.environ, WGMTP_NO_PROGRESS="1"))
+                           env=dict(os.environ, WGMTP_NO_PROGRESS="1", COLUMNS="2000"))
     except subprocess.TimeoutExpired:
         return {"class": "hang", "seconds": timeout}
     dt = time.perf_counter() - t0

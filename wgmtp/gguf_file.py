@@ -166,7 +166,9 @@ MAX_DIMS = 4        # ggml's GGML_MAX_DIMS: llama.cpp refuses tensors with more
 def clip(text: str, n: int = 80) -> str:
     """A value from a file, cut to a length a one-line message can hold."""
     text = str(text)
-    return text if len(text) <= n else text[:n] + f"... ({len(text)} characters)"
+    size = len(text)
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[: n + 1])   # one line, always
+    return text if len(text) <= n else text[:n] + f"... ({size} characters)"
 
 
 def check_layout(reader: GGUFReader, p: Path, size: int) -> None:

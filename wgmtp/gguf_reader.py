@@ -60,7 +60,9 @@ def _value_type(n: int, key: str | None = None) -> VT:
 
 
 def _clip(text: str, n: int = 80) -> str:
-    return text if len(text) <= n else text[:n] + f"... ({len(text)} characters)"
+    """A name from the file fit for a one-line message: control characters escaped, cut to n."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[: n + 1])
+    return text if len(text) <= n else text[:n] + "..."
 
 
 class _Strings:
