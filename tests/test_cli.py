@@ -142,7 +142,7 @@ def test_bench_synthetic_acceptance(synth):
     assert row["acceptance"] == 1.0 and row["mean_accepted_len"] > 3.0
 
 
-COMMANDS = ("run", "inspect", "devices", "check", "bench")
+COMMANDS = ("run", "serve", "inspect", "devices", "check", "bench")
 
 
 def test_help_lists_every_subcommand():

@@ -18,6 +18,8 @@ RULES = [
     ("wgmtp.gguf_file", ("wgmtp.gpu", "wgmtp.kernels", "wgmtp.models", "wgmtp.check", "wgmtp.cli")),
     ("wgmtp.gguf_reader", ("wgmtp.gpu", "wgmtp.kernels", "wgmtp.models", "wgmtp.check", "wgmtp.cli")),
     ("wgmtp.models", ("wgmtp.check", "wgmtp.cli", "wgmtp.reference")),
+    # the server drives the engine through api/batching only, never the GPU layers directly
+    ("wgmtp.server", ("wgmtp.cli", "wgmtp.check", "wgmtp.models", "wgmtp.gpu", "wgmtp.kernels", "wgmtp.reference")),
 ]
 
 
@@ -78,6 +80,8 @@ def violations() -> list[str]:
                     bad[(where, line)] = f"{where}:{line}: {me} imports {mod}"
             if _under(mod, "wgmtp.cli") and not _under(me, "wgmtp.cli"):
                 bad[(where, line)] = f"{where}:{line}: {me} imports the CLI ({mod})"
+            if _under(mod, "wgmtp.server") and not (_under(me, "wgmtp.server") or _under(me, "wgmtp.cli")):
+                bad[(where, line)] = f"{where}:{line}: {me} imports the server ({mod}); only the CLI may"
     return sorted(bad.values())
 
 

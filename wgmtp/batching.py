@@ -9,7 +9,8 @@ Engine step (one submission, `BatchEngine.step`):
   3. Prefill: sequences still feeding their prompt get chunks, oldest first, of at most
      `prefill_budget` tokens in all (default: one chunk). So a long prompt is fed in chunks
      interleaved with the others' rounds, and running sequences never stall for more than one
-     chunk per step.
+     chunk per step. A sequence gets only whole chunks (a prompt's chunk boundaries, hence its
+     bits, never depend on what else is prefilling); one that does not fit waits a step.
   4. Tokens go to their requests; a request that stops (end of generation, max_tokens, stop
      tokens, context full, cancel) frees its slot at once; the slot keeps its history for reuse.
 
@@ -23,11 +24,13 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Callable, Iterator
 
-from .errors import BadRequestError, ContextOverflowError, WgmtpError
+import numpy as np
+
+from .errors import BadRequestError, ContextOverflowError, WgmtpError, raise_ctx_hint
 from .models.qwen35.slots import Feed, Outcome, Round, SlotRunner
-from .sampling import Sampler, SamplerParams
+from .sampling import TOPK_MAX, Sampler, SamplerParams
 from .speculative import SpecStats, accept
 
 
@@ -42,6 +45,12 @@ class Request:
     p_min: float = 0.0
     draft_vocab: int = 0
     stop_ids: frozenset[int] = frozenset()     # extra stop tokens (besides end of generation)
+    # read back at least this many top candidates (ids, logits) for every emitted token, into
+    # handle.cands (logprobs); tokens do not change: greedy still emits the first, the argmax
+    n_cand: int = 0
+    # called on the engine thread after each emitted token and once more after the end (done is
+    # set by then), so an event loop can wait for tokens without a thread per request
+    notify: Callable[["RequestHandle"], None] | None = None
 
 
 @dataclass
@@ -66,6 +75,14 @@ class RequestStats:
 _DONE = object()
 
 
+def _n_cand(r: Request) -> int:
+    """Candidates each row of `r` reads back: 1 (the GPU's argmax) for greedy unless r.n_cand asks for
+    more; a sampled request reads at least its top_k. More candidates than the sampler uses do not
+    change its pick (it truncates to its own top_k)."""
+    n = 1 if r.sampler.greedy else r.sampler.n_candidates
+    return min(max(n, r.n_cand), TOPK_MAX)
+
+
 class RequestHandle:
     """A submitted request: iterate it for its token ids as they come (from any thread)."""
 
@@ -75,6 +92,7 @@ class RequestHandle:
         self.finish_reason: str | None = None     # "stop" | "length" | "cancelled" | "error"
         self.error: Exception | None = None
         self.tokens: list[int] = []
+        self.cands: list[tuple[np.ndarray, np.ndarray]] = []    # with req.n_cand: per token, filled first
         self.trace: list[tuple] = []      # with BatchEngine.trace: (ids, logits) of every row read back
         self._q: queue.Queue = queue.Queue()
         self._cancel = threading.Event()
@@ -102,14 +120,20 @@ class RequestHandle:
         return list(self.tokens)
 
     # engine side
-    def _emit(self, tok: int) -> None:
+    def _emit(self, tok: int, cand: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+        if self.req.n_cand and cand is not None:
+            self.cands.append(cand)
         self.tokens.append(tok)
         self._q.put(tok)
+        if self.req.notify is not None:
+            self.req.notify(self)
 
     def _finish(self, reason: str, error: Exception | None = None) -> None:
         self.finish_reason, self.error = reason, error
         self._q.put(_DONE)
         self.done.set()
+        if self.req.notify is not None:
+            self.req.notify(self)
 
 
 @dataclass
@@ -163,7 +187,8 @@ class BatchEngine:
             raise BadRequestError(f"prompt token ids must be in 0..{c.n_vocab - 1}")
         if len(req.prompt) >= self.rn.n_ctx:
             raise ContextOverflowError(f"prompt of {len(req.prompt)} tokens does not fit the context of "
-                                       f"{self.rn.n_ctx} per sequence; raise -c")
+                                       f"{self.rn.n_ctx} per sequence; "
+                                       f"{raise_ctx_hint(self.rn.n_ctx, c.n_ctx_train)}")
         if req.spec and not self.rn.mtp:
             raise BadRequestError("this engine was loaded without draft-mtp: start it with --spec-type draft-mtp")
         if req.spec and not 0 <= req.n_max <= self.rn.n_max:
@@ -233,13 +258,14 @@ class BatchEngine:
         budget = self.budget
         for seq in sorted(self.running.values(), key=lambda s: s.h.id):
             if seq.to_feed:
-                if budget <= 0:
+                # whole chunks only (unless it is the step's first feed): a prompt's chunk boundaries,
+                # and so its bits, must not depend on what else is prefilling
+                n = min(len(seq.to_feed), self.rn.chunk)
+                if n > budget and budget < self.budget:
                     continue
-                n = min(len(seq.to_feed), self.rn.chunk, budget)
                 budget -= n
                 last = n == len(seq.to_feed)
-                work.append(Feed(seq.slot, seq.to_feed[:n], last, seq.sampler.params.n_candidates
-                                 if not seq.sampler.params.greedy else 1))
+                work.append(Feed(seq.slot, seq.to_feed[:n], last, _n_cand(seq.h.req)))
             else:
                 work.append(self._round(seq))
             owners.append(seq)
@@ -263,7 +289,7 @@ class BatchEngine:
         n = max(0, min(r.n_max, room - 1)) if r.spec else 0
         greedy = r.sampler.greedy
         left = r.max_tokens - seq.h.stats.gen_tokens
-        return Round(seq.slot, seq.pending, n, 1 if greedy else r.sampler.n_candidates, r.p_min if n else 0.0,
+        return Round(seq.slot, seq.pending, n, _n_cand(r), r.p_min if n else 0.0,
                      r.draft_vocab if n else 0, left if greedy else 0)
 
     # ---- admission and reuse
@@ -328,34 +354,36 @@ class BatchEngine:
         tok = seq.sampler.pick(ids, lg)
         seq.t_first = time.perf_counter()
         seq.h.stats.prompt_s = seq.t_first - seq.t0
-        self._emit(seq, [tok])
+        self._emit(seq, [tok], out.cands[:1])
 
     def _after_round(self, seq: _Seq, w: Round, out: Outcome) -> None:
         r = seq.h.req
         if self.trace:
             seq.h.trace += out.cands if out.cands else [(tuple(out.tokens), out.k)]
-        if w.n_cand > 1:        # sampled: the host accepts from the candidates, with this request's sampler
+        cands = None
+        if w.n_cand > 1:        # sampled (or candidates asked for): the host accepts with this request's sampler
             max_emit = r.max_tokens - seq.h.stats.gen_tokens
             toks = accept(out.drafts[: out.n_valid], lambda i: seq.sampler.pick(*out.cands[i]),
                           self._is_stop(r), max_emit)
             self.rn.accepted(out, len(toks) - 1)
+            cands = out.cands[: len(toks)]      # token i was picked from verify row i
         else:
             toks = out.tokens
         k = len(toks) - 1
         self.hist[seq.slot].fed += [w.id_last] + toks[:k]
         if seq.h.stats.spec is not None and w.n:
             seq.h.stats.spec.record(out.n_valid if w.n_cand > 1 else min(out.n_valid, w.n), k)
-        self._emit(seq, toks)
+        self._emit(seq, toks, cands)
 
     def _is_stop(self, r: Request):
         stops = self.eog | r.stop_ids
         return stops.__contains__
 
-    def _emit(self, seq: _Seq, toks: list[int]) -> None:
+    def _emit(self, seq: _Seq, toks: list[int], cands: list | None = None) -> None:
         r, st = seq.h.req, seq.h.stats
         is_stop = self._is_stop(r)
-        for t in toks:
-            seq.h._emit(t)
+        for i, t in enumerate(toks):
+            seq.h._emit(t, cands[i] if cands else None)
             st.gen_tokens += 1
             st.gen_s = time.perf_counter() - seq.t_first
             if is_stop(t):

@@ -12,7 +12,9 @@ block, the `raise_exception(msg)` and `strftime_now(fmt)` globals, HF's restrict
 `enable_thinking=False`).
 
 Every failure (syntax error, unsafe code, `raise_exception`, a type error inside the template) is
-a `ChatTemplateError`, a `WgmtpError` with a one-line message.
+a `ChatTemplateError`, a `WgmtpError` with a one-line message. A render has a time limit
+(`RENDER_TIME_LIMIT_S`), checked at every call, attribute or item access and `range` step the
+template makes, so a runaway loop in a file's template cannot hold a server's worker forever.
 
 For interactive chat, `ChatState` keeps the conversation and returns each new turn's text delta
 (`format_single` is llama.cpp's `common_chat_format_single` for comparison), and `ChatSession`
@@ -21,6 +23,8 @@ drives a loaded `Model` with it.
 from __future__ import annotations
 
 import json
+import threading
+import time
 from datetime import datetime
 from functools import lru_cache
 from typing import Any, Iterator, NamedTuple
@@ -29,7 +33,7 @@ import jinja2
 import jinja2.utils
 from jinja2 import nodes
 from jinja2.ext import Extension
-from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError, safe_range
 
 from .errors import WgmtpError
 
@@ -98,11 +102,65 @@ class _TemplateNamespace(jinja2.utils.Namespace):
             raise SecurityError(f"a namespace attribute may not start with '_' (got {name!r})")
 
 
+RENDER_TIME_LIMIT_S = 5.0
+_deadline = threading.local()     # the running render's time.monotonic() deadline (this thread's)
+
+
+class _RenderTimeout(Exception):
+    pass
+
+
+def _check_time() -> None:
+    d = getattr(_deadline, "t", None)
+    if d is not None and time.monotonic() > d:
+        raise _RenderTimeout
+
+
+class _TimedRange:
+    """The sandbox's `range` (bounded length) that checks the render's deadline at each step of a loop;
+    otherwise a range (len, indexing, reversed)."""
+
+    def __init__(self, *args: int) -> None:
+        self._r = safe_range(*args)
+
+    def __iter__(self):
+        for i in self._r:
+            _check_time()
+            yield i
+
+    def __reversed__(self):
+        return iter(_TimedRange.__new__(_TimedRange)._set(self._r[::-1]))
+
+    def _set(self, r: range) -> "_TimedRange":
+        self._r = r
+        return self
+
+    def __len__(self) -> int:
+        return len(self._r)
+
+    def __getitem__(self, i):  # type: ignore[no-untyped-def]
+        v = self._r[i]
+        return _TimedRange.__new__(_TimedRange)._set(v) if isinstance(v, range) else v
+
+
 class _Sandbox(ImmutableSandboxedEnvironment):
-    """HF's sandbox, except that touching an unsafe attribute is an error right away."""
+    """HF's sandbox, except that touching an unsafe attribute is an error right away; every call and
+    attribute or item access also checks the render's deadline."""
 
     def unsafe_undefined(self, obj: Any, attribute: str):  # type: ignore[override]
         raise SecurityError(f"access to attribute {attribute!r} of a {type(obj).__name__!r} object is unsafe")
+
+    def call(__self, __context, __obj, *args, **kwargs):  # type: ignore[override]  # noqa: N805
+        _check_time()
+        return ImmutableSandboxedEnvironment.call(__self, __context, __obj, *args, **kwargs)
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        _check_time()
+        return super().getattr(obj, attribute)
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        _check_time()
+        return super().getitem(obj, argument)
 
 
 def _make_env() -> _Sandbox:
@@ -113,6 +171,7 @@ def _make_env() -> _Sandbox:
     env.globals["strftime_now"] = _strftime_now
     env.globals["dict"] = _TemplateDict()
     env.globals["namespace"] = _TemplateNamespace
+    env.globals["range"] = _TimedRange
     return env
 
 
@@ -124,12 +183,13 @@ def _compile(template: str) -> jinja2.Template:
     return _ENV.from_string(template)
 
 
-def render(template: str, messages: list[dict], add_generation_prompt: bool = True, **extra: Any) -> str:
+def render(template: str, messages: list[dict], add_generation_prompt: bool = True, *,
+           time_limit: float = RENDER_TIME_LIMIT_S, **extra: Any) -> str:
     """Render a chat template as HF's `apply_chat_template(..., tokenize=False)` does.
 
     `messages` is a list of `{"role": ..., "content": ...}` dicts. `extra` supplies more template
     variables (`bos_token`, `eos_token`, `enable_thinking`, `tools`, ...). Raises
-    ChatTemplateError on any failure.
+    ChatTemplateError on any failure, and when rendering takes longer than `time_limit` seconds.
     """
     if not isinstance(template, str) or not template:
         raise ChatTemplateError("chat template error: the model has no chat template")
@@ -137,8 +197,13 @@ def render(template: str, messages: list[dict], add_generation_prompt: bool = Tr
     ctx.update(extra)
     ctx["messages"] = messages
     ctx["add_generation_prompt"] = add_generation_prompt
+    saved = getattr(_deadline, "t", None)
+    _deadline.t = time.monotonic() + time_limit
     try:
         return _compile(template).render(**ctx)
+    except _RenderTimeout:
+        raise ChatTemplateError(f"chat template error: rendering took over {time_limit:g} s (a runaway loop in "
+                                "the template?)") from None
     except SecurityError as e:
         raise ChatTemplateError(f"chat template error: unsafe template code refused ({_one_line(e)})") from None
     except jinja2.TemplateSyntaxError as e:
@@ -150,6 +215,8 @@ def render(template: str, messages: list[dict], add_generation_prompt: bool = Tr
         raise ChatTemplateError("chat template error: recursion too deep") from None
     except Exception as e:  # TypeError, KeyError, ... raised by template code
         raise ChatTemplateError(f"chat template error: {type(e).__name__}: {_one_line(e)}") from None
+    finally:
+        _deadline.t = saved
 
 
 class ChatDelta(NamedTuple):

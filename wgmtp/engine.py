@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, Protocol
 
 import numpy as np
 
-from .errors import BadRequestError, ContextOverflowError, MTPUnavailableError
+from .errors import BadRequestError, ContextOverflowError, MTPUnavailableError, raise_ctx_hint
 from .sampling import Sampler, SamplerParams
 from .speculative import SpecStats
 
@@ -129,7 +129,8 @@ class Session:
                                   "(this model's vocabulary)")
         if self.be.n_past + len(feed) >= self.n_ctx:
             raise ContextOverflowError(f"prompt of {len(feed)} tokens does not fit the context "
-                                       f"({self.be.n_past} used of {self.n_ctx}); raise -c")
+                                       f"({self.be.n_past} used of {self.n_ctx}); "
+                                       f"{raise_ctx_hint(self.n_ctx, self.be.cfg.n_ctx_train)}")
         sampler = Sampler(req.sampler)
         n_cand = 1 if req.sampler.greedy else req.sampler.n_candidates
         st = self.stats = GenStats(prompt_tokens=len(feed), spec=SpecStats(n_max=req.n_max) if req.spec else None)

@@ -67,5 +67,12 @@ class ContextOverflowError(WgmtpError):
     """The prompt (plus what must be generated) does not fit the context size."""
 
 
+def raise_ctx_hint(n_ctx: int, n_ctx_train: int) -> str:
+    """What to do about a full context: raise -c, unless -c is already the model's own limit."""
+    if n_ctx >= n_ctx_train:
+        return f"the model's context is {n_ctx_train} tokens (its context_length): shorten the prompt"
+    return f"raise -c (up to the model's {n_ctx_train})"
+
+
 class BadRequestError(WgmtpError, ValueError):
     """A generation option out of range for this model (e.g. a draft vocabulary past n_vocab)."""

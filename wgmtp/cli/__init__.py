@@ -1,6 +1,6 @@
-"""`wgmtp` command line: run, inspect, devices, check, bench. Flags follow llama.cpp's names.
+"""`wgmtp` command line: run, serve, inspect, devices, check, bench. Flags follow llama.cpp's names.
 
-One module per command (`inspect.py`, `run.py`, `devices.py`, `check.py`, `bench.py`), each with
+One module per command (`inspect.py`, `run.py`, `serve.py`, `devices.py`, `check.py`, `bench.py`), each with
 `add_parser(sub)`; `COMMANDS` below is the table of them, in `wgmtp --help` order. A command
 module that fails to import is an error, never a subcommand that silently goes missing.
 
@@ -13,12 +13,13 @@ import os
 import sys
 
 from ..errors import WgmtpError
-from . import bench, check, devices, inspect, run
+from . import bench, check, devices, inspect, run, serve
 
 # (subcommand, module whose add_parser(sub) registers it), in help order
 COMMANDS = (
     ("inspect", inspect),
     ("run", run),
+    ("serve", serve),
     ("devices", devices),
     ("check", check),
     ("bench", bench),

@@ -15,6 +15,7 @@ import time
 import numpy as np
 
 from ..errors import WgmtpError
+from .run import add_spec_type_arg
 
 
 def add_parser(sub) -> None:
@@ -23,8 +24,9 @@ def add_parser(sub) -> None:
     p.add_argument("-md", "--model-draft", dest="mtp_file", default=None, help="MTP sidecar GGUF")
     p.add_argument("-p", "--n-prompt", type=int, default=128, help="prompt tokens (pp test)")
     p.add_argument("-n", "--n-gen", type=int, default=64, help="generated tokens (tg tests)")
+    add_spec_type_arg(p, default="draft-mtp")
     p.add_argument("--spec-draft-n-max", default="0,1,2,3",
-                   help="comma-separated draft lengths; 0 = plain decoding")
+                   help="comma-separated draft lengths; 0 = plain decoding (--spec-type none: only 0)")
     p.add_argument("--spec-draft-p-min", type=float, default=0.0)
     p.add_argument("--spec-draft-vocab", type=int, default=0, metavar="N",
                    help="draft among token ids < N only (0 = the whole vocabulary)")
@@ -192,6 +194,8 @@ def run_bench(a: argparse.Namespace) -> tuple[list[dict], dict]:
 
 
 def cmd_bench(a: argparse.Namespace) -> int:
+    if a.spec_type == "none":
+        a.spec_draft_n_max = "0"
     rows, info = run_bench(a)
     if a.json:
         print(json.dumps(rows, indent=1))

@@ -21,6 +21,16 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="adapter index or name substring (see `wgmtp devices`), or cpu")
 
 
+def spec_type_arg(value: str) -> str:
+    """--spec-type: `mtp` is the older spelling of `draft-mtp` (what llama.cpp's first MTP users typed)."""
+    return "draft-mtp" if value == "mtp" else value
+
+
+def add_spec_type_arg(p: argparse.ArgumentParser, default: str = "none") -> None:
+    p.add_argument("--spec-type", type=spec_type_arg, choices=["none", "draft-mtp"], default=default,
+                   help="speculative decoding (mtp is accepted as the older spelling of draft-mtp)")
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser("run", help="generate text (completion, or chat with -cnv)")
     add_model_args(p)
@@ -34,7 +44,7 @@ def add_parser(sub) -> None:
     p.add_argument("--min-p", type=float, default=0.05)
     p.add_argument("-s", "--seed", type=int, default=0)
     p.add_argument("-cnv", "--chat", "--conversation", dest="chat", action="store_true", help="interactive chat")
-    p.add_argument("--spec-type", choices=["none", "draft-mtp"], default="none", help="speculative decoding")
+    add_spec_type_arg(p)
     p.add_argument("--spec-draft-n-max", type=int, default=3, help="max drafts per round (1..15)")
     p.add_argument("--spec-draft-p-min", type=float, default=0.0, help="stop drafting below this top probability")
     p.add_argument("--spec-draft-vocab", type=int, default=0, metavar="N",

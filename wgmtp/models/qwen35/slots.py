@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ...errors import ContextOverflowError, WgmtpError
+from ...errors import ContextOverflowError, WgmtpError, raise_ctx_hint
 from ...gpu.device import GPUContext, open_context
 from ...gpu.program import Program, Readback, Runner
 from ...sampling import TOPK_MAX
@@ -216,7 +216,7 @@ class SlotRunner:
             raise WgmtpError(f"a feed holds 1..{self.chunk} tokens, got {L}")
         if s.pos + L > self.n_ctx:
             raise ContextOverflowError(f"{s.pos + L} tokens exceed the context {self.n_ctx} of slot {w.slot}; "
-                                       "raise -c")
+                                       f"{raise_ctx_hint(self.n_ctx, self.cfg.n_ctx_train)}")
         seg = Seg(w.slot, s.pos, L, 0, s.src_plane, 0, s.p_row, self.cand_base(w.slot))
         writes += self.model.slot_lays[r].feed_words(seg, w.tokens)
         T = 1 if L == 1 else (MATVEC_MAX_TOK if L <= MATVEC_MAX_TOK else self.chunk)
@@ -260,7 +260,7 @@ class SlotRunner:
             s = self.slots[w.slot]
             if s.pos + R > self.n_ctx:
                 raise ContextOverflowError(f"slot {w.slot}: a round of {R} tokens at position {s.pos} exceeds the "
-                                           f"context {self.n_ctx}; raise -c")
+                                           f"context {self.n_ctx}; {raise_ctx_hint(self.n_ctx, self.cfg.n_ctx_train)}")
             segs.append(Seg(w.slot, s.pos, R, j * R, s.src_plane, w.max_emit if n_cand <= 1 else 0, s.p_row,
                             self.cand_base(w.slot)))
         host = part[0].drafts is not None

@@ -1,0 +1,79 @@
+"""`wgmtp serve`: an OpenAI-compatible HTTP server in llama-server's image (wgmtp/server/).
+
+Flags follow llama-server's names. With no `-m` it serves the demo model. It binds to 127.0.0.1
+unless --host says otherwise: there is no TLS, and --api-key is the only access control.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..errors import WgmtpError
+from .run import add_model_args, add_spec_type_arg
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("serve", help="OpenAI-compatible HTTP server (llama-server's endpoints and flags)")
+    add_model_args(p)
+    p.add_argument("-np", "--parallel", type=int, default=4, help="slots: sequences decoded at once")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on every endpoint but /health")
+    add_spec_type_arg(p)
+    p.add_argument("--spec-draft-n-max", type=int, default=3,
+                   help="drafts per round: the default, and the most a request may ask (speculative.n_max)")
+    p.add_argument("--spec-draft-p-min", type=float, default=0.0, help="stop drafting below this top probability")
+    p.add_argument("--chat-template-kwargs", default=None, metavar="JSON",
+                   help='extra chat template variables for every request, e.g. \'{"enable_thinking": false}\'')
+    p.add_argument("--chat-template-file", default=None, help="a Jinja chat template to use instead of the file's")
+    p.add_argument("--reasoning-format", choices=["auto", "none", "deepseek"], default="auto",
+                   help="deepseek: a <think> block goes to reasoning_content; none: all in content; "
+                        "auto: deepseek when the chat template has <think>")
+    p.add_argument("--metrics", action="store_true", help="serve Prometheus metrics at GET /metrics")
+    p.add_argument("-a", "--alias", default=None, help="the model name clients see (default: the file name)")
+    p.add_argument("--max-queue", type=int, default=64, help="requests that may wait for a slot; more get 503")
+    p.add_argument("--prefill-chunk", type=int, default=64)
+    p.set_defaults(fn=cmd_serve)
+
+
+def config_from_args(a: argparse.Namespace):
+    from ..server.config import ServerConfig
+    kw: dict = {}
+    if a.chat_template_kwargs:
+        try:
+            kw = json.loads(a.chat_template_kwargs)
+        except json.JSONDecodeError as e:
+            raise WgmtpError(f"--chat-template-kwargs is not JSON ({e.msg} at column {e.colno})") from None
+        if not isinstance(kw, dict):
+            raise WgmtpError("--chat-template-kwargs must be a JSON object, e.g. '{\"enable_thinking\": false}'")
+    template = None
+    if a.chat_template_file:
+        try:
+            template = Path(a.chat_template_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise WgmtpError(f"{a.chat_template_file}: cannot read the chat template ({e})") from None
+    if a.parallel < 1:
+        raise WgmtpError(f"-np {a.parallel} must be at least 1")
+    if a.max_queue < 0:
+        raise WgmtpError(f"--max-queue {a.max_queue} must be >= 0")
+    return ServerConfig(model=a.model, mtp_file=a.mtp_file, n_ctx=a.ctx_size, n_parallel=a.parallel, host=a.host,
+                        port=a.port, api_key=a.api_key, spec_type=a.spec_type, n_max=a.spec_draft_n_max,
+                        p_min=a.spec_draft_p_min, chat_template_kwargs=kw, chat_template=template,
+                        reasoning_format=a.reasoning_format, metrics=a.metrics, alias=a.alias, device=a.device,
+                        max_queue=a.max_queue, prefill_chunk=a.prefill_chunk)
+
+
+def cmd_serve(a: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from ..server.app import create_app
+    except ImportError as e:
+        raise WgmtpError(f"wgmtp serve needs the serving libraries ({e.name} is missing): "
+                         "pip install 'wgmtp[serve]'") from None
+    cfg = config_from_args(a)
+    print(f"wgmtp serve: http://{cfg.host}:{cfg.port} (loading the model; GET /health answers 200 when ready)",
+          flush=True)
+    uvicorn.run(create_app(cfg), host=cfg.host, port=cfg.port, log_level="warning")
+    return 0
