@@ -125,3 +125,38 @@ def test_chain_round_without_mtp_is_refused(synth, variant):
         rn.step([Round(0, 4, n=2)])
     with pytest.raises(WgmtpError, match="exceeds the engine's --spec-draft-n-max 4"):
         rn.step([Round(0, 4, drafts=[1] * 6)])
+
+
+@pytest.mark.parametrize("variant", ctx_params()[:1])
+def test_engine_drafters_are_lossless(synth, variant):
+    """Through the batching engine, in one batch: ngram-simple, ngram-mod, draft-mtp with
+    ngram-simple (the match drafts, else MTP), and adaptive n give the plain tokens, greedy and
+    sampled; the n-gram drafters do draft and get drafts accepted on a repetitive prompt."""
+    from wgmtp.batching import BatchEngine, Request
+    from wgmtp.drafters import NgramParams
+    from wgmtp.sampling import SamplerParams
+    path = synth(**MODEL)
+    rn = _runner(path, variant, mtp=True, n_seq=6, n_max=6)
+    eng = BatchEngine(rn, eog_ids(GGUFModel(path)))
+    V = rn.cfg.n_vocab
+    base = [int(x) for x in np.random.default_rng(5).integers(0, V, 7)]
+    h0 = eng.submit(Request(prompt=base, max_tokens=24))
+    eng.run_until_idle()
+    prompt = base + h0.result() + base        # the model is likely to say the same again: a repetition to follow
+    ng = NgramParams(size_n=3, size_m=16)
+    kinds = {"plain": dict(), "ngram-simple": dict(drafters=("ngram-simple",)),
+             "ngram-mod": dict(drafters=("ngram-mod",)),
+             "mtp+ngram": dict(spec=True, drafters=("ngram-simple",)),
+             "adaptive": dict(spec=True, adaptive=True), "ngram-n_min": dict(drafters=("ngram-simple",), n_min=2)}
+    for sampler in (SamplerParams(), SamplerParams(temperature=0.7, top_k=20, seed=3)):
+        hs = {k: eng.submit(Request(prompt=prompt, max_tokens=30, n_max=6, ngram=ng, sampler=sampler, **kw))
+              for k, kw in kinds.items()}
+        eng.run_until_idle()
+        want = hs["plain"].result()
+        for k, h in hs.items():
+            assert h.result() == want, f"{k} ({'greedy' if sampler.greedy else 'sampled'}) changed the output"
+        for k in ("ngram-simple", "ngram-mod"):
+            sp = hs[k].stats.spec
+            assert sp.drafted > 0 and sp.accepted > 0, (k, sp.drafted, sp.accepted)
+    with pytest.raises(BadRequestError, match="unknown drafter 'eagle'"):
+        eng.submit(Request(prompt=prompt, drafters=("eagle",)))

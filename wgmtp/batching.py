@@ -28,6 +28,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from .drafters import AdaptiveN, NgramParams, NgramSimple, NgramTable
 from .errors import BadRequestError, ContextOverflowError, WgmtpError, raise_ctx_hint
 from .models.qwen35.slots import Feed, Outcome, Round, SlotRunner
 from .sampling import TOPK_MAX, Sampler, SamplerParams
@@ -51,6 +52,16 @@ class Request:
     # called on the engine thread after each emitted token and once more after the end (done is
     # set by then), so an event loop can wait for tokens without a thread per request
     notify: Callable[["RequestHandle"], None] | None = None
+    # host drafters (wgmtp/drafters.py): "ngram-simple", "ngram-mod"; with spec, an n-gram match
+    # drafts when there is one and MTP otherwise (llama.cpp: the draftless type takes precedence)
+    drafters: tuple[str, ...] = ()
+    ngram: NgramParams = field(default_factory=NgramParams)
+    n_min: int = 0                # --spec-draft-n-min: rounds of fewer drafts run as plain steps
+    adaptive: bool = False        # --spec-adaptive: each round's n from this request's acceptance
+
+    @property
+    def speculative(self) -> bool:
+        return self.spec or bool(self.drafters)
 
 
 @dataclass
@@ -88,7 +99,7 @@ class RequestHandle:
 
     def __init__(self, req: Request, rid: int) -> None:
         self.req, self.id = req, rid
-        self.stats = RequestStats(spec=SpecStats(n_max=req.n_max) if req.spec else None)
+        self.stats = RequestStats(spec=SpecStats(n_max=req.n_max) if req.speculative else None)
         self.finish_reason: str | None = None     # "stop" | "length" | "cancelled" | "error"
         self.error: Exception | None = None
         self.tokens: list[int] = []
@@ -146,6 +157,9 @@ class _Seq:
     pending: int | None = None     # sampled, not yet fed
     t0: float = field(default_factory=time.perf_counter)
     t_first: float = 0.0
+    ngram: NgramSimple | None = None     # this sequence's history, indexed (ngram-simple)
+    hist: list[int] = field(default_factory=list)     # prompt + emitted tokens (ngram-mod)
+    adaptive: AdaptiveN | None = None
 
 
 @dataclass
@@ -171,6 +185,7 @@ class BatchEngine:
         self._wake = threading.Event()
         self.steps = 0
         self.trace = False      # keep each request's read-back candidates (ids, logits) in handle.trace
+        self._tables: dict[tuple[int, int], NgramTable] = {}
 
     @property
     def n_parallel(self) -> int:
@@ -191,7 +206,16 @@ class BatchEngine:
                                        f"{raise_ctx_hint(self.rn.n_ctx, c.n_ctx_train)}")
         if req.spec and not self.rn.mtp:
             raise BadRequestError("this engine was loaded without draft-mtp: start it with --spec-type draft-mtp")
-        if req.spec and not 0 <= req.n_max <= self.rn.n_max:
+        bad = [d for d in req.drafters if d not in ("ngram-simple", "ngram-mod")]
+        if bad:
+            raise BadRequestError(f"unknown drafter '{bad[0]}' (the engine's host drafters: ngram-simple, ngram-mod; "
+                                  "draft-mtp is spec=True)")
+        if req.drafters:
+            req.ngram.check()
+            if self.rn.n_max < 1:
+                raise BadRequestError("n-gram drafting needs snapshot planes: load the engine with "
+                                      "--spec-draft-n-max of at least 1")
+        if req.speculative and not 0 <= req.n_max <= self.rn.n_max:
             raise BadRequestError(f"n_max {req.n_max} must be in 0..{self.rn.n_max} (the engine's --spec-draft-n-max)")
         if req.spec and not 0 <= req.draft_vocab <= c.n_vocab:
             raise BadRequestError(f"draft vocabulary {req.draft_vocab} must be in 0..{c.n_vocab}")
@@ -286,11 +310,43 @@ class BatchEngine:
     def _round(self, seq: _Seq) -> Round:
         r, st = seq.h.req, self.rn.slots[seq.slot]
         room = self.rn.n_ctx - st.pos - 1
-        n = max(0, min(r.n_max, room - 1)) if r.spec else 0
+        n = max(0, min(r.n_max, room - 1, self.rn.n_max)) if r.speculative else 0
+        if seq.adaptive is not None and n:
+            seq.adaptive.n_max = n
+            n = seq.adaptive.pick()
         greedy = r.sampler.greedy
         left = r.max_tokens - seq.h.stats.gen_tokens
-        return Round(seq.slot, seq.pending, n, _n_cand(r), r.p_min if n else 0.0,
-                     r.draft_vocab if n else 0, left if greedy else 0)
+        drafts = self._host_drafts(seq, n) if n else None
+        if drafts is not None:
+            n = len(drafts)
+        elif not r.spec:
+            n = 0                               # no n-gram match and no MTP: a plain step
+        if n < max(1, r.n_min):
+            n, drafts = 0, None
+        return Round(seq.slot, seq.pending, n, _n_cand(r), r.p_min if n and drafts is None else 0.0,
+                     r.draft_vocab if n and drafts is None else 0, left if greedy else 0, drafts=drafts)
+
+    def _host_drafts(self, seq: _Seq, n: int) -> list[int] | None:
+        """An n-gram match of at most n tokens after the pending one, or None (no GPU time)."""
+        r = seq.h.req
+        for d in r.drafters:
+            if d == "ngram-simple" and seq.ngram is not None:
+                got = seq.ngram.draft(n)
+            elif d == "ngram-mod":
+                got = self.ngram_table(r.ngram).draft(seq.hist, n)
+            else:
+                continue
+            if got:
+                return got
+        return None
+
+    def ngram_table(self, p: NgramParams) -> NgramTable:
+        """ngram-mod's table, shared by every request with the same n-gram size."""
+        key = (p.size_n, p.size_m)
+        t = self._tables.get(key)
+        if t is None:
+            t = self._tables[key] = NgramTable(p)
+        return t
 
     # ---- admission and reuse
 
@@ -335,6 +391,15 @@ class BatchEngine:
                 hist.fed = hist.fed[:n]
             h.stats.slot, h.stats.reused_tokens = best, n
             seq = _Seq(h, best, Sampler(h.req.sampler), list(p[n:]))
+            r = h.req
+            if "ngram-simple" in r.drafters:
+                seq.ngram = NgramSimple(r.ngram)
+                seq.ngram.extend(p)
+            if "ngram-mod" in r.drafters:
+                seq.hist = list(p)
+                self.ngram_table(r.ngram).add(seq.hist, 0)
+            if r.adaptive:
+                seq.adaptive = AdaptiveN(n_min=r.n_min, n_max=r.n_max)
             h.stats.prompt_tokens = len(seq.to_feed)
             self.running[best] = seq
 
@@ -373,6 +438,8 @@ class BatchEngine:
         self.hist[seq.slot].fed += [w.id_last] + toks[:k]
         if seq.h.stats.spec is not None and w.n:
             seq.h.stats.spec.record(out.n_valid if w.n_cand > 1 else min(out.n_valid, w.n), k)
+        if seq.adaptive is not None and w.n:
+            seq.adaptive.update(min(out.n_valid, w.n), k)
         self._emit(seq, toks, cands)
 
     def _is_stop(self, r: Request):
@@ -382,6 +449,12 @@ class BatchEngine:
     def _emit(self, seq: _Seq, toks: list[int], cands: list | None = None) -> None:
         r, st = seq.h.req, seq.h.stats
         is_stop = self._is_stop(r)
+        if seq.ngram is not None:
+            seq.ngram.extend(toks)
+        if "ngram-mod" in r.drafters:
+            start = len(seq.hist)
+            seq.hist += toks
+            self.ngram_table(r.ngram).add(seq.hist, start)
         for i, t in enumerate(toks):
             seq.h._emit(t, cands[i] if cands else None)
             st.gen_tokens += 1
