@@ -98,19 +98,18 @@ def cmd_inspect(a: argparse.Namespace) -> int:
               f"{'yes' if ti.chat_template else 'no'}")
     # build the tokenizer and render the template once, as `run` does, so both refuse the same files
     template_error = None
-    if ti.n_tokens:
-        from ..tokenizer import Tokenizer
+    from ..tokenizer import Tokenizer
+    try:
+        tok = Tokenizer.from_gguf(gm)
+    except WgmtpError as e:
+        con.print(f"supported: [red]no[/] ({getattr(e, 'cause', str(e))})")
+        return 1
+    if ti.chat_template:
+        from ..chat import render
         try:
-            tok = Tokenizer.from_gguf(gm)
+            render(ti.chat_template, [{"role": "user", "content": "Hello"}], **tok.template_vars())
         except WgmtpError as e:
-            con.print(f"supported: [red]no[/] ({getattr(e, 'cause', str(e))})")
-            return 1
-        if ti.chat_template:
-            from ..chat import render
-            try:
-                render(ti.chat_template, [{"role": "user", "content": "Hello"}], **tok.template_vars())
-            except WgmtpError as e:
-                template_error = str(e)
+            template_error = str(e)
 
     n_ctx = min(a.ctx_size, c.n_ctx_train)
     n_seq, n_max = max(1, a.parallel), a.spec_draft_n_max
