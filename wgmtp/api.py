@@ -67,7 +67,17 @@ class Model:
 
     def logits(self, tokens: list[int]) -> np.ndarray:
         """float32 [T, n_vocab] for a fresh sequence."""
-        out = self.backend.logits(list(tokens))
+        from .errors import BadRequestError
+        tokens = [int(t) for t in tokens]
+        V = self.config.n_vocab
+        if not tokens:
+            raise BadRequestError("logits of an empty sequence: give at least one token")
+        if len(tokens) > self.n_ctx:
+            raise BadRequestError(f"{len(tokens)} tokens do not fit the context of {self.n_ctx}")
+        bad = next((t for t in tokens if not 0 <= t < V), None)
+        if bad is not None:
+            raise BadRequestError(f"token id {bad} is out of range: ids must be in 0..{V - 1}")
+        out = self.backend.logits(tokens)
         self.session.forget()      # the state now holds this sequence, not the chat
         return out
 

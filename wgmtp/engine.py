@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from .models.qwen35.config import ModelConfig
 
 Candidates = tuple[np.ndarray, np.ndarray]   # (ids int32 [k], logits f32 [k]) sorted descending
+N_DRAFT_MAX = 15        # drafts per round at most (the GPU programs' draft records)
 
 
 class Backend(Protocol):
@@ -109,6 +110,12 @@ class Session:
         if req.spec and not self.be.has_mtp:
             raise MTPUnavailableError("draft-mtp needs an MTP block: this model has none "
                                       "(give the MTP sidecar with -md mtp-*.gguf, or use --spec-type none)")
+        if req.spec and not 1 <= req.n_max <= N_DRAFT_MAX:
+            raise BadRequestError(f"n_max {req.n_max} must be in 1..{N_DRAFT_MAX} (--spec-draft-n-max)")
+        if req.spec and not 0.0 <= req.p_min <= 1.0:
+            raise BadRequestError(f"p_min {req.p_min} must be in 0..1 (--spec-draft-p-min)")
+        if req.max_tokens < 1:
+            raise BadRequestError(f"max_tokens {req.max_tokens} must be at least 1")
         if req.spec and not 0 <= req.draft_vocab <= self.be.cfg.n_vocab:
             raise BadRequestError(f"draft vocabulary {req.draft_vocab} must be in 0..{self.be.cfg.n_vocab} "
                                   "(0: the whole vocabulary; --spec-draft-vocab)")

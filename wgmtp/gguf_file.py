@@ -122,6 +122,8 @@ def open_reader(path: str | os.PathLike[str]) -> GGUFReader:
         raise GGUFError(p, "no such file")
     if p.is_dir():
         raise GGUFError(p, "is a directory, not a GGUF file")
+    if not p.is_file():     # a FIFO or a device would block or never end
+        raise GGUFError(p, "is not a regular file (a GGUF model is a file on disk)")
     try:
         size = p.stat().st_size
         with open(p, "rb") as fh:

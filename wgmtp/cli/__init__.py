@@ -14,6 +14,7 @@ import sys
 
 from ..errors import WgmtpError
 from . import bench, check, devices, inspect, run, serve
+from .args import Parser
 
 # (subcommand, module whose add_parser(sub) registers it), in help order
 COMMANDS = (
@@ -27,7 +28,7 @@ COMMANDS = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="wgmtp", description="Qwen3.5/3.6 with MTP speculative decoding on WebGPU")
+    ap = Parser(prog="wgmtp", description="Qwen3.5/3.6 with MTP speculative decoding on WebGPU")
     sub = ap.add_subparsers(dest="cmd", required=True)
     for name, mod in COMMANDS:
         mod.add_parser(sub)

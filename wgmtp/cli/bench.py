@@ -15,6 +15,7 @@ import time
 import numpy as np
 
 from ..errors import WgmtpError
+from .args import integer, integers, ints_of, real
 from .run import add_spec_type_arg
 
 
@@ -22,21 +23,21 @@ def add_parser(sub) -> None:
     p = sub.add_parser("bench", help="benchmark prompt processing and generation (llama-bench style)")
     p.add_argument("-m", "--model", required=False, default=None, help="GGUF model (default: the demo model)")
     p.add_argument("-md", "--model-draft", dest="mtp_file", default=None, help="MTP sidecar GGUF")
-    p.add_argument("-p", "--n-prompt", type=int, default=128, help="prompt tokens (pp test)")
-    p.add_argument("-n", "--n-gen", type=int, default=64, help="generated tokens (tg tests)")
+    p.add_argument("-p", "--n-prompt", type=integer(1), default=128, help="prompt tokens (pp test)")
+    p.add_argument("-n", "--n-gen", type=integer(1), default=64, help="generated tokens (tg tests)")
     add_spec_type_arg(p, default="draft-mtp")
-    p.add_argument("--spec-draft-n-max", default="0,1,2,3",
+    p.add_argument("--spec-draft-n-max", type=integers(0, 15), default="0,1,2,3",
                    help="comma-separated draft lengths; 0 = plain decoding (--spec-type none: only 0)")
-    p.add_argument("--spec-draft-p-min", type=float, default=0.0)
-    p.add_argument("--spec-draft-vocab", type=int, default=0, metavar="N",
+    p.add_argument("--spec-draft-p-min", type=real(0, 1), default=0.0)
+    p.add_argument("--spec-draft-vocab", type=integer(0), default=0, metavar="N",
                    help="draft among token ids < N only (0 = the whole vocabulary)")
-    p.add_argument("--synthetic-acceptance", type=float, default=None, metavar="P",
+    p.add_argument("--synthetic-acceptance", type=real(0, 1), default=None, metavar="P",
                    help="force each draft accepted with probability P (speedup curve on random MTP heads; "
                         "the generated text is then meaningless)")
-    p.add_argument("-r", "--reps", type=int, default=3)
+    p.add_argument("-r", "--reps", type=integer(1), default=3)
     p.add_argument("--device", default=None)
-    p.add_argument("--prefill-chunk", type=int, default=64)
-    p.add_argument("--parallel", default=None, metavar="N,N,..",
+    p.add_argument("--prefill-chunk", type=integer(1, 4096), default=64)
+    p.add_argument("--parallel", type=integers(1, 16), default=None, metavar="N,N,..",
                    help="also decode N sequences at once (e.g. 1,2,4,8): aggregate and per-sequence tok/s, "
                         "and the GPU time of a batched step over a one-sequence step")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
@@ -110,7 +111,7 @@ def run_bench(a: argparse.Namespace) -> tuple[list[dict], dict]:
 
     path = resolve_model(a.model)
     gm = GGUFModel(path, a.mtp_file)
-    n_max_list = [int(x) for x in str(a.spec_draft_n_max).split(",") if x.strip() != ""]
+    n_max_list = ints_of(a.spec_draft_n_max)
     if any(n > 0 for n in n_max_list) and not gm.has_mtp:
         if a.synthetic_acceptance is None:
             raise WgmtpError(f"{path}: no MTP block for --spec-draft-n-max > 0 (give -md, or use 0)")

@@ -12,6 +12,8 @@ import time
 
 import numpy as np
 
+from .args import ints_of
+
 
 def _step_time(rn, rounds, reps: int = 5) -> float:
     """Best GPU (or wall) seconds of one submission of `rounds` (state clobbered: call last)."""
@@ -32,8 +34,8 @@ def run_parallel(a: argparse.Namespace, gm, base: dict) -> list[dict]:
     from ..batching import BatchEngine, Request
     from ..models.qwen35.slots import Round, SlotRunner
 
-    counts = sorted({int(x) for x in str(a.parallel).split(",") if x.strip()})
-    n_max = max([int(x) for x in str(a.spec_draft_n_max).split(",") if x.strip()] + [0])
+    counts = sorted(set(ints_of(a.parallel)))
+    n_max = max(ints_of(a.spec_draft_n_max) + [0])
     mtp = gm.has_mtp and n_max > 0
     n_ctx = 8 + a.n_gen + n_max + 40
     rn = SlotRunner(gm, device=a.device or "auto", n_ctx=n_ctx, n_seq=max(counts), n_max=n_max if mtp else 0,

@@ -21,6 +21,8 @@ import argparse
 import os
 import time
 
+from .args import integer, real, writable_file
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("check", help="every kernel against the numpy reference on every adapter "
@@ -33,17 +35,18 @@ def add_parser(sub) -> None:
     p.add_argument("--case", default=None, metavar="SUBSTR", help="only cases whose id (family/case) contains SUBSTR")
     p.add_argument("--device", default=None, metavar="N|NAME|all",
                    help="adapter index or name substring (see `wgmtp devices`); default: all adapters")
-    p.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
+    p.add_argument("--timeout", type=real(0, above=True), default=60.0, metavar="SECONDS",
                    help="per case: a case without a result by then is reported as a hang (default 60)")
-    p.add_argument("--json", dest="json_path", default=None, metavar="FILE", help="write everything as JSON")
+    p.add_argument("--json", dest="json_path", type=writable_file, default=None, metavar="FILE",
+                   help="write everything as JSON")
     p.add_argument("--list", dest="list_cases", action="store_true", help="list the op families and cases, run nothing")
     p.add_argument("-q", "--quiet", action="store_true", help="tables show only the cases that did not pass")
     g = p.add_argument_group("model mode")
     g.add_argument("-m", "--model", default=None, help="GGUF model: compare it layer by layer with the reference")
     g.add_argument("-md", "--model-draft", dest="mtp_file", default=None, help="MTP sidecar GGUF (mtp-*.gguf)")
     g.add_argument("-p", "--prompt", default=None, help="prompt for model mode")
-    g.add_argument("--n-tokens", type=int, default=None, help="prompt tokens in model mode (default: its own)")
-    g.add_argument("-c", "--ctx-size", type=int, default=4096, help="context size in model mode")
+    g.add_argument("--n-tokens", type=integer(1), default=None, help="prompt tokens in model mode (default: its own)")
+    g.add_argument("-c", "--ctx-size", type=integer(1), default=4096, help="context size in model mode")
     p.set_defaults(fn=cmd_check)
 
 

@@ -6,15 +6,17 @@ import argparse
 from collections import defaultdict
 
 from ..errors import GGUFError, WgmtpError
+from .args import integer
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("inspect", help="what a GGUF holds and whether wgmtp runs it")
     p.add_argument("file")
     p.add_argument("-md", "--model-draft", dest="mtp_file", default=None, help="MTP sidecar GGUF (mtp-*.gguf)")
-    p.add_argument("-c", "--ctx-size", type=int, default=4096)
-    p.add_argument("-np", "--parallel", type=int, default=1, help="sequences served at once (slots)")
-    p.add_argument("--spec-draft-n-max", type=int, default=3, help="drafts per round (snapshot planes: n + 1)")
+    p.add_argument("-c", "--ctx-size", type=integer(1), default=4096)
+    p.add_argument("-np", "--parallel", type=integer(1, 16), default=1, help="sequences served at once (slots)")
+    p.add_argument("--spec-draft-n-max", type=integer(0, 15), default=3,
+                   help="drafts per round (snapshot planes: n + 1)")
     p.set_defaults(fn=cmd_inspect)
 
 

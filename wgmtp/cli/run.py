@@ -7,17 +7,17 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 from ..api import resolve_model
 from ..errors import WgmtpError
+from .args import MAX_PROMPT_FILE, integer, read_prompt_file, real, seed
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
     """Arguments shared by run, bench and check."""
     p.add_argument("-m", "--model", default=None, help="GGUF model (default: the shipped demo model)")
     p.add_argument("-md", "--model-draft", dest="mtp_file", default=None, help="MTP sidecar GGUF (mtp-*.gguf)")
-    p.add_argument("-c", "--ctx-size", type=int, default=4096, help="context size (tokens)")
+    p.add_argument("-c", "--ctx-size", type=integer(1), default=4096, help="context size (tokens)")
     p.add_argument("--device", default=None, help="adapter index or name substring (see `wgmtp devices`), or cpu")
 
 
@@ -36,18 +36,18 @@ def add_parser(sub) -> None:
     add_model_args(p)
     p.add_argument("-p", "--prompt", default=None, help="prompt (with -cnv: the system prompt)")
     p.add_argument("-f", "--file", default=None, help="read the prompt from a file")
-    p.add_argument("-n", "--n-predict", type=int, default=128,
+    p.add_argument("-n", "--n-predict", type=integer(-1), default=128,
                    help="tokens to generate (-1 = until EOS or context end)")
-    p.add_argument("--temp", type=float, default=0.0, help="temperature (0 = greedy)")
-    p.add_argument("--top-k", type=int, default=40)
-    p.add_argument("--top-p", type=float, default=0.95)
-    p.add_argument("--min-p", type=float, default=0.05)
-    p.add_argument("-s", "--seed", type=int, default=0)
+    p.add_argument("--temp", type=real(0), default=0.0, help="temperature (0 = greedy)")
+    p.add_argument("--top-k", type=integer(0), default=40, help="0 = all candidates")
+    p.add_argument("--top-p", type=real(0, 1), default=0.95)
+    p.add_argument("--min-p", type=real(0, 1), default=0.05)
+    p.add_argument("-s", "--seed", type=seed, default=0, help="random seed (-1: a random one)")
     p.add_argument("-cnv", "--chat", "--conversation", dest="chat", action="store_true", help="interactive chat")
     add_spec_type_arg(p)
-    p.add_argument("--spec-draft-n-max", type=int, default=3, help="max drafts per round (1..15)")
-    p.add_argument("--spec-draft-p-min", type=float, default=0.0, help="stop drafting below this top probability")
-    p.add_argument("--spec-draft-vocab", type=int, default=0, metavar="N",
+    p.add_argument("--spec-draft-n-max", type=integer(1, 15), default=3, help="max drafts per round (1..15)")
+    p.add_argument("--spec-draft-p-min", type=real(0, 1), default=0.0, help="stop drafting below this top probability")
+    p.add_argument("--spec-draft-vocab", type=integer(0), default=0, metavar="N",
                    help="draft among token ids < N only (a cheaper draft LM head; BPE ids are roughly in "
                         "frequency order; output unchanged); 0 = the whole vocabulary")
     p.add_argument("--no-display-prompt", action="store_true", help="do not echo the prompt")
@@ -102,17 +102,20 @@ def cmd_run(a: argparse.Namespace) -> int:
         raise WgmtpError("give the prompt with -p or -f, not both")
     prompt = a.prompt
     if a.file is not None:
-        try:
-            prompt = Path(a.file).read_text(encoding="utf-8")
-        except OSError as e:
-            raise WgmtpError(f"{a.file}: cannot read the prompt file ({e.strerror or e})") from None
+        prompt = read_prompt_file(a.file)
     m, load_s = load_from_args(a)
     err = sys.stderr
     n = a.n_predict if a.n_predict > 0 else m.n_ctx
     if a.chat:
         return chat_loop(m, a, system=prompt, max_tokens=n)
     if prompt is None:
-        prompt = "" if sys.stdin.isatty() else sys.stdin.read()
+        try:
+            prompt = "" if sys.stdin.isatty() else sys.stdin.read(MAX_PROMPT_FILE + 1)
+            prompt.encode("utf-8")
+        except (UnicodeDecodeError, UnicodeEncodeError):
+            raise WgmtpError("the prompt on standard input is not valid UTF-8") from None
+        if len(prompt) > MAX_PROMPT_FILE:
+            raise WgmtpError(f"the prompt on standard input is too long (at most {MAX_PROMPT_FILE:,} characters)")
     if not prompt:
         raise WgmtpError("no prompt: give -p TEXT, -f FILE, or use --chat")
     out = sys.stdout
@@ -149,8 +152,14 @@ def chat_loop(m, a: argparse.Namespace, system: str | None, max_tokens: int) -> 
             line = sys.stdin.readline()
         except KeyboardInterrupt:
             break
+        except UnicodeDecodeError as e:
+            raise WgmtpError(f"the input is not valid UTF-8 (byte {e.start} of the line)") from None
         if not line:
             break
+        try:
+            line.encode("utf-8")
+        except UnicodeEncodeError as e:     # a surrogate-escaped byte: stdin was decoded leniently
+            raise WgmtpError(f"the input is not valid UTF-8 (character {e.start} of the line)") from None
         user = line.rstrip("\n")
         if not user.strip():
             continue

@@ -10,20 +10,21 @@ import json
 from pathlib import Path
 
 from ..errors import WgmtpError
+from .args import integer, real
 from .run import add_model_args, add_spec_type_arg
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("serve", help="OpenAI-compatible HTTP server (llama-server's endpoints and flags)")
     add_model_args(p)
-    p.add_argument("-np", "--parallel", type=int, default=4, help="slots: sequences decoded at once")
+    p.add_argument("-np", "--parallel", type=integer(1, 16), default=4, help="slots: sequences decoded at once")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
-    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--port", type=integer(0, 65535), default=8080)
     p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on every endpoint but /health")
     add_spec_type_arg(p)
-    p.add_argument("--spec-draft-n-max", type=int, default=3,
+    p.add_argument("--spec-draft-n-max", type=integer(0, 15), default=3,
                    help="drafts per round: the default, and the most a request may ask (speculative.n_max)")
-    p.add_argument("--spec-draft-p-min", type=float, default=0.0, help="stop drafting below this top probability")
+    p.add_argument("--spec-draft-p-min", type=real(0, 1), default=0.0, help="stop drafting below this top probability")
     p.add_argument("--chat-template-kwargs", default=None, metavar="JSON",
                    help='extra chat template variables for every request, e.g. \'{"enable_thinking": false}\'')
     p.add_argument("--chat-template-file", default=None, help="a Jinja chat template to use instead of the file's")
@@ -32,8 +33,8 @@ def add_parser(sub) -> None:
                         "auto: deepseek when the chat template has <think>")
     p.add_argument("--metrics", action="store_true", help="serve Prometheus metrics at GET /metrics")
     p.add_argument("-a", "--alias", default=None, help="the model name clients see (default: the file name)")
-    p.add_argument("--max-queue", type=int, default=64, help="requests that may wait for a slot; more get 503")
-    p.add_argument("--prefill-chunk", type=int, default=64)
+    p.add_argument("--max-queue", type=integer(0), default=64, help="requests that may wait for a slot; more get 503")
+    p.add_argument("--prefill-chunk", type=integer(1, 4096), default=64)
     p.set_defaults(fn=cmd_serve)
 
 
