@@ -365,6 +365,22 @@ def test_template_errors_are_one_line():
         assert "\n" not in str(ei.value) and needle in str(ei.value)
 
 
+@pytest.mark.parametrize("tpl,needle", [
+    ("{{ 'x' * 10**9 }}", "output budget"),                      # refused before it allocates
+    ("{% set a = [0] * 100000000 %}{{ a|length }}", "output budget"),
+    ("{% set e = messages|length * 10**6 %}{{ 7 ** e }}", "exponent"),
+    ("{{ messages|tojson(indent=10**8) }}", "indent"),
+    ("{% for i in range(20000) %}{{ 'y' * 1000 }}{% endfor %}", "exceeds"),   # 20 M characters, streamed
+    ("{# nothing #}   ", "empty prompt"),
+])
+def test_template_budgets(tpl, needle):
+    """A template renders within a size budget enforced as it streams (and before a single `*` or
+    `**` runs), and an empty rendering is an error naming the template, not an empty prompt."""
+    with pytest.raises(ChatTemplateError) as ei:
+        render(tpl, TWO_TURNS)
+    assert "\n" not in str(ei.value) and needle in str(ei.value), str(ei.value)
+
+
 # A template exercising what HF-style Qwen templates use (namespace, reversed slicing, loop vars,
 # tests, string methods, tojson, loopcontrols, generation blocks, extra variables).
 RICH = """{%- if tools %}<tools>{% for t in tools %}{{ t | tojson }}{% endfor %}</tools>

@@ -52,6 +52,8 @@ def _raise_exception(message: str) -> None:
 
 def _tojson(x: Any, ensure_ascii: bool = False, indent: int | None = None,
             separators: tuple[str, str] | None = None, sort_keys: bool = False) -> str:
+    if isinstance(indent, int) and not 0 <= indent <= 64:
+        raise SecurityError(f"tojson indent {indent} refused (0..64)")
     return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
 
 
@@ -103,6 +105,7 @@ class _TemplateNamespace(jinja2.utils.Namespace):
 
 
 RENDER_TIME_LIMIT_S = 5.0
+RENDER_MAX_CHARS = 16 << 20     # a rendering longer than this is refused (no context holds it)
 _deadline = threading.local()     # the running render's time.monotonic() deadline (this thread's)
 
 
@@ -145,7 +148,20 @@ class _TimedRange:
 
 class _Sandbox(ImmutableSandboxedEnvironment):
     """HF's sandbox, except that touching an unsafe attribute is an error right away; every call and
-    attribute or item access also checks the render's deadline."""
+    attribute or item access also checks the render's deadline; `*` and `**` are checked before
+    they run, so one C-level operation cannot build a gigabyte string or a huge number."""
+
+    intercepted_binops = frozenset(["*", "**"])
+
+    def call_binop(self, context, operator: str, left: Any, right: Any) -> Any:  # type: ignore[override]
+        _check_time()
+        if operator == "*":
+            for seq, n in ((left, right), (right, left)):
+                if isinstance(seq, (str, list, tuple)) and isinstance(n, int) and len(seq) * n > RENDER_MAX_CHARS:
+                    raise SecurityError(f"a repetition of {len(seq)} x {n} items exceeds the template output budget")
+        if operator == "**" and isinstance(left, int) and isinstance(right, int) and abs(right) > 1024:
+            raise SecurityError(f"power with exponent {right} refused")
+        return super().call_binop(context, operator, left, right)
 
     def unsafe_undefined(self, obj: Any, attribute: str):  # type: ignore[override]
         raise SecurityError(f"access to attribute {attribute!r} of a {type(obj).__name__!r} object is unsafe")
@@ -200,7 +216,18 @@ def render(template: str, messages: list[dict], add_generation_prompt: bool = Tr
     saved = getattr(_deadline, "t", None)
     _deadline.t = time.monotonic() + time_limit
     try:
-        return _compile(template).render(**ctx)
+        out, n = [], 0
+        for piece in _compile(template).generate(**ctx):     # streamed, so the size budget holds
+            n += len(piece)
+            if n > RENDER_MAX_CHARS:
+                raise ChatTemplateError(f"chat template error: the rendering exceeds {RENDER_MAX_CHARS:,} characters")
+            out.append(piece)
+        text = "".join(out)
+        if not text.strip():
+            raise ChatTemplateError("chat template error: the template rendered an empty prompt")
+        return text
+    except ChatTemplateError:
+        raise
     except _RenderTimeout:
         raise ChatTemplateError(f"chat template error: rendering took over {time_limit:g} s (a runaway loop in "
                                 "the template?)") from None
