@@ -223,7 +223,7 @@ def render(template: str, messages: list[dict], add_generation_prompt: bool = Tr
                 raise ChatTemplateError(f"chat template error: the rendering exceeds {RENDER_MAX_CHARS:,} characters")
             out.append(piece)
         text = "".join(out)
-        if not text.strip():
+        if add_generation_prompt and not text.strip():      # (a rendering of past turns may be empty)
             raise ChatTemplateError("chat template error: the template rendered an empty prompt")
         return text
     except ChatTemplateError:
