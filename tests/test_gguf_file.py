@@ -413,6 +413,9 @@ def test_check_tensors_names_the_first_nonfinite_block(tmp_path, base_model):
     r = subprocess.run([sys.executable, "-m", "wgmtp.cli", "inspect", str(p)], capture_output=True, text=True,
                        env={"COLUMNS": "400"})
     assert r.returncode == 1 and "supported: no" in r.stdout and name in r.stdout
+    run = [sys.executable, "-m", "wgmtp.cli", "run", "-m", str(p), "-p", "hi", "-n", "1", "--device", "cpu"]
+    checked = subprocess.run(run + ["--check-tensors"], capture_output=True, text=True)
+    assert checked.returncode == 1 and name in checked.stderr and checked.stderr.count("\n") == 1
 
 
 def test_unknown_value_and_tensor_types_are_named(tmp_path):

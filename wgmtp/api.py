@@ -134,7 +134,8 @@ def load(path: str | os.PathLike[str], device: str | int = "auto", mtp: str | os
 
 def open_engine(path: str | os.PathLike[str] | None = None, device: str | int = "auto",
                 mtp: str | os.PathLike[str] | None = None, *, n_parallel: int = 4, n_ctx: int = 4096,
-                spec: str | None = None, n_max: int = 3, prefill_chunk: int = 64, progress: bool = True):
+                spec: str | None = None, n_max: int = 3, prefill_chunk: int = 64, progress: bool = True,
+                check_tensors: bool = False):
     """A BatchEngine (wgmtp/batching.py) serving `n_parallel` sequences at once on one adapter:
     `submit(Request(...))` from any thread, iterate the returned handle for its tokens, and drive
     the GPU with `start()` (a background thread) or `step()` / `run_until_idle()`. With
@@ -145,6 +146,8 @@ def open_engine(path: str | os.PathLike[str] | None = None, device: str | int = 
     if spec not in (None, "none", "draft-mtp", "mtp"):
         raise WgmtpError(f"unknown spec type '{spec}' (use none or draft-mtp)")
     gm = GGUFModel(resolve_model(None if path is None else str(path)), mtp)
+    if check_tensors:
+        gm.check_tensors()
     eog = eog_ids(gm)
     rn = SlotRunner(gm, device=device, n_ctx=min(n_ctx, gm.config.n_ctx_train), n_seq=n_parallel,
                     n_max=n_max if spec not in (None, "none") else 0, mtp=spec in ("draft-mtp", "mtp"),

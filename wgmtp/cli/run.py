@@ -19,6 +19,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-md", "--model-draft", dest="mtp_file", default=None, help="MTP sidecar GGUF (mtp-*.gguf)")
     p.add_argument("-c", "--ctx-size", type=integer(1), default=4096, help="context size (tokens)")
     p.add_argument("--device", default=None, help="adapter index or name substring (see `wgmtp devices`), or cpu")
+    p.add_argument("--check-tensors", action="store_true",
+                   help="refuse weights holding NaN or infinity before running (reads every block's scales)")
 
 
 def spec_type_arg(value: str) -> str:
@@ -60,7 +62,8 @@ def load_from_args(a: argparse.Namespace):
     from ..api import load
     t0 = time.perf_counter()
     dev = a.device if a.device not in (None, "auto") else "auto"
-    m = load(resolve_model(a.model), device=dev, mtp=a.mtp_file, n_ctx=a.ctx_size)
+    m = load(resolve_model(a.model), device=dev, mtp=a.mtp_file, n_ctx=a.ctx_size,
+             check_tensors=getattr(a, "check_tensors", False))
     return m, time.perf_counter() - t0
 
 

@@ -62,7 +62,7 @@ def config_from_args(a: argparse.Namespace):
                         port=a.port, api_key=a.api_key, spec_type=a.spec_type, n_max=a.spec_draft_n_max,
                         p_min=a.spec_draft_p_min, chat_template_kwargs=kw, chat_template=template,
                         reasoning_format=a.reasoning_format, metrics=a.metrics, alias=a.alias, device=a.device,
-                        max_queue=a.max_queue, prefill_chunk=a.prefill_chunk)
+                        max_queue=a.max_queue, prefill_chunk=a.prefill_chunk, check_tensors=a.check_tensors)
 
 
 def cmd_serve(a: argparse.Namespace) -> int:

@@ -93,7 +93,8 @@ class Backend:
             eng = open_engine(path, device=self.cfg.device or "auto", mtp=self.cfg.mtp_file,
                               n_parallel=self.cfg.n_parallel, n_ctx=self.cfg.n_ctx,
                               spec=None if self.cfg.spec_type == "none" else self.cfg.spec_type,
-                              n_max=self.cfg.n_max, prefill_chunk=self.cfg.prefill_chunk, progress=False)
+                              n_max=self.cfg.n_max, prefill_chunk=self.cfg.prefill_chunk, progress=False,
+                              check_tensors=self.cfg.check_tensors)
             self.tok = Tokenizer.from_gguf(eng.rn.gm)
             if self.template is None:
                 self.template = self.tok.chat_template or CHATML_TEMPLATE

@@ -26,3 +26,4 @@ class ServerConfig:
     max_queue: int = 64                   # requests waiting beyond the slots; more get 503
     max_body_bytes: int = 8 << 20
     prefill_chunk: int = 64
+    check_tensors: bool = False           # --check-tensors: refuse NaN/Inf weights at load
