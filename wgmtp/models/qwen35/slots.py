@@ -198,14 +198,24 @@ class SlotRunner:
                 programs.append(m.slot_round(len(part), n, n_cand, vocab or self.cfg.n_vocab, p_min, self.mtp, r,
                                              host_drafts=host))
                 decoders.append(self._round_io(part, n, n_cand, r, writes, reads, order))
-        buf = m.slot_step.buffer
-        blobs = self.runner.run(programs, writes=[(buf, at * 4, np.asarray(words, np.uint32).tobytes())
-                                                  for at, words in writes], reads=reads, timed=timed)
+        blobs = self.runner.run(programs, writes=[self._one_write(writes)], reads=reads, timed=timed)
         self.last_gpu_s = sum(self.runner.last_gpu_s) if timed and self.runner.last_gpu_s else 0.0
         i = 0
         for dec in decoders:
             i = dec(blobs, i)
         return [order[id(w)] for w in work]
+
+    def _one_write(self, writes: list[tuple[int, np.ndarray]]) -> tuple:
+        """All of a step's host data as one write: the span from the first to the last word written.
+        The words in between that no piece sets are zeroed, which is safe: they are outputs the
+        step's kernels write before anything reads them (argmax, results), unused records, or the
+        `zero` word itself; eog ids lie past every region and are not in the span."""
+        lo = min(at for at, _ in writes)
+        hi = max(at + len(w) for at, w in writes)
+        span = np.zeros(hi - lo, np.uint32)
+        for at, w in writes:
+            span[at - lo: at - lo + len(w)] = w
+        return (self.model.slot_step.buffer, lo * 4, span.tobytes())
 
     # ---- feeds
 
