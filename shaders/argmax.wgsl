@@ -1,9 +1,13 @@
-// Greedy token: argmax of each token row of n logits, ties to the lowest id, NaN above everything
-// (exactly numpy's argmax; twin reference.ops.argmax). Two passes (wgmtp/kernels/sample.py):
+// Greedy token: argmax of each token row of n logits, ties to the lowest id, NaN below everything
+// (the first of topk's order, numpy's lexsort; twin reference.ops.argmax). A winner that is not a
+// finite number (the row has no finite logit but +inf, or only -inf and NaN) is flagged: its id
+// gets bit 31 (NONFINITE_ID), which the acceptance kernel and the host treat as "this step's
+// logits are not finite" (wgmtp/sampling.py). Two passes (wgmtp/kernels/sample.py):
 //   partial: one workgroup per (token t, chunk c of CH = WG*E logits) -> (key, id) of its best into
 //            SCR[scr_off + 2*(t*n_chunks + c) + {0, 1}]
-//   FINAL:   one workgroup per token combines its n_chunks partials -> IDS[ids_off + t*ids_stride] (u32)
-// Values are compared as order-preserving u32 keys (-0 == +0, NaN highest) with the id as tie-break,
+//   FINAL:   one workgroup per token combines its n_chunks partials -> IDS[ids_off + t*ids_stride]
+//            (u32; | NONFINITE_ID when the winner is not finite)
+// Values are compared as order-preserving u32 keys (-0 == +0, NaN lowest) with the id as tie-break,
 // a total order, so the result is exact whatever the reduction order (and batch-invariant)
 // (include/sortkey.wgsl).
 // Bindings: partial: 0 params P (uniform), 1 step record (u32, rw), 2 L logits (f32, rw; row t at
@@ -31,6 +35,9 @@ struct P {
 const WG: u32 = 256u;
 const E: u32 = {{E}}u;
 const KEY_SLOTS: u32 = WG;
+const NONFINITE_ID: u32 = 0x80000000u;
+const KEY_NEG_INF: u32 = 0x007fffffu;     // okey(-inf)
+const KEY_POS_INF: u32 = 0xff800000u;     // okey(+inf)
 var<workgroup> wg_n: u32;
 #include "include/sortkey.wgsl"
 
@@ -59,20 +66,23 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         if (better(k, i, bk, bi)) { bk = k; bi = i; }
     }
     let b = wg_best(bk, bi, 0u, lid, sgs, sgl);
-    if (lid == 0u) { IDS[p.ids_off + t * p.ids_stride] = b.y; }
+    if (lid == 0u) {
+        let finite = b.x > KEY_NEG_INF && b.x < KEY_POS_INF;
+        IDS[p.ids_off + t * p.ids_stride] = b.y | select(NONFINITE_ID, 0u, finite);
+    }
 #else
     let t = g / p.n_chunks;
     let c = g % p.n_chunks;
     if (t >= n_tok) { return; }
     let lb = p.l_off + t * p.l_ts;
     let base = c * (WG * E) + lid;
-    var bk = 0u;            // below every real key (min is key(-inf) = 0x007fffff)
-    var bi = NONE;
+    var bk = 0u;            // the key of NaN, below every real key (min is key(-inf))
+    var bi = NONE;          // no id yet: any element (a NaN too) is better
     for (var m = 0u; m < E; m++) {
         let i = base + m * WG;
         if (i < p.n) {
-            let k = okey(L[lb + i], NONE);   // NaN above everything
-            if (k > bk) { bk = k; bi = i; }     // ids rise with m: the first of equals stays
+            let k = okey(L[lb + i], 0u);        // NaN below everything
+            if (better(k, i, bk, bi)) { bk = k; bi = i; }
         }
     }
     let b = wg_best(bk, bi, 0u, lid, sgs, sgl);

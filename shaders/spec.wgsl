@@ -6,7 +6,9 @@
 //   valid drafts at ids[p.nvalid_off] (the draft p-min gate may stop early); end-of-generation ids
 //   at p.eog_off (p.n_eog of them); writes result at p.res_off: [k, n_out, out_0 .. out_{n_out-1}]
 //   and the next round's id_last at ids[p.next_off]. Token budget: max_emit from the step
-//   record word 3 (0 = no limit). Dispatch: 1 workgroup of 1 thread.
+//   record word 3 (0 = no limit). A target id flagged NONFINITE_ID (its logits had no finite
+//   winner) ends the round like an end-of-generation id: the host then stops with an error.
+//   Dispatch: 1 workgroup of 1 thread.
 // draft_gate: ids[out_off] = number of leading drafts whose top-candidate probability
 //   (softmax over the top 10, from the top-k kernel; draft i's at p_top[p_off + i*p_stride]) is
 //   >= p_min: llama.cpp's --spec-draft-p-min.
@@ -19,7 +21,11 @@ struct P { n: u32, tgt_off: u32, draft_off: u32, nvalid_off: u32, eog_off: u32, 
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read_write> ids: array<u32>;
 
+const NONFINITE_ID: u32 = 0x80000000u;
+
+// An end-of-generation id, or a flagged one (the round ends at either).
 fn is_eog(t: u32) -> bool {
+    if ((t & NONFINITE_ID) != 0u) { return true; }
     for (var j = 0u; j < p.n_eog; j++) {
         if (ids[p.eog_off + j] == t) { return true; }
     }

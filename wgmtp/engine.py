@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, Protocol
 import numpy as np
 
 from .errors import BadRequestError, ContextOverflowError, MTPUnavailableError, raise_ctx_hint
-from .sampling import Sampler, SamplerParams
+from .sampling import NONFINITE_ID, Sampler, SamplerParams, check_token
 from .speculative import SpecStats
 
 if TYPE_CHECKING:
@@ -104,6 +104,13 @@ class Session:
         self.pending = None
         self._configured = (req.n_max if req.spec else 0, req.spec)
 
+    def _check(self, tok: int, step: int) -> None:
+        """Stop at a token whose logits had no finite winner (sampling.check_token); the state
+        then holds a step no one will continue, so the next generate starts over."""
+        if tok & NONFINITE_ID:
+            self.in_sync = False
+            check_token(tok, step)
+
     def generate(self, prompt: list[int], req: GenRequest, *, cont: bool = False) -> Iterator[int]:
         """Yield generated token ids. With `cont`, `prompt` continues the state (after the
         pending token, which is fed first) instead of starting a fresh sequence."""
@@ -153,8 +160,9 @@ class Session:
         is_eog = self.eog.__contains__
         try:
             while True:
-                self.pending = tok
                 emitted += 1
+                self._check(tok, emitted)
+                self.pending = tok
                 st.gen_tokens = emitted
                 st.gen_s = time.perf_counter() - t1
                 yield tok
@@ -171,6 +179,7 @@ class Session:
                     try:
                         for t in out[:-1]:
                             emitted += 1
+                            self._check(t, emitted)
                             st.gen_tokens = emitted
                             yield t
                     except GeneratorExit:

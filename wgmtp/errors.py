@@ -63,6 +63,10 @@ class DeviceError(WgmtpError):
     """No adapter, no adapter matching the selection, or the adapter lacks what is needed."""
 
 
+class NonFiniteLogitsError(WgmtpError):
+    """A step's logits hold no finite winner: generation stops rather than emit a meaningless token."""
+
+
 class ContextOverflowError(WgmtpError):
     """The prompt (plus what must be generated) does not fit the context size."""
 

@@ -15,6 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 
 TOPK_MAX = 64   # candidates the GPU returns; top_k above this (or 0 = all) is clamped to it
+# Bit 31 of a chosen token id: the step's logits had no finite winner (NaN or infinity all the way
+# down, or +inf). The GPU's argmax sets it (shaders/argmax.wgsl), `pick` sets it from candidates,
+# and the generation loops stop with `NonFiniteLogitsError` instead of emitting the token.
+NONFINITE_ID = 1 << 31
 
 
 @dataclass(frozen=True)
@@ -46,10 +50,25 @@ class Sampler:
         return float(self.rng.random())
 
     def pick(self, ids: np.ndarray, logits: np.ndarray, u: float | None = None) -> int:
-        """Choose from candidates sorted by descending logit (ties by lowest id)."""
+        """Choose from candidates sorted by descending logit (ties by lowest id, NaN last); the
+        id | NONFINITE_ID when the top candidate is not a finite number."""
+        if len(logits) and not np.isfinite(logits[0]):
+            return int(ids[0]) | NONFINITE_ID
         if self.params.greedy:
             return int(ids[0])
         return pick_from_candidates(ids, logits, self.params, self.draw() if u is None else u)
+
+
+def check_token(tok: int, step: int) -> int:
+    """`tok`, unless it carries NONFINITE_ID: then the one-line error naming the step (the
+    `step`-th generated token, from 1)."""
+    if tok & NONFINITE_ID:
+        from .errors import NonFiniteLogitsError
+        raise NonFiniteLogitsError(
+            f"step {step}: the logits are not finite (no finite candidate: NaN or infinity), so no token "
+            "can be chosen; a weight may hold NaN/inf (run with --check-tensors), or WGMTP_CHECK=1 names the "
+            "op that first produced one")
+    return tok
 
 
 def pick_from_candidates(ids: np.ndarray, logits: np.ndarray, p: SamplerParams, u: float) -> int:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+from .sampling import NONFINITE_ID
+
 
 def accept(drafts: list[int], pick_row: Callable[[int], int], is_eog: Callable[[int], bool],
            max_emit: int | None = None) -> list[int]:
@@ -17,7 +19,7 @@ def accept(drafts: list[int], pick_row: Callable[[int], int], is_eog: Callable[[
 
     Returns `out` with `len(out) - 1` = k accepted drafts; `out[-1]` is the new pending token.
     Stops at an end-of-generation token even when it matched a draft (so no token follows
-    it), and after
+    it), at a token flagged NONFINITE_ID (the caller stops with an error), and after
     `max_emit` tokens (the generation budget), so the state never runs ahead of the output.
     """
     n = len(drafts)
@@ -25,7 +27,7 @@ def accept(drafts: list[int], pick_row: Callable[[int], int], is_eog: Callable[[
     for i in range(n):
         t = pick_row(i)
         out.append(t)
-        if t != drafts[i] or is_eog(t) or (max_emit is not None and len(out) >= max_emit):
+        if t != drafts[i] or is_eog(t) or t & NONFINITE_ID or (max_emit is not None and len(out) >= max_emit):
             return out
     out.append(pick_row(n))
     return out

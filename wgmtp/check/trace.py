@@ -63,10 +63,26 @@ def _step(io: IO, chk: OpCheck) -> tuple[int, int]:
     return int(st[0]), int(st[1])
 
 
+def _nonfinite(a) -> int:
+    """Non-finite floats in an array (0 for integer data)."""
+    a = np.asarray(a)
+    return int(a.size - np.count_nonzero(np.isfinite(a))) if a.dtype.kind == "f" else 0
+
+
+def _all_finite(inputs) -> bool:
+    """Every float array among an op's inputs (dicts, lists and tuples searched) is finite."""
+    if isinstance(inputs, dict):
+        return all(_all_finite(v) for v in inputs.values())
+    if isinstance(inputs, (list, tuple)):
+        return all(_all_finite(v) for v in inputs)
+    return not isinstance(inputs, np.ndarray) or _nonfinite(inputs) == 0
+
+
 def run_check(io: IO, chk: OpCheck, inputs: dict) -> CheckResult:
     n, pos0 = _step(io, chk)
     cmps = chk.after(io, inputs, n, pos0)
     res = CheckResult(chk.where, chk.layer, chk.op, chk.shape, True, 0.0, 0.0, 0.0, chk.note)
+    res.nonfinite = [f"{c.name} ({k} of {np.size(c.got)})" for c in cmps if (k := _nonfinite(c.got))]
     for c in cmps:
         r = c.evaluate()
         res.max_abs = max(res.max_abs, r["max_abs"])
@@ -85,7 +101,10 @@ def read_inputs(io: IO, chk: OpCheck) -> dict:
 class OpByOp:
     """A runner executor (models' `Executor`): runs programs one op at a time, each compared with
     its twin on its own GPU inputs. `results` collects every comparison; with
-    `stop_on_divergence` the first failure raises CheckDivergence naming layer and op."""
+    `stop_on_divergence` the first failure raises CheckDivergence naming layer and op, and so does
+    the first op that makes a NaN or infinity from finite inputs (even where its twin agrees: a
+    weight holds one), so a non-finite logit is traced to where it started. `first_nonfinite`
+    keeps that op's result either way."""
 
     def __init__(self, ctx, runner, gm, *, stop_on_divergence: bool = True) -> None:
         self.ctx, self.runner = ctx, runner
@@ -93,6 +112,7 @@ class OpByOp:
         self.weights = Weights(gm)
         self.stop_on_divergence = stop_on_divergence
         self.results: list[CheckResult] = []
+        self.first_nonfinite: CheckResult | None = None
         self._checks: dict[int, tuple[OpRecord, OpCheck]] = {}
 
     def _op_check(self, rec: OpRecord) -> OpCheck:
@@ -117,6 +137,10 @@ class OpByOp:
                 self.results.append(res)
                 if not res.ok and self.stop_on_divergence:
                     raise CheckDivergence("WGMTP_CHECK: " + res.message())
+                if res.nonfinite and self.first_nonfinite is None and _all_finite(inputs):
+                    self.first_nonfinite = res
+                    if self.stop_on_divergence:
+                        raise CheckDivergence("WGMTP_CHECK: " + res.nonfinite_message())
                 done = stop
             self.runner.run_range(p, done, len(p.dispatches))
         return self.runner.run([], reads=reads)

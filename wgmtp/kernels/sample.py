@@ -46,8 +46,9 @@ def _scratch(pb: ProgramBuilder, scratch: Act | None, words: int, label: str) ->
 @records("argmax")
 def argmax(pb: ProgramBuilder, step: Act, logits: Act, ids: Act, n_vocab: int, max_tok: int, *,
            row_stride: int | None = None, scratch: Act | None = None, ids_stride: int = 1) -> None:
-    """ids[t * ids_stride] = argmax of logits row t (u32; ties to the lowest id, NaN first, as
-    numpy; twin: reference.ops.argmax): the greedy token, written where the next step's embedding
+    """ids[t * ids_stride] = argmax of logits row t (u32; ties to the lowest id, NaN last, as
+    topk; | sampling.NONFINITE_ID when the winner is not finite; twin: reference.ops.argmax): the
+    greedy token, written where the next step's embedding
     reads it (strided: the draft row of each sequence of a batched round).
     `scratch`: argmax_scratch_words(n_vocab, max_tok) u32 words (allocated here when None)."""
     if n_vocab < 1:

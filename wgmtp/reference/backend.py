@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..sampling import Sampler, softmax_top
+from ..sampling import NONFINITE_ID, Sampler, softmax_top
 from ..speculative import accept
 from . import ops
 from .model import RefModel, RefState
@@ -71,6 +71,8 @@ class RefBackend:
             lg, h_out = self.model.mtp_forward(st, [tok], h[None], p)
             row = lg[0][:vocab] if vocab else lg[0]
             d = ops.argmax(row)
+            if d & NONFINITE_ID:        # no finite draft: the chain ends (the GPU's would draft junk)
+                break
             if p_min > 0 and softmax_top(row, 10) < p_min:
                 break
             drafts.append(d)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..rope_angles import rope_cos_sin  # noqa: F401  (the twins' and the GPU table's one definition)
+from ..sampling import NONFINITE_ID
 
 f32 = np.float32
 
@@ -244,8 +245,14 @@ def gdn_gates(alpha: np.ndarray, beta_raw: np.ndarray, a: np.ndarray,
 # ---- sampling helpers -------------------------------------------------------------------------
 
 def argmax(logits: np.ndarray) -> int:
-    """Greedy token: the first index of the maximum (ties go to the lowest id, as on the GPU)."""
-    return int(np.argmax(np.asarray(logits, f32)))
+    """Greedy token, the GPU's argmax: the first of topk's order (the largest logit, ties to the
+    lowest id, NaN after every number), with NONFINITE_ID set when that winner is not a finite
+    number (no finite logit in the row but +inf, or only -inf and NaN)."""
+    x = np.asarray(logits, f32)
+    i = int(np.argmax(np.where(np.isnan(x), -np.inf, x)))
+    if x[i] == -np.inf or np.isnan(x[i]):          # no number above -inf: topk's order decides
+        i = int(topk(x, 1)[0][0])
+    return i | (0 if np.isfinite(x[i]) else NONFINITE_ID)
 
 
 def topk(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

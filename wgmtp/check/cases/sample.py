@@ -24,7 +24,7 @@ U = tol.U
 
 def logit_rows(V: int, seed: int) -> np.ndarray:
     """Rows that stress the order: random, repeated maxima in several chunks, few distinct values,
-    mostly -inf with huge finite values, +-inf, all -inf, -0/+0 ties, NaN."""
+    mostly -inf with huge finite values, +-inf, all -inf, -0/+0 ties, NaN, all NaN, NaN and -inf."""
     rng = np.random.default_rng(seed)
     R = [rng.standard_normal(V).astype(f32) * 5]
     r = rng.standard_normal(V).astype(f32)
@@ -45,6 +45,10 @@ def logit_rows(V: int, seed: int) -> np.ndarray:
     R.append(r)
     r = rng.standard_normal(V).astype(f32)
     r[rng.integers(0, V, max(1, V // 7))] = np.nan
+    R.append(r)
+    R.append(np.full(V, np.nan, f32))                 # no number at all: flagged, id 0
+    r = np.full(V, -np.inf, f32)
+    r[rng.integers(0, V, max(1, V // 3))] = np.nan    # only -inf and NaN: flagged, the first -inf
     R.append(r)
     return np.stack(R)
 

@@ -7,6 +7,7 @@ from ...gpu.program import Readback
 from ...kernels import Act
 from ...kernels import spec as spec_kernels
 from ...reference import spec as spec_twins
+from ...sampling import NONFINITE_ID
 from .common import (
     Case,
     Check,
@@ -19,13 +20,18 @@ f32 = np.float32
 
 
 def accept_round(case: int) -> tuple[np.ndarray, tuple]:
-    """Verify round `case` (drafts matching 70 %, EOG ids, token budgets): the 64 words of its id
+    """Verify round `case` (drafts matching 70 %, EOG ids, token budgets, flagged targets): the 64 words of its id
     buffer ([step 4] [targets n+1] ... [id_last + drafts] ... [n_valid] [eog] ... [result]) and its
     layout (n, targets, drafts, n_valid, eog, max_emit)."""
     rng = np.random.default_rng(case)
     n = int(rng.integers(0, 8))
     tgt = rng.integers(0, 5, n + 1).astype(np.uint32)
     drafts = np.where(rng.random(n) < 0.7, tgt[:n], rng.integers(0, 5, n)).astype(np.uint32)
+    if case % 5 == 2:           # a target with no finite logit (flagged), even matched by its draft: ends the round
+        i = int(rng.integers(0, n + 1))
+        tgt[i] |= np.uint32(NONFINITE_ID)
+        if i < n:
+            drafts[i] = tgt[i]
     n_valid = int(rng.integers(0, n + 1))
     eog = {4} if case % 3 == 0 else set()
     max_emit = int(rng.integers(0, 4)) if case % 4 == 0 else 0

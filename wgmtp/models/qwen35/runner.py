@@ -104,7 +104,7 @@ class Qwen35Runner:
 
     def _candidates(self, blobs: list[bytes], n_cand: int) -> tuple[np.ndarray, np.ndarray]:
         if n_cand <= 1:
-            tok = np.frombuffer(blobs[0], np.uint32)[:1].astype(np.int32)
+            tok = np.frombuffer(blobs[0], np.uint32)[:1].astype(np.int64)
             return tok, np.zeros(1, np.float32)
         ids = np.frombuffer(blobs[0], np.uint32).astype(np.int32)
         vals = np.frombuffer(blobs[1], np.float32).copy()

@@ -252,7 +252,7 @@ class SlotRunner:
             out = Outcome(w.slot)
             if w.last and n_cand <= 1:
                 out.tokens = [int(np.frombuffer(blobs[first], np.uint32)[0])]
-                out.cands = [(np.array(out.tokens, np.int32), np.zeros(1, np.float32))]
+                out.cands = [(np.array(out.tokens, np.int64), np.zeros(1, np.float32))]
             elif w.last:
                 out.cands = [(np.frombuffer(blobs[first], np.uint32).astype(np.int32),
                               np.frombuffer(blobs[first + 1], np.float32).copy())]
