@@ -84,3 +84,25 @@ def test_wgmtp_check_names_the_op_that_made_the_first_nan(synth, tmp_path, monke
     assert rc == 1 and len(err) == 1, err
     assert "WGMTP_CHECK" in err[0] and "layer 1 op" in err[0] and "ffn_down" in err[0], err
     assert "the first op to produce NaN or infinity from finite inputs" in err[0] and "twin agrees" in err[0]
+
+
+def test_a_batched_request_with_no_finite_logit_ends_alone(synth, tmp_path):
+    """In the batched engine (what the server runs) such a request ends with the one-line error,
+    plain or speculative, greedy or sampled, and the engine goes on serving the next ones."""
+    from wgmtp.batching import Request
+    from wgmtp.sampling import SamplerParams as SP
+    src = synth(**PRED)
+    E = GGUFModel(src).config.n_embd
+    p = _poison(src, tmp_path / "nannorm.gguf", "output_norm.weight", list(range(E)))
+    eng = wgmtp.open_engine(p, n_parallel=2, n_ctx=64, spec="draft-mtp", progress=False)
+    reqs = [Request([1, 2, 3], max_tokens=4), Request([4, 5], max_tokens=4, spec=True),
+            Request([6], max_tokens=4, sampler=SP(temperature=0.7, seed=1), spec=True)]
+    handles = [eng.submit(r) for r in reqs]
+    eng.run_until_idle()
+    for h in handles:
+        assert h.finish_reason == "error" and h.tokens == []
+        with pytest.raises(errors.NonFiniteLogitsError, match="^step 1: the logits are not finite"):
+            h.result()
+    again = eng.submit(Request([7, 8], max_tokens=2))
+    eng.run_until_idle()
+    assert again.finish_reason == "error"

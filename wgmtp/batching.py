@@ -31,7 +31,7 @@ import numpy as np
 from .drafters import AdaptiveN, NgramParams, NgramSimple, NgramTable
 from .errors import BadRequestError, ContextOverflowError, WgmtpError, raise_ctx_hint
 from .models.qwen35.slots import Feed, Outcome, Round, SlotRunner
-from .sampling import TOPK_MAX, Sampler, SamplerParams
+from .sampling import NONFINITE_ID, TOPK_MAX, Sampler, SamplerParams, nonfinite_error
 from .speculative import SpecStats, accept
 
 
@@ -456,6 +456,8 @@ class BatchEngine:
             seq.hist += toks
             self.ngram_table(r.ngram).add(seq.hist, start)
         for i, t in enumerate(toks):
+            if t & NONFINITE_ID:        # no finite logit: this request ends with the error, the engine serves on
+                return self._end(seq, "error", nonfinite_error(st.gen_tokens + 1))
             seq.h._emit(t, cands[i] if cands else None)
             st.gen_tokens += 1
             st.gen_s = time.perf_counter() - seq.t_first

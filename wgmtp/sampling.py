@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import NonFiniteLogitsError
+
 TOPK_MAX = 64   # candidates the GPU returns; top_k above this (or 0 = all) is clamped to it
 # Bit 31 of a chosen token id: the step's logits had no finite winner (NaN or infinity all the way
 # down, or +inf). The GPU's argmax sets it (shaders/argmax.wgsl), `pick` sets it from candidates,
@@ -59,15 +61,18 @@ class Sampler:
         return pick_from_candidates(ids, logits, self.params, self.draw() if u is None else u)
 
 
+def nonfinite_error(step: int) -> NonFiniteLogitsError:
+    """The one-line error of generated token `step` (from 1) whose logits had no finite winner."""
+    return NonFiniteLogitsError(
+        f"step {step}: the logits are not finite (no finite candidate: NaN or infinity), so no token "
+        "can be chosen; a weight may hold NaN/inf (run with --check-tensors), or WGMTP_CHECK=1 names the "
+        "op that first produced one")
+
+
 def check_token(tok: int, step: int) -> int:
-    """`tok`, unless it carries NONFINITE_ID: then the one-line error naming the step (the
-    `step`-th generated token, from 1)."""
+    """`tok`, unless it carries NONFINITE_ID: then raise nonfinite_error(step)."""
     if tok & NONFINITE_ID:
-        from .errors import NonFiniteLogitsError
-        raise NonFiniteLogitsError(
-            f"step {step}: the logits are not finite (no finite candidate: NaN or infinity), so no token "
-            "can be chosen; a weight may hold NaN/inf (run with --check-tensors), or WGMTP_CHECK=1 names the "
-            "op that first produced one")
+        raise nonfinite_error(step)
     return tok
 
 
