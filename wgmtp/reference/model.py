@@ -195,6 +195,7 @@ class RefModel:
 
     # ---- trunk
 
+    @np.errstate(invalid="ignore", over="ignore", divide="ignore")   # NaN/inf are values here, reported as such
     def forward(self, st: RefState, tokens: list[int] | np.ndarray, *,
                 logits: bool = True) -> tuple[np.ndarray | None, np.ndarray]:
         """Run `tokens` at positions n_past.. through the trunk; update `st`.
@@ -231,6 +232,7 @@ class RefModel:
 
     # ---- MTP head
 
+    @np.errstate(invalid="ignore", over="ignore", divide="ignore")
     def mtp_forward(self, st: RefState, tokens: list[int] | np.ndarray, h_prev: np.ndarray, pos0: int,
                     *, logits: bool = True) -> tuple[np.ndarray | None, np.ndarray]:
         """MTP rows: row t pairs token tokens[t] (at position pos0+t) with h_prev[t], the hidden
