@@ -23,7 +23,8 @@
 //   reduction order depends on nothing but L (not the segment, row or slot), so a T-token dispatch
 //   equals T one-token dispatches bit for bit and a segment equals itself run alone. Each thread
 //   owns its state elements in every plane of its slot: it loads plane src into registers first,
-//   then writes plane T-1-t after token t (planes >= T untouched).
+//   then writes plane T-1-t after token t (planes >= T untouched), as the segment's `store` says
+//   (segments.wgsl: every plane, none, or only plane 0 after the last token).
 // Dispatch (gates): ceil(HV / 64) workgroups of 64, one thread per head, token loop inside (rows
 //   0 .. n_tok-1 of the record at seg_off).
 // Dispatched by wgmtp/kernels/gdn.py gdn (main) and gdn_gates (entry gates).
@@ -82,7 +83,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let gid = wid.x + wid.y * nwg.x;
     if (gid >= p.hv * p.n_cb || T == 0u) { return; }
     let c = cell(gid, lid, sg.z);
-    var m = load_state(c, sg.y);
+    var m = load_state(c, sg.y & 0xffffu);
+    let store = sg.y >> 16u;
     let a_h = bitcast<f32>(WA[c.h]);
     let dtb = bitcast<f32>(WD[c.h]);
     let row0 = sg.w;
@@ -128,7 +130,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         let o = lane_sum(op, RO, lid, use_sg);
         if (c.jv && c.lane == 0u) { O[p.o_off + (row0 + t) * p.o_stride + c.h * DV + c.j] = o; }
         let s = T - 1u - t;
-        if (c.jv && s < p.n_planes) { store_state(c, s, m); }
+        if (c.jv && stores_plane(store, s, p.n_planes)) { store_state(c, s, m); }
     }
 }
 

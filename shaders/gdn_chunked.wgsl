@@ -66,7 +66,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let c = cell(gid, lid, sg.z);
     let a_h = bitcast<f32>(WA[c.h]);
     let dtb = bitcast<f32>(WD[c.h]);
-    var m = load_state(c, sg.y);
+    var m = load_state(c, sg.y & 0xffffu);
     let row0 = sg.w;
 
     for (var c0 = 0u; c0 < T; c0 = c0 + CH) {
@@ -198,5 +198,5 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
         workgroupBarrier();
     }
-    if (c.jv) { store_state(c, 0u, m); }
+    if (c.jv && (sg.y >> 16u) != STORE_NONE) { store_state(c, 0u, m); }
 }

@@ -2,7 +2,7 @@
 // the conv-state snapshot planes of reference 5.3 (twin: reference.ops.ssm_conv), per segment of a
 // batch of several sequences (include/segments.wgsl; docs/ARCHITECTURE.md, "Slots").
 // Bindings: 0 params (uniform P); 1 STEP (u32 segment records, segment s at seg_off + s*8: n_tok,
-//   pos0, src (plane), max_emit, slot, row0);
+//   pos0, src (plane | store << 16: which planes it writes, segments.wgsl), max_emit, slot, row0);
 //   2 X (f32 mixed inputs, batch row t channel c at x_off + t*x_stride + c);
 //   3 ST (f32 conv state: plane q of slot s, channel c, tap m at
 //     st_off + (s*n_planes + q)*n_ch*(KC-1) + c*(KC-1) + m, raw inputs oldest first);
@@ -13,7 +13,8 @@
 //   (channel, segment) runs the segment's token loop over batch rows row0 .. row0+n_tok-1: it owns
 //   that channel's state in every plane of the segment's slot, so reading plane src and writing
 //   planes 0.. is race-free (segments are of different slots). An empty segment (n_tok = 0) does
-//   nothing. Every token runs the same code whatever its segment, row or slot, so a T-token dispatch
+//   nothing. Planes: store 0 writes plane T-1-t after token t and clamps planes >= T to the
+//   pre-batch window; store 1 writes none; store 2 only plane 0 after the last token. Every token runs the same code whatever its segment, row or slot, so a T-token dispatch
 //   equals T one-token dispatches bit for bit, and a segment equals itself run alone.
 // Dispatched by wgmtp/kernels/gdn.py ssm_conv.
 struct P {
@@ -63,12 +64,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         for (var m = 0u; m + 1u < KM; m = m + 1u) { win[m] = win[m + 1u]; }
         win[KM - 1u] = x;
         let s = T - 1u - t;                       // plane s = window after token T-1-s
-        if (s < p.n_planes) {
+        if (stores_plane(g.store, s, p.n_planes)) {
             for (var m = 0u; m < KM; m = m + 1u) { ST[sbase + s * plane + m] = win[m]; }
         }
     }
     // planes the segment does not reach clamp to the pre-segment window (reference 5.3)
-    for (var s = T; s < p.n_planes; s = s + 1u) {
+    for (var s = T; s < select(0u, p.n_planes, g.store == STORE_PLANES); s = s + 1u) {
         for (var m = 0u; m < KM; m = m + 1u) { ST[sbase + s * plane + m] = old[m]; }
     }
 }

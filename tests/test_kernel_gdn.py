@@ -70,6 +70,15 @@ def test_batch_invariance_snapshots_rollback(ctx, hk, hv, dk):
               rollback=True, exact_only=False)
 
 
+@pytest.mark.parametrize("hk,hv,dk", [(2, 4, 16), (1, 3, 32)])
+def test_store_modes_roll_back_without_planes(ctx, hk, hv, dk):
+    """Long-draft rollback with one plane: a verify that stores no state keeps every plane and
+    gives the storing verify's outputs; rerunning the first k + 1 rows with STORE_FINAL from the
+    round's start writes exactly the storing verify's snapshot plane N-1-k into plane 0 and no
+    other plane (bit for bit, every k); gdn_chunked with STORE_NONE keeps plane 0."""
+    S.require(S.store_modes_case, ctx, hk=hk, hv=hv, dk=dk)
+
+
 # ---- chunked ----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("hk,hv,dk,dv", [(2, 4, 16, 16), (1, 3, 32, 32), (1, 2, 24, 20)])

@@ -63,12 +63,12 @@ fn tree_sum(x: array<f32, L>) -> f32 {
     return v[0];
 }
 
-// (n_tok, source plane, slot, row0) of segment s (< p.n_seg; wid.z of the dispatch), read by
-// thread 0, uniform in the workgroup.
+// (n_tok, source plane | store << 16, slot, row0) of segment s (< p.n_seg; wid.z of the
+// dispatch), read by thread 0, uniform in the workgroup.
 fn seg_uniform(lid: u32, s: u32) -> vec4<u32> {
     if (lid == 0u) {
         let g = seg_at(s);
-        wg_seg = vec4<u32>(g.n_tok, min(g.src, p.n_planes - 1u), g.slot, g.row0);
+        wg_seg = vec4<u32>(g.n_tok, min(g.src, p.n_planes - 1u) | (g.store << 16u), g.slot, g.row0);
     }
     return workgroupUniformLoad(&wg_seg);
 }

@@ -13,7 +13,7 @@ import numpy as np
 from .. import quants
 from .. import tolerances as tol
 from ..gpu.program import OpRecord
-from ..kernels import Act
+from ..kernels import STORE_FINAL, STORE_NONE, STORE_PLANES, Act
 from ..kernels import gdn as gdn_kernels
 from ..reference import gdn as gdn_twins
 from ..reference import ops
@@ -237,6 +237,12 @@ def attention(rec: OpRecord, W: Weights, ctx: Any) -> OpCheck:
     return _check(rec, before, after, f"[H{H}/{cache.n_kv_head} D{D}]")
 
 
+def _src_store(io, step) -> dict:
+    """The plane a recurrent op starts from and which planes it stores (record word 2)."""
+    w = int(io.u32(step, 3)[2])
+    return {"src": w & 0xFFFF, "store": {STORE_PLANES: "planes", STORE_NONE: "none", STORE_FINAL: "final"}[w >> 16]}
+
+
 def ssm_conv(rec: OpRecord, W: Weights, ctx: Any) -> OpCheck:
     a = rec.args
     x, state, out, n_slots, conv_w = a["x"], a["state"], a["out"], a["n_slots"], a["conv_w"]
@@ -245,12 +251,11 @@ def ssm_conv(rec: OpRecord, W: Weights, ctx: Any) -> OpCheck:
     plane = C * (kc - 1)
 
     def before(io, n, pos0):
-        src = int(io.u32(rec.step, 3)[2])
         return {"x": rows_of(io, x, n, C, a.get("x_stride")),
-                "planes": io.f32(state, n_slots * plane).reshape(n_slots, C, kc - 1), "src": src}
+                "planes": io.f32(state, n_slots * plane).reshape(n_slots, C, kc - 1), **_src_store(io, rec.step)}
 
     def after(io, inp, n, pos0):
-        exp, planes = ops.ssm_conv(inp["x"], inp["planes"][inp["src"]], w, n_slots, inp["planes"])
+        exp, planes = ops.ssm_conv(inp["x"], inp["planes"][inp["src"]], w, n_slots, inp["planes"], inp["store"])
         got = rows_of(io, out, n, C, a.get("out_stride"))
         got_planes = io.f32(state, n_slots * plane).reshape(n_slots, C, kc - 1)
         win = np.concatenate([inp["planes"][inp["src"]], inp["x"].T], axis=1)
@@ -272,15 +277,15 @@ def gdn(rec: OpRecord, W: Weights, ctx: Any) -> OpCheck:
     C = dims.conv_dim
 
     def before(io, n, pos0):
-        src = int(io.u32(rec.step, 3)[2])
         return {"c": rows_of(io, c, n, C, a.get("c_stride")), "al": rows_of(io, alpha, n, dims.hv, a.get("a_stride")),
                 "be": rows_of(io, beta, n, dims.hv, a.get("b_stride")),
-                "planes": io.f32(state, n_slots * plane).reshape(n_slots, dims.hv, dims.dv, dims.dk), "src": src}
+                "planes": io.f32(state, n_slots * plane).reshape(n_slots, dims.hv, dims.dv, dims.dk),
+                **_src_store(io, rec.step)}
 
     def after(io, inp, n, pos0):
         M0 = inp["planes"][inp["src"]]
         o_exp, planes = gdn_twins.gdn(inp["c"], inp["al"], inp["be"], A, dtb, M0, hk=dims.hk, hv=dims.hv, dk=dims.dk,
-                               dv=dims.dv, eps=eps, n_slots=n_slots, slots=inp["planes"])
+                               dv=dims.dv, eps=eps, n_slots=n_slots, slots=inp["planes"], store=inp["store"])
         got = rows_of(io, out, n, dims.value_dim, a.get("o_stride")).reshape(n, dims.hv, dims.dv)
         got_planes = io.f32(state, n_slots * plane).reshape(n_slots, dims.hv, dims.dv, dims.dk)
         v = inp["c"][:, 2 * dims.key_dim:].reshape(n, dims.hv, dims.dv)

@@ -11,7 +11,7 @@ import numpy as np
 from ... import tolerances as tol
 from ...gpu.program import Readback
 from ...gpu.weights import upload_array
-from ...kernels import STEP_WORDS, Act
+from ...kernels import STEP_WORDS, STORE_FINAL, STORE_NONE, STORE_PLANES, Act, store_word
 from ...kernels import gdn as gdn_kernels
 from ...reference import gdn as gdn_twins
 from ...reference import ops
@@ -450,6 +450,51 @@ def segments_case(ctx, chk: Check, kernel: str, hk: int = 1, hv: int = 3, dk: in
             chk.equal(f"slot {slot} (no rows) untouched", st[slot], init[slot], bits=True)
 
 
+def store_modes_case(ctx, chk: Check, hk: int, hv: int, dk: int, N: int = 6) -> None:
+    """The rollback of a long draft without a plane per position: a verify of N rows that stores
+    no state (STORE_NONE) leaves every plane as it was and gives the outputs of one that stores
+    them all; rerunning the first k + 1 rows with STORE_FINAL from the round's start puts into
+    plane 0 exactly the snapshot plane N-1-k of the storing verify (the state after row k) and
+    touches no other plane; gdn_chunked with STORE_NONE leaves plane 0 alone. All bit-exact,
+    ssm_conv feeding gdn as in a layer."""
+    L = Layer(ctx, hk, hv, dk, dk, N, seed=11 * dk + hv)
+    d = L.d
+    cp, sp = gdn_kernels.conv_plane(d.conv_dim, KC), d.ssm_plane
+    runs = ["planes", "none"] + [f"final{k}" for k in range(N)] + ["chunked"]
+    conv_init, ssm_init = L.rand_conv(len(runs) * N), L.rand_ssm(len(runs) * N)
+    conv_init[::N], ssm_init[::N] = conv_init[0], ssm_init[0]        # one start state, plane 0 of each run
+    CS, SS = ctx.upload(conv_init), ctx.upload(ssm_init)
+    CB, OB = ctx.buffer(len(runs) * N * d.conv_dim * 4), ctx.buffer(len(runs) * N * d.value_dim * 4)
+    recs = ([(N, store_word(0, STORE_PLANES)), (N, store_word(0, STORE_NONE))]
+            + [(k + 1, store_word(0, STORE_FINAL)) for k in range(N)] + [(N, store_word(0, STORE_NONE))])
+    STEP = ctx.upload(np.zeros(len(recs) * STEP_WORDS, np.uint32))
+
+    def build(pb):
+        for i, name in enumerate(runs):
+            st, c, o = Act(STEP, i * STEP_WORDS), Act(CB, i * N * d.conv_dim), Act(OB, i * N * d.value_dim)
+            L.conv(pb, st, 0, Act(CS, i * N * cp), c, N)
+            L.gdn(pb, st, 0, c, Act(SS, i * N * sp), o, N, chunked=name == "chunked")
+
+    conv, ssm, cc, oo = gdn_run(ctx, build, step_words(*recs), STEP,
+                                [(CS, conv_init.shape), (SS, ssm_init.shape), (CB, (len(runs), N, d.conv_dim)),
+                                 (OB, (len(runs), N, hv, dk))])
+    chk.equal("store none: conv planes kept", conv[N:2 * N], conv_init[N:2 * N], bits=True)
+    chk.equal("store none: ssm planes kept", ssm[N:2 * N], ssm_init[N:2 * N], bits=True)
+    chk.equal("store none: conv outputs as storing", cc[1], cc[0], bits=True)
+    chk.equal("store none: gdn outputs as storing", oo[1], oo[0], bits=True)
+    for k in range(N):
+        i = 2 + k
+        at = slice(i * N + 1, (i + 1) * N)
+        chk.equal(f"store final k={k}: conv plane 0 = plane {N - 1 - k}", conv[i * N], conv[N - 1 - k], bits=True)
+        chk.equal(f"store final k={k}: ssm plane 0 = plane {N - 1 - k}", ssm[i * N], ssm[N - 1 - k], bits=True)
+        chk.equal(f"store final k={k}: other planes kept", ssm[at], ssm_init[at], bits=True)
+        chk.equal(f"store final k={k}: other conv planes kept", conv[at], conv_init[at], bits=True)
+        chk.equal(f"store final k={k}: outputs", oo[i, :k + 1], oo[0, :k + 1], bits=True)
+        chk.equal(f"store final k={k}: conv outputs", cc[i, :k + 1], cc[0, :k + 1], bits=True)
+    last = (len(runs) - 1) * N
+    chk.equal("gdn_chunked store none: plane 0 kept", ssm[last], ssm_init[last], bits=True)
+
+
 def cases() -> list[Case]:
     """The ssm_conv, gdn and gdn_chunked cases, in the order they run."""
     out: list[Case] = []
@@ -470,6 +515,9 @@ def cases() -> list[Case]:
         out.append(Case("gdn", f"rollback ssm_conv+gdn Hk={hk} Hv={hv} Dk={dk}",
                         partial(conv_gdn_exact_case, hk=hk, hv=hv, dk=dk, use_conv=True, use_gdn=True, batch=False,
                                 rollback=True), op="ssm_conv+gdn", tags=("rollback",)))
+    for hk, hv, dk in ((2, 4, 16), (1, 3, 32)):
+        out.append(Case("gdn", f"store modes ssm_conv+gdn Hk={hk} Hv={hv} Dk={dk} (long-draft rollback)",
+                        partial(store_modes_case, hk=hk, hv=hv, dk=dk), op="ssm_conv+gdn", tags=("rollback",)))
     for hk, hv, dk, dv in ((2, 4, 16, 16), (1, 3, 32, 32), (1, 2, 24, 20), (1, 2, 128, 128)):
         out.append(Case("gdn_chunked", f"gdn_chunked Hk={hk} Hv={hv} Dk={dk} Dv={dv}",
                         partial(gdn_chunked_case, hk=hk, hv=hv, dk=dk, dv=dv)))
