@@ -629,3 +629,56 @@ class Qwen35GPU:
                             nvalid_off=L.n_valid + j, eog_off=self.slot_eog, n_eog=self.n_eog,
                             res_off=L.result(j), next_off=L.junk + j, step_off=L.seg(j))
         return pb.build()
+
+    # ---------------------------------------------------------------------------------------
+    # a separate draft model's round (models/qwen35/draft_model.py): catch-up batches, then one
+    # chain of all their sequences, the drafts staying on the GPU between steps
+
+    def chain_ids(self, region: int) -> Act:
+        """The draft ids of a chain program (u32, step-major: d_{i+1} of sequence j at word i*m + j),
+        written by each step's argmax and read by the next step's embedding; their own buffer (the
+        slot step regions hold too few id words for 16 sequences x 15 drafts), made on first use."""
+        words = self.lay.n_draft_max * SEG_MAX
+        if getattr(self, "_chain_ids", None) is None:
+            self._chain_ids = self.ctx.buffer(self.n_regions * words * 4, label="chain_ids")
+        return Act(self._chain_ids, region * words)
+
+    def slot_catchup(self, m: int, region: int) -> Program:
+        """A draft model's catch-up of m sequences in one batch (segments of any lengths, at most
+        MATVEC_MAX_TOK rows in all, so its rows are bit-identical to plain decoding's): the trunk
+        over the tokens each sequence was fed since its last round, then each one's last final
+        hidden copied into the draft_hidden row its segment names (step_data.gather_words), where
+        slot_chain takes its logits."""
+        return self._cached(("slot_catchup", m, region), lambda: self._build_slot_catchup(m, region))
+
+    def _build_slot_catchup(self, m: int, region: int) -> Program:
+        pb = ProgramBuilder(self.ctx, f"slot_catchup{m}")
+        L, E, b, sb = self.slot_lays[region], self.cfg.n_embd, self.buf, self.slot_step.buffer
+        step, segs = self.slot_at(L.batch), Segs(self.slot_at(L.segs), m)
+        self._trunk(pb, step, MATVEC_MAX_TOK, segs=segs, ids=self.slot_at(L.input_ids))
+        pb.at("head")
+        for s in range(m):
+            src, dst = L.gather_words(s)
+            spec.copy_row(pb, sb, src, 0, b.hidden, E, b.draft_hidden, E, dst_idx_off=dst)
+        return pb.build()
+
+    def slot_chain(self, m: int, n: int, region: int) -> Program:
+        """A draft model's chain of n drafts for m sequences: d1 = argmax of each gathered last
+        hidden (draft_hidden rows 0..m-1), then n - 1 steps, step i one m-row batch (one row per
+        sequence, each its own segment, as _build_slot_round's MTP chain) feeding d_{i+1} and
+        taking its argmax as d_{i+2}, into chain_ids(region): no host hop between steps."""
+        return self._cached(("slot_chain", m, n, region), lambda: self._build_slot_chain(m, n, region))
+
+    def _build_slot_chain(self, m: int, n: int, region: int) -> Program:
+        pb = ProgramBuilder(self.ctx, f"slot_chain{m}x{n}")
+        L, E, b = self.slot_lays[region], self.cfg.n_embd, self.buf
+        ids = self.chain_ids(region)
+        first = self.slot_at(L.batch)
+        self._logits(pb, first, b.draft_hidden, m)
+        self._pick(pb, first, m, ids, 1)
+        for i in range(n - 1):
+            st, segs = self.slot_at(L.draft(i)), Segs(self.slot_at(L.draft_seg(i, 0)), m)
+            self._trunk(pb, st, m, segs=segs, ids=ids.at(i * m))
+            self._logits(pb, st, b.hidden.at(E), m)
+            self._pick(pb, st, m, ids.at((i + 1) * m), 1)
+        return pb.build()

@@ -20,12 +20,13 @@ row-wise kernels are batch-invariant per column (ARCHITECTURE.md, "Batch invaria
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from ...errors import ContextOverflowError, WgmtpError, raise_ctx_hint
 from ...gpu.device import GPUContext, open_context
-from ...gpu.program import Program, Readback, Runner
+from ...gpu.program import Pending, Program, Readback, Runner
 from ...sampling import TOPK_MAX
 from .memory import state_bytes
 from .model_file import GGUFModel
@@ -33,6 +34,7 @@ from .program import MATVEC_MAX_TOK, Qwen35GPU
 from .step_data import N_EOG, SEG_MAX, Seg
 
 N_DRAFT_MAX = 15
+Stage = Sequence[Program] | Callable[[Any], None]   # run_stages: a compute pass, or copies between passes
 
 
 @dataclass
@@ -216,6 +218,29 @@ class SlotRunner:
         for at, w in writes:
             span[at - lo: at - lo + len(w)] = w
         return (self.model.slot_step.buffer, lo * 4, span.tobytes())
+
+    def run_stages(self, stages: list[Stage], writes: list[tuple[int, np.ndarray]], read: Readback) -> bytes:
+        """One submission of several passes (a draft model's round, models/qwen35/draft_model.py):
+        the slot step data in one write, then the stages in queue order (each program list one
+        compute pass, each callable encoding buffer copies between them, in order on the GPU with no
+        host wait), then one readback, waited for."""
+        ctx, runner = self.ctx, self.runner
+        ctx.queue.write_buffer(*self._one_write(writes))
+        enc = ctx.device.create_command_encoder()
+        for stage in stages:
+            if callable(stage):
+                stage(enc)
+                continue
+            cpass = enc.begin_compute_pass()
+            for p in stage:
+                p.encode(cpass)
+                runner.dispatches += len(p)
+            cpass.end()
+        staging = ctx.staging(read.size)
+        enc.copy_buffer_to_buffer(read.buffer, read.offset, staging, 0, read.size)
+        ctx.queue.submit([enc.finish()])
+        runner.submissions += 1
+        return runner.collect(Pending(staging, [(0, read.size)], False))[0]
 
     # ---- feeds
 

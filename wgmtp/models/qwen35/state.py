@@ -143,6 +143,14 @@ class GPUState:
             enc.copy_buffer_to_buffer(self.ckpt_hidden, slot * E, self.cand_hidden, hidden_row * E, E)
         else:
             enc.copy_buffer_to_buffer(self.cand_hidden, hidden_row * E, self.ckpt_hidden, slot * E, E)
+        self.copy_planes(enc, slot, restore=restore)
+        self.ctx.queue.submit([enc.finish()])
+
+    def copy_planes(self, enc: Any, slot: int, *, restore: bool = False) -> None:
+        """Encode into `enc` the copies of `slot`'s plane 0 of every recurrent buffer to its
+        checkpoint (restore: back), without the pending hidden, so that a caller orders them
+        between the compute passes of one submission: a draft model saves its committed state
+        before a draft chain and puts it back after (models/qwen35/draft_model.py)."""
         for layer in self.conv:
             for buf, ck, plane in ((self.conv[layer], self.ckpt_conv[layer], self.conv_plane),
                                    (self.ssm[layer], self.ckpt_ssm[layer], self.ssm_plane)):
@@ -151,7 +159,6 @@ class GPUState:
                     enc.copy_buffer_to_buffer(ck, saved, buf, live, plane * 4)
                 else:
                     enc.copy_buffer_to_buffer(buf, live, ck, saved, plane * 4)
-        self.ctx.queue.submit([enc.finish()])
 
     def nbytes(self) -> int:
         n = sum(b.size for b in list(self.conv.values()) + list(self.ssm.values())

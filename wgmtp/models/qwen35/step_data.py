@@ -218,3 +218,37 @@ class SlotLayout:
         out.append((self.input_ids, col))
         out.append((self.n_valid, np.full(m, n_valid, np.uint32)))
         return out
+
+    # ---- a separate draft model's round (models/qwen35/draft_model.py): catch-up batches, then
+    # one chain over all their sequences
+
+    def gather_words(self, s: int) -> tuple[int, int]:
+        """Words naming, for segment s of a draft model's catch-up batch, the hidden row of its last
+        token and the draft_hidden row it is gathered into: the accept kernel's `junk` and the
+        gate's `n_valid` words, which a draft model's programs do not otherwise use."""
+        return self.junk + s, self.n_valid + s
+
+    def catchup_words(self, segs: list[Seg], ids: list[int], rows: list[int]) -> list[tuple[int, np.ndarray]]:
+        """A catch-up batch of len(segs) sequences (segments of any lengths, rows back to back): the
+        batch record, the segments, their ids, and per segment its last hidden row (hidden row t + 1
+        holds batch row t) and `rows[s]`, the draft_hidden row the chain reads it from."""
+        recs = [self.record(sum(s.n_tok for s in segs)), self.record(0)]
+        src, dst = self.gather_words(0)
+        return [(self.batch, np.concatenate(recs + [np.asarray(s.words(), np.uint32) for s in segs])),
+                (self.input_ids, np.asarray(ids, np.uint32)),
+                (src, np.asarray([s.row0 + s.n_tok for s in segs], np.uint32)),
+                (dst, np.asarray(rows, np.uint32))]
+
+    def chain_words(self, segs: list[Seg], steps: list[int], n: int) -> list[tuple[int, np.ndarray]]:
+        """The chain of n drafts of len(segs) sequences (segs[j]: sequence j's slot and its position
+        after the catch-up): the batch record (one row per sequence, the rows whose argmax is d1),
+        then per draft step i < n - 1 a record of one-row segments at positions pos0 + i, empty for
+        a sequence past its own `steps[j]` (fewer drafts asked, or its context ends)."""
+        m = len(segs)
+        out = [(self.batch, self.record(m))]
+        for i in range(n - 1):
+            rows = [Seg(s.slot, s.pos0 + i if i < k else s.pos0, int(i < k), j, s.src_plane)
+                    for j, (s, k) in enumerate(zip(segs, steps))]
+            out.append((self.draft(i), np.concatenate([self.record(m)] + [np.asarray(r.words(), np.uint32)
+                                                                          for r in rows])))
+        return out
