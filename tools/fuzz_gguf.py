@@ -264,8 +264,10 @@ def run_mutant(path: Path, timeout: float, mem: int) -> dict:
     ins, cpu, gpu = (stages + [None] * 3)[:3]
     # inspect always checks weights for NaN/Inf, run only with --check-tensors (llama.cpp's split)
     nonfinite = bool(ins) and "NaN or infinity" in ins.get("stdout", "")
-    # a context too small for the prompt is the request's problem, not the file's
+    # a context too small for the prompt is the request's problem, not the file's; logits that are
+    # not finite from finite weights (an overflow) show only when the model runs, on both devices
     small_ctx = bool(cpu) and "does not fit the context" in cpu.get("stderr", "")
+    nonfinite = nonfinite or (bool(cpu) and "the logits are not finite" in cpu.get("stderr", ""))
     if worst in ("ok", "error"):
         both = cpu and gpu and cpu["class"] == gpu["class"] == "ok"
         if both and _generated(cpu["stdout"]) != _generated(gpu["stdout"]):
