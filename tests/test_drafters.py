@@ -1,6 +1,7 @@
-"""Drafters that cost no GPU time (wgmtp/drafters.py) and host-drafted rounds in the batched
-runner: a round verifies whatever drafts it is given, so the output never changes, only how many
-tokens a round emits."""
+"""Drafters that cost no GPU time (wgmtp/drafters.py), adaptive n and its cost model, and
+host-drafted rounds in the batched runner: a round verifies whatever drafts it is given, so the
+output never changes, only how many tokens a round emits (the engine-level sweep over drafters,
+combinations and models is tests/test_spec_flags.py)."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,7 +9,7 @@ import pytest
 from gpu_util import ctx_params
 
 from wgmtp.api import eog_ids
-from wgmtp.drafters import AdaptiveN, NgramParams, NgramSimple, NgramTable, parse_spec_types
+from wgmtp.drafters import AdaptiveN, NgramParams, NgramSimple, NgramTable, SpecSettings, StepCosts, parse_spec_types
 from wgmtp.errors import BadRequestError, WgmtpError
 from wgmtp.gpu.device import open_context
 from wgmtp.models.qwen35 import GGUFModel
@@ -21,8 +22,21 @@ def test_spec_types_parse_like_llama_cpp():
     assert parse_spec_types("draft-mtp,ngram-simple") == ("draft-mtp", "ngram-simple")
     assert parse_spec_types("mtp") == ("draft-mtp",)            # the older spelling
     assert parse_spec_types("none") == () and parse_spec_types(None) == ()
+    assert parse_spec_types(["ngram-mod", "mtp", "draft-mtp"]) == ("ngram-mod", "draft-mtp")
     with pytest.raises(BadRequestError, match="unknown --spec-type 'eagle'"):
         parse_spec_types("draft-mtp,eagle")
+    with pytest.raises(BadRequestError, match="use none, draft-mtp, mtp, ngram-simple, ngram-mod"):
+        parse_spec_types("draft-simple")        # a separate draft model: not there yet
+
+
+def test_spec_settings_give_request_fields():
+    s = SpecSettings(("draft-mtp", "ngram-simple"), n_max=4, n_min=2, adaptive=True)
+    f = s.request_fields()
+    assert (f["spec"], f["drafters"], f["n_max"], f["n_min"], f["adaptive"]) == (True, ("ngram-simple",), 4, 2, True)
+    off = SpecSettings(("ngram-mod",), n_max=0, adaptive=True).request_fields()
+    assert (off["spec"], off["drafters"], off["adaptive"]) == (False, (), False)      # n_max 0: plain decoding
+    with pytest.raises(BadRequestError, match="--spec-draft-n-min 5 exceeds --spec-draft-n-max 3"):
+        SpecSettings(("draft-mtp",), n_max=3, n_min=5).check()
 
 
 def test_ngram_simple_drafts_what_followed_the_last_occurrence():
@@ -37,6 +51,9 @@ def test_ngram_simple_drafts_what_followed_the_last_occurrence():
     assert strict.draft(4) == []                 # seen twice before, min-hits 3
     strict.extend([5, 1, 2, 3])
     assert strict.draft(4) == [5, 1, 2, 3]
+    period = NgramSimple(NgramParams(size_n=2, size_m=8))
+    period.extend([7, 8, 9, 7, 8, 9, 7, 8])
+    assert period.draft(7) == [9, 7, 8, 9, 7, 8, 9]     # past the history's end: the period goes on
     with pytest.raises(BadRequestError, match="at least 1"):
         NgramSimple(NgramParams(size_n=0))
 
@@ -49,15 +66,47 @@ def test_ngram_table_is_shared_and_chains():
 
 
 def test_adaptive_n_follows_acceptance():
-    lo = AdaptiveN(n_max=6)
+    lo, hi = AdaptiveN(n_max=6), AdaptiveN(n_max=6)
     for _ in range(20):
         lo.update(3, 0)
-    hi = AdaptiveN(n_max=6)
-    for _ in range(20):
         hi.update(3, 3)
     assert lo.pick() == 0 and hi.pick() == 6
-    mid = AdaptiveN(n_max=6, a=0.6)
+    mid = AdaptiveN(n_max=6, p={True: [0.6]})
     assert 0 < mid.pick() < 6
+    assert AdaptiveN(n_max=6, n_min=4, p={True: [0.6]}).pick() == 4      # never below n_min (but 0)
+    assert hi.pick(2) == 2                                               # this round's cap (a short match)
+    kinds = AdaptiveN(n_max=6, p={True: [0.0], False: [1.0]})            # MTP never right, n-grams always
+    assert kinds.pick(chain=True) == 0 and kinds.pick(chain=False) == 6
+    idle = AdaptiveN(n_max=3, p={True: [0.0]})        # stopped drafting: it tries again, now and then
+    picks = [idle.pick() for _ in range(40)]
+    assert picks[0] == 0 and 1 in picks
+
+
+def test_adaptive_n_uses_measured_costs():
+    """Same acceptance, different adapters: where verify rows are nearly free (a GPU reading the
+    weights once for all rows) longer drafts pay; where each row costs as much as a decode step
+    (a CPU adapter), drafting does not."""
+    costs = StepCosts(measure=False)
+    a = AdaptiveN(n_max=8, costs=costs, p={True: [0.7]})
+    prior = a.pick()
+    assert prior == 3
+    costs.set(0, False, 0.050)
+    costs.set(1, True, 0.055)
+    costs.set(4, True, 0.065)
+    assert costs.ratio(4, True) == pytest.approx(1.3) and costs.ratio(2, False) == pytest.approx(1.3)  # prior slope
+    assert a.pick() > prior
+    costs.set(1, True, 0.100)
+    costs.set(4, True, 0.250)
+    assert a.pick() == 0
+
+
+def test_step_costs_drop_the_build_and_take_the_median():
+    c = StepCosts()
+    c.observe(2, True, 9.0)         # the first step of a shape builds its program
+    for t in (0.1, 0.3, 0.2, 5.0, 0.2):
+        c.observe(2, True, t)
+    assert c.seconds(2, True) == 0.2 and c.seconds(2, False) is None
+    assert c.ratio(2, True) == pytest.approx(1.3)      # no plain step measured: the prior's ratio
 
 
 def _runner(path, variant, mtp: bool, n_seq: int = 3, n_max: int = 4) -> SlotRunner:
@@ -125,38 +174,3 @@ def test_chain_round_without_mtp_is_refused(synth, variant):
         rn.step([Round(0, 4, n=2)])
     with pytest.raises(WgmtpError, match="exceeds the engine's --spec-draft-n-max 4"):
         rn.step([Round(0, 4, drafts=[1] * 6)])
-
-
-@pytest.mark.parametrize("variant", ctx_params()[:1])
-def test_engine_drafters_are_lossless(synth, variant):
-    """Through the batching engine, in one batch: ngram-simple, ngram-mod, draft-mtp with
-    ngram-simple (the match drafts, else MTP), and adaptive n give the plain tokens, greedy and
-    sampled; the n-gram drafters do draft and get drafts accepted on a repetitive prompt."""
-    from wgmtp.batching import BatchEngine, Request
-    from wgmtp.drafters import NgramParams
-    from wgmtp.sampling import SamplerParams
-    path = synth(**MODEL)
-    rn = _runner(path, variant, mtp=True, n_seq=6, n_max=6)
-    eng = BatchEngine(rn, eog_ids(GGUFModel(path)))
-    V = rn.cfg.n_vocab
-    base = [int(x) for x in np.random.default_rng(5).integers(0, V, 7)]
-    h0 = eng.submit(Request(prompt=base, max_tokens=24))
-    eng.run_until_idle()
-    prompt = base + h0.result() + base        # the model is likely to say the same again: a repetition to follow
-    ng = NgramParams(size_n=3, size_m=16)
-    kinds = {"plain": dict(), "ngram-simple": dict(drafters=("ngram-simple",)),
-             "ngram-mod": dict(drafters=("ngram-mod",)),
-             "mtp+ngram": dict(spec=True, drafters=("ngram-simple",)),
-             "adaptive": dict(spec=True, adaptive=True), "ngram-n_min": dict(drafters=("ngram-simple",), n_min=2)}
-    for sampler in (SamplerParams(), SamplerParams(temperature=0.7, top_k=20, seed=3)):
-        hs = {k: eng.submit(Request(prompt=prompt, max_tokens=30, n_max=6, ngram=ng, sampler=sampler, **kw))
-              for k, kw in kinds.items()}
-        eng.run_until_idle()
-        want = hs["plain"].result()
-        for k, h in hs.items():
-            assert h.result() == want, f"{k} ({'greedy' if sampler.greedy else 'sampled'}) changed the output"
-        for k in ("ngram-simple", "ngram-mod"):
-            sp = hs[k].stats.spec
-            assert sp.drafted > 0 and sp.accepted > 0, (k, sp.drafted, sp.accepted)
-    with pytest.raises(BadRequestError, match="unknown drafter 'eagle'"):
-        eng.submit(Request(prompt=prompt, drafters=("eagle",)))

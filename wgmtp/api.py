@@ -3,14 +3,18 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 
+from .drafters import NgramParams, SpecSettings, parse_spec_types
 from .engine import GenRequest, Session
-from .errors import WgmtpError
+from .errors import BadRequestError, WgmtpError
 from .models.qwen35 import GGUFModel
 from .sampling import SamplerParams
+
+if TYPE_CHECKING:
+    from .batching import BatchEngine, RequestHandle
 
 DEMO_MODEL = Path(__file__).resolve().parent / "data" / "wgmtp-demo.gguf"
 
@@ -42,7 +46,37 @@ def eog_ids(gm: GGUFModel) -> set[int]:
     return ids
 
 
-class Model:
+class _Generator:
+    """What Model and EngineModel share: the tokenizer and the text of generate_ids's tokens."""
+    gguf: GGUFModel
+    _tokenizer = None
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            from .tokenizer import Tokenizer
+            self._tokenizer = Tokenizer.from_gguf(self.gguf)
+        return self._tokenizer
+
+    def generate_ids(self, prompt: str | list[int], max_tokens: int = 64, **kw) -> Iterator[int]:
+        raise NotImplementedError
+
+    def _prompt_ids(self, prompt: str | list[int]) -> list[int]:
+        return self.tokenizer.encode(prompt) if isinstance(prompt, str) else [int(t) for t in prompt]
+
+    def generate(self, prompt: str | list[int], max_tokens: int = 64, **kw) -> Iterator[str]:
+        """Text pieces as they are produced (valid UTF-8 only; partial characters wait)."""
+        dec = self.tokenizer.stream_decoder(skip_special=True)
+        for t in self.generate_ids(prompt, max_tokens, **kw):
+            piece = dec.push(t)
+            if piece:
+                yield piece
+        tail = dec.flush()
+        if tail:
+            yield tail
+
+
+class Model(_Generator):
     """A loaded model on one device. `device="cpu"` is the numpy reference."""
 
     def __init__(self, gm: GGUFModel, backend, device_name: str, n_ctx: int) -> None:
@@ -52,14 +86,6 @@ class Model:
         self.device_name = device_name
         self.n_ctx = n_ctx
         self.session = Session(backend, n_ctx, eog_ids(gm))
-        self._tokenizer = None
-
-    @property
-    def tokenizer(self):
-        if self._tokenizer is None:
-            from .tokenizer import Tokenizer
-            self._tokenizer = Tokenizer.from_gguf(self.gguf)
-        return self._tokenizer
 
     @property
     def stats(self) -> dict:
@@ -81,32 +107,90 @@ class Model:
         self.session.forget()      # the state now holds this sequence, not the chat
         return out
 
-    def _prompt_ids(self, prompt: str | list[int]) -> list[int]:
-        return self.tokenizer.encode(prompt) if isinstance(prompt, str) else [int(t) for t in prompt]
-
     def generate_ids(self, prompt: str | list[int], max_tokens: int = 64, temperature: float = 0.0,
                      seed: int = 0, spec: str | None = None, n_max: int = 3, p_min: float = 0.0, draft_vocab: int = 0,
                      top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05,
                      cont: bool = False) -> Iterator[int]:
-        """Generated token ids (the model's own ids, before detokenization)."""
-        if spec not in (None, "none", "draft-mtp"):
-            raise ValueError(f"unknown spec type '{spec}' (use none or draft-mtp)")
+        """Generated token ids (the model's own ids, before detokenization). The one-sequence path
+        speculates with draft-mtp only; the n-gram drafters and adaptive n run on an engine
+        (`open_engine`, or `EngineModel` for this same interface)."""
+        types = parse_spec_types(spec)
+        if set(types) - {"draft-mtp"}:
+            raise BadRequestError(f"--spec-type {','.join(types)}: wgmtp.load's model speculates with draft-mtp "
+                                  "only; use wgmtp.open_engine (or EngineModel) for the n-gram drafters")
         req = GenRequest(max_tokens=max_tokens,
                          sampler=SamplerParams(temperature=temperature, top_k=top_k, top_p=top_p,
                                                min_p=min_p, seed=seed),
-                         spec=spec == "draft-mtp", n_max=n_max, p_min=p_min, draft_vocab=draft_vocab)
+                         spec=bool(types), n_max=n_max, p_min=p_min, draft_vocab=draft_vocab)
         return self.session.generate(self._prompt_ids(prompt), req, cont=cont)
 
-    def generate(self, prompt: str | list[int], max_tokens: int = 64, **kw) -> Iterator[str]:
-        """Text pieces as they are produced (valid UTF-8 only; partial characters wait)."""
-        dec = self.tokenizer.stream_decoder(skip_special=True)
-        for t in self.generate_ids(prompt, max_tokens, **kw):
-            piece = dec.push(t)
-            if piece:
-                yield piece
-        tail = dec.flush()
-        if tail:
-            yield tail
+
+class EngineModel(_Generator):
+    """Model's generation surface (generate, generate_ids, stats, tokenizer) over a one-slot
+    BatchEngine, driven from the caller's thread: what `wgmtp run` uses for the n-gram drafters and
+    adaptive n, which only the engine has. A continued generation (cont=True: a chat's next turn)
+    submits the whole conversation, whose prefix the slot's state already holds: only the new
+    tokens are fed (batching.py, prefix reuse)."""
+
+    def __init__(self, engine: "BatchEngine") -> None:
+        self.engine = engine
+        self.gguf = engine.rn.gm
+        self.config = self.gguf.config
+        self.backend = engine.rn
+        self.device_name = engine.rn.device_name
+        self.n_ctx = engine.rn.n_ctx
+        self._ids: list[int] = []                # the conversation so far: prompts and generated tokens
+        self._h: RequestHandle | None = None
+
+    @property
+    def stats(self) -> dict:
+        return self._h.stats.as_dict() if self._h is not None else {}
+
+    def generate_ids(self, prompt: str | list[int], max_tokens: int = 64, temperature: float = 0.0,
+                     seed: int = 0, spec: str | Sequence[str] | None = None, n_max: int = 3, p_min: float = 0.0,
+                     draft_vocab: int = 0, top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05,
+                     cont: bool = False, n_min: int = 0, adaptive: bool = False,
+                     ngram: NgramParams | None = None) -> Iterator[int]:
+        """Model.generate_ids's arguments, `spec` a list of drafters, plus --spec-draft-n-min,
+        --spec-adaptive and the n-gram sizes."""
+        from .batching import Request
+        s = SpecSettings(parse_spec_types(spec), n_max=n_max, n_min=n_min, p_min=p_min, ngram=ngram or NgramParams(),
+                         adaptive=adaptive, draft_vocab=draft_vocab)
+        s.check()
+        ids = (self._ids if cont else []) + self._prompt_ids(prompt)
+        req = Request(prompt=ids, max_tokens=max_tokens, **s.request_fields(),
+                      sampler=SamplerParams(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, seed=seed))
+        return self._drive(req)
+
+    def _drive(self, req) -> Iterator[int]:
+        """Step the engine until the request ends, yielding its tokens as they come. Left early, the
+        request is cancelled; a step that fails (or is interrupted) resets the slot, so the next
+        generation never continues from a state its history does not describe."""
+        eng = self.engine
+        if self._h is not None and not self._h.done.is_set():      # an earlier generation left unread
+            self._h.cancel()
+        h = self._h = eng.submit(req)
+        seen = 0
+        try:
+            while True:
+                done = h.done.is_set()
+                while seen < len(h.tokens):
+                    seen += 1
+                    yield h.tokens[seen - 1]
+                if done:
+                    break
+                try:
+                    eng.step()
+                except BaseException as e:
+                    eng.fail_all(e if isinstance(e, Exception) else WgmtpError("interrupted"))
+                    raise
+        finally:
+            if not h.done.is_set():
+                h.cancel()
+                eng.step()
+            self._ids = req.prompt + h.tokens
+        if h.error is not None:
+            raise h.error
 
 
 def load(path: str | os.PathLike[str], device: str | int = "auto", mtp: str | os.PathLike[str] | None = None,
@@ -134,23 +218,22 @@ def load(path: str | os.PathLike[str], device: str | int = "auto", mtp: str | os
 
 def open_engine(path: str | os.PathLike[str] | None = None, device: str | int = "auto",
                 mtp: str | os.PathLike[str] | None = None, *, n_parallel: int = 4, n_ctx: int = 4096,
-                spec: str | None = None, n_max: int = 3, prefill_chunk: int = 64, progress: bool = True,
-                check_tensors: bool = False):
+                spec: str | Sequence[str] | None = None, n_max: int = 3, prefill_chunk: int = 64,
+                progress: bool = True, check_tensors: bool = False) -> "BatchEngine":
     """A BatchEngine (wgmtp/batching.py) serving `n_parallel` sequences at once on one adapter:
     `submit(Request(...))` from any thread, iterate the returned handle for its tokens, and drive
-    the GPU with `start()` (a background thread) or `step()` / `run_until_idle()`. With
-    spec="draft-mtp", requests may speculate (each with its own n_max <= this n_max). `n_ctx` is
-    per sequence."""
+    the GPU with `start()` (a background thread) or `step()` / `run_until_idle()`. `spec` is
+    --spec-type's list ("draft-mtp", "ngram-simple", "draft-mtp,ngram-mod", ...): with any drafter,
+    requests may speculate (each with its own n_max <= this n_max); draft-mtp loads the MTP head.
+    `n_ctx` is per sequence."""
     from .batching import BatchEngine
     from .models.qwen35.slots import SlotRunner
-    if spec not in (None, "none", "draft-mtp", "mtp"):
-        raise WgmtpError(f"unknown spec type '{spec}' (use none or draft-mtp)")
+    types = parse_spec_types(spec)
     gm = GGUFModel(resolve_model(None if path is None else str(path)), mtp)
     if check_tensors:
         gm.check_tensors()
     eog = eog_ids(gm)
     rn = SlotRunner(gm, device=device, n_ctx=min(n_ctx, gm.config.n_ctx_train), n_seq=n_parallel,
-                    n_max=n_max if spec not in (None, "none") else 0, mtp=spec in ("draft-mtp", "mtp"),
-                    prefill_chunk=prefill_chunk, eog=eog,
+                    n_max=n_max if types else 0, mtp="draft-mtp" in types, prefill_chunk=prefill_chunk, eog=eog,
                     progress=progress)
     return BatchEngine(rn, eog)

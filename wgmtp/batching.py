@@ -5,7 +5,8 @@ Engine step (one submission, `BatchEngine.step`):
   1. Admit waiting requests into free slots, each into the slot with the longest reusable prefix
      (its live state when the prompt extends the slot's history, else its prompt-end checkpoint
      when the prompt extends that, else a fresh start).
-  2. Every decoding sequence gets one round (plain: one token; draft-mtp: n drafts verified).
+  2. Every decoding sequence gets one round (plain: one token; speculative: n drafts verified, from
+     an n-gram match on the host when there is one, else from the MTP chain).
   3. Prefill: sequences still feeding their prompt get chunks, oldest first, of at most
      `prefill_budget` tokens in all (default: one chunk). So a long prompt is fed in chunks
      interleaved with the others' rounds, and running sequences never stall for more than one
@@ -28,7 +29,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from .drafters import AdaptiveN, NgramParams, NgramSimple, NgramTable
+from .drafters import HOST_DRAFTERS, AdaptiveN, NgramParams, NgramSimple, NgramTable, StepCosts
 from .errors import BadRequestError, ContextOverflowError, WgmtpError, raise_ctx_hint
 from .models.qwen35.slots import Feed, Outcome, Round, SlotRunner
 from .sampling import NONFINITE_ID, TOPK_MAX, Sampler, SamplerParams, nonfinite_error
@@ -75,12 +76,17 @@ class RequestStats:
     spec: SpecStats | None = None
 
     def as_dict(self) -> dict:
+        """The keys of engine.Session's stats (what `wgmtp run` prints), plus the slot and reuse."""
         s = self.spec
         return {"prompt_tokens": self.prompt_tokens, "reused_tokens": self.reused_tokens,
                 "gen_tokens": self.gen_tokens, "prompt_s": self.prompt_s, "gen_s": self.gen_s,
+                "prompt_tps": self.prompt_tokens / self.prompt_s if self.prompt_s > 0 else 0.0,
                 "gen_tps": self.gen_tokens / self.gen_s if self.gen_s > 0 else 0.0, "slot": self.slot,
                 "drafted": s.drafted if s else 0, "accepted": s.accepted if s else 0,
-                "acceptance": s.acceptance if s else 0.0}
+                "acceptance": s.acceptance if s else 0.0,
+                "mean_accepted_len": s.mean_accepted_len if s else 0.0,
+                "acceptance_per_pos": s.acceptance_per_pos if s else [],
+                "verify_rounds": s.verify_rounds if s else 0}
 
 
 _DONE = object()
@@ -186,6 +192,8 @@ class BatchEngine:
         self.steps = 0
         self.trace = False      # keep each request's read-back candidates (ids, logits) in handle.trace
         self._tables: dict[tuple[int, int], NgramTable] = {}
+        # measured cost of a round by shape, shared by the requests' adaptive draft lengths
+        self.costs = StepCosts()
 
     @property
     def n_parallel(self) -> int:
@@ -206,10 +214,10 @@ class BatchEngine:
                                        f"{raise_ctx_hint(self.rn.n_ctx, c.n_ctx_train)}")
         if req.spec and not self.rn.mtp:
             raise BadRequestError("this engine was loaded without draft-mtp: start it with --spec-type draft-mtp")
-        bad = [d for d in req.drafters if d not in ("ngram-simple", "ngram-mod")]
+        bad = [d for d in req.drafters if d not in HOST_DRAFTERS]
         if bad:
-            raise BadRequestError(f"unknown drafter '{bad[0]}' (the engine's host drafters: ngram-simple, ngram-mod; "
-                                  "draft-mtp is spec=True)")
+            raise BadRequestError(f"unknown drafter '{bad[0]}' (the engine's host drafters: "
+                                  f"{', '.join(HOST_DRAFTERS)}; draft-mtp is spec=True)")
         if req.drafters:
             req.ngram.check()
             if self.rn.n_max < 1:
@@ -217,6 +225,8 @@ class BatchEngine:
                                       "--spec-draft-n-max of at least 1")
         if req.speculative and not 0 <= req.n_max <= self.rn.n_max:
             raise BadRequestError(f"n_max {req.n_max} must be in 0..{self.rn.n_max} (the engine's --spec-draft-n-max)")
+        if req.speculative and not 0 <= req.n_min <= req.n_max:
+            raise BadRequestError(f"n_min {req.n_min} must be in 0..{req.n_max} (--spec-draft-n-min, at most n_max)")
         if req.spec and not 0 <= req.draft_vocab <= c.n_vocab:
             raise BadRequestError(f"draft vocabulary {req.draft_vocab} must be in 0..{c.n_vocab}")
         if req.max_tokens < 1:
@@ -266,6 +276,23 @@ class BatchEngine:
             except queue.Empty:
                 return
 
+    def warm_up(self, n_max: int, *, p_min: float = 0.0, vocab: int = 0) -> None:
+        """Build every greedy round program a request may use (plain, and with 1..n_max drafts from
+        the MTP chain or the host) on an idle slot, so that timing starts warm: each shape's first
+        submission builds its program. The slot starts over afterwards."""
+        if self.running:
+            raise WgmtpError("warm_up needs an idle engine")
+        n_max = min(n_max, self.rn.n_max)
+        shapes = [Round(0, 0)] + [Round(0, 0, drafts=[0] * n) for n in range(1, n_max + 1)]
+        if self.rn.mtp:
+            shapes += [Round(0, 0, n=n, p_min=p_min, vocab=vocab) for n in range(1, n_max + 1)]
+        for w in shapes:
+            self.rn.start(0)
+            self.rn.step([Feed(0, [0])])
+            self.rn.step([w])
+        self.rn.start(0)
+        self.hist[0] = _SlotHistory()
+
     def run_until_idle(self) -> None:
         """Step until nothing waits or runs (single-threaded use, tests, bench)."""
         while self.step():
@@ -277,6 +304,7 @@ class BatchEngine:
         self._admit()
         if not self.running:
             return False
+        t0 = time.perf_counter()
         work: list[Feed | Round] = []
         owners: list[_Seq] = []
         budget = self.budget
@@ -305,22 +333,29 @@ class BatchEngine:
                 self._after_feed(seq, w, out)
             else:
                 self._after_round(seq, w, out)
+        if len(work) == 1 and isinstance(work[0], Round):     # one sequence: the step is its round's cost
+            self.costs.observe(work[0].n, work[0].drafts is None, time.perf_counter() - t0)
         return True
 
     def _round(self, seq: _Seq) -> Round:
+        """This step's round of `seq`: an n-gram match drafts when there is one, else MTP (with
+        draft-mtp), else a plain step. Adaptive n picks how many, per kind of drafts: of the match
+        (up to its length; none: MTP's turn), or of MTP's chain (up to the cap)."""
         r, st = seq.h.req, self.rn.slots[seq.slot]
         room = self.rn.n_ctx - st.pos - 1
         n = max(0, min(r.n_max, room - 1, self.rn.n_max)) if r.speculative else 0
-        if seq.adaptive is not None and n:
-            seq.adaptive.n_max = n
-            n = seq.adaptive.pick()
         greedy = r.sampler.greedy
         left = r.max_tokens - seq.h.stats.gen_tokens
         drafts = self._host_drafts(seq, n) if n else None
+        ad = seq.adaptive
+        if ad is not None and drafts:
+            drafts = drafts[: ad.pick(len(drafts), chain=False)] or None
         if drafts is not None:
             n = len(drafts)
         elif not r.spec:
             n = 0                               # no n-gram match and no MTP: a plain step
+        elif ad is not None and n:
+            n = ad.pick(n, chain=True)
         if n < max(1, r.n_min):
             n, drafts = 0, None
         return Round(seq.slot, seq.pending, n, _n_cand(r), r.p_min if n and drafts is None else 0.0,
@@ -347,6 +382,10 @@ class BatchEngine:
         if t is None:
             t = self._tables[key] = NgramTable(p)
         return t
+
+    def forget_ngrams(self) -> None:
+        """Drop ngram-mod's shared tables (a benchmark's runs must not learn from each other)."""
+        self._tables.clear()
 
     # ---- admission and reuse
 
@@ -398,8 +437,8 @@ class BatchEngine:
             if "ngram-mod" in r.drafters:
                 seq.hist = list(p)
                 self.ngram_table(r.ngram).add(seq.hist, 0)
-            if r.adaptive:
-                seq.adaptive = AdaptiveN(n_min=r.n_min, n_max=r.n_max)
+            if r.adaptive and r.speculative:
+                seq.adaptive = AdaptiveN(n_min=r.n_min, n_max=r.n_max, costs=self.costs)
             h.stats.prompt_tokens = len(seq.to_feed)
             self.running[best] = seq
 

@@ -1,7 +1,9 @@
 """`wgmtp bench`: llama-bench style rows (prompt and generation tok/s, with and without MTP per
 draft length), plus what explains them: the adapter's measured streaming-read bandwidth, the bytes
 a generated token reads and the fraction of the peak that decode reaches, dispatches and
-submissions per token, host (Python) time per token, and the verify/decode time ratio.
+submissions per token, host (Python) time per token, and the verify/decode time ratio. With the
+n-gram drafters or adaptive n in --spec-type's list, the speculative rows come from a one-slot
+batching engine (bench_parallel.py), the only place those run.
 
 Performance is measured side by side in one run; nothing here is ever asserted in a test.
 """
@@ -16,7 +18,7 @@ import numpy as np
 
 from ..errors import WgmtpError
 from .args import integer, integers, ints_of, real
-from .run import add_spec_type_arg
+from .run import add_spec_args, spec_settings, uses_engine
 
 
 def add_parser(sub) -> None:
@@ -25,12 +27,7 @@ def add_parser(sub) -> None:
     p.add_argument("-md", "--model-draft", dest="mtp_file", default=None, help="MTP sidecar GGUF")
     p.add_argument("-p", "--n-prompt", type=integer(1), default=128, help="prompt tokens (pp test)")
     p.add_argument("-n", "--n-gen", type=integer(1), default=64, help="generated tokens (tg tests)")
-    add_spec_type_arg(p, default="draft-mtp")
-    p.add_argument("--spec-draft-n-max", type=integers(0, 15), default="0,1,2,3",
-                   help="comma-separated draft lengths; 0 = plain decoding (--spec-type none: only 0)")
-    p.add_argument("--spec-draft-p-min", type=real(0, 1), default=0.0)
-    p.add_argument("--spec-draft-vocab", type=integer(0), default=0, metavar="N",
-                   help="draft among token ids < N only (0 = the whole vocabulary)")
+    add_spec_args(p, default="draft-mtp", n_max_list=True, adaptive=False)
     p.add_argument("--synthetic-acceptance", type=real(0, 1), default=None, metavar="P",
                    help="force each draft accepted with probability P (speedup curve on random MTP heads; "
                         "the generated text is then meaningless)")
@@ -39,7 +36,8 @@ def add_parser(sub) -> None:
     p.add_argument("--prefill-chunk", type=integer(1, 4096), default=64)
     p.add_argument("--parallel", type=integers(1, 16), default=None, metavar="N,N,..",
                    help="also decode N sequences at once (e.g. 1,2,4,8): aggregate and per-sequence tok/s, "
-                        "and the GPU time of a batched step over a one-sequence step")
+                        "and the GPU time of a batched step over a one-sequence step (n-gram drafters and "
+                        "adaptive n: 1 unless given)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     p.set_defaults(fn=cmd_bench)
 
@@ -112,9 +110,16 @@ def run_bench(a: argparse.Namespace) -> tuple[list[dict], dict]:
     path = resolve_model(a.model)
     gm = GGUFModel(path, a.mtp_file)
     n_max_list = ints_of(a.spec_draft_n_max)
-    if any(n > 0 for n in n_max_list) and not gm.has_mtp:
+    settings = spec_settings(a, n_max=max(n_max_list))
+    engine = uses_engine(settings)
+    if engine and a.synthetic_acceptance is not None:
+        raise WgmtpError("--synthetic-acceptance measures draft-mtp on the one-sequence runner: drop the n-gram "
+                         "drafters and --spec-adaptive from the run")
+    if settings.mtp and any(n > 0 for n in n_max_list) and not gm.has_mtp:
         if a.synthetic_acceptance is None:
             raise WgmtpError(f"{path}: no MTP block for --spec-draft-n-max > 0 (give -md, or use 0)")
+    if engine:      # the session measures plain decoding; the drafters run on the engine below
+        n_max_list = [n for n in n_max_list if n == 0]
     n_ctx = a.n_prompt + a.n_gen + 32
     runner = Qwen35Runner if a.synthetic_acceptance is None else synthetic_runner(Qwen35Runner)
     be = runner(gm, device=a.device or "auto", n_ctx=n_ctx, prefill_chunk=a.prefill_chunk, eog=set(), progress=True)
@@ -186,9 +191,9 @@ def run_bench(a: argparse.Namespace) -> tuple[list[dict], dict]:
             if a.spec_draft_vocab:
                 row["draft_vocab"] = a.spec_draft_vocab
         rows.append(row)
-    if a.parallel:
+    if a.parallel or engine:
         from .bench_parallel import run_parallel
-        rows += run_parallel(a, gm, base)
+        rows += run_parallel(a, gm, base, counts=None if a.parallel else [1])
     info = {"adapter": adapter, "bandwidth": bw, "model": path, "weight_type": wtype,
             "weights_bytes": base["weights_bytes"]}
     return rows, info

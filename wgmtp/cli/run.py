@@ -1,6 +1,9 @@
 """`wgmtp run`: generate from a prompt, or chat (`-cnv`), streaming tokens to stdout.
 
 Flags follow llama.cpp's names. With no `-m` the demo model that ships in the package runs.
+Plain and draft-mtp runs go through the one-sequence path (`wgmtp.load`); the n-gram drafters and
+adaptive n exist only in the batching engine, so those runs go through a one-slot engine
+(`api.EngineModel`), with the same output.
 """
 from __future__ import annotations
 
@@ -9,8 +12,11 @@ import sys
 import time
 
 from ..api import resolve_model
-from ..errors import WgmtpError
-from .args import MAX_PROMPT_FILE, integer, read_prompt_file, real, seed
+from ..drafters import ADAPTIVE_DEFAULT, NgramParams, SpecSettings, parse_spec_types, spec_label
+from ..engine import N_DRAFT_MAX as SESSION_DRAFT_MAX
+from ..errors import BadRequestError, WgmtpError
+from ..models.qwen35.slots import N_DRAFT_MAX
+from .args import MAX_PROMPT_FILE, integer, integers, read_prompt_file, real, seed
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -24,13 +30,63 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def spec_type_arg(value: str) -> str:
-    """--spec-type: `mtp` is the older spelling of `draft-mtp` (what llama.cpp's first MTP users typed)."""
-    return "draft-mtp" if value == "mtp" else value
+    """--spec-type: llama.cpp's comma-separated list of drafters (drafters.parse_spec_types; `mtp`
+    is the older spelling of `draft-mtp`), in its canonical spelling ("none" for no drafter)."""
+    try:
+        return spec_label(parse_spec_types(value))
+    except BadRequestError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def add_spec_type_arg(p: argparse.ArgumentParser, default: str = "none") -> None:
-    p.add_argument("--spec-type", type=spec_type_arg, choices=["none", "draft-mtp"], default=default,
-                   help="speculative decoding (mtp is accepted as the older spelling of draft-mtp)")
+def add_spec_args(p: argparse.ArgumentParser, *, default: str = "none", n_max_lo: int = 1,
+                  n_max_list: bool = False, adaptive: bool | None = None) -> None:
+    """--spec-type and the --spec-* flags of run, bench and serve, with llama.cpp's names and
+    defaults (bench takes a list of draft lengths, and adaptive n only when asked: its rows are
+    per draft length). adaptive None: ADAPTIVE_DEFAULT (spec_settings)."""
+    p.add_argument("--spec-type", type=spec_type_arg, default=default, metavar="TYPE[,TYPE]",
+                   help="speculative decoding, a comma-separated list of none, draft-mtp (or mtp), ngram-simple, "
+                        "ngram-mod; with several, an n-gram match drafts when there is one, otherwise MTP")
+    if n_max_list:
+        p.add_argument("--spec-draft-n-max", type=integers(0, N_DRAFT_MAX), default="0,1,2,3",
+                       help=f"comma-separated draft lengths (0..{N_DRAFT_MAX}); 0 = plain decoding "
+                            "(--spec-type none: only 0)")
+    else:
+        p.add_argument("--spec-draft-n-max", type=integer(n_max_lo, N_DRAFT_MAX), default=3,
+                       help=f"drafts per round at most ({n_max_lo}..{N_DRAFT_MAX}; with --spec-adaptive the cap)")
+    p.add_argument("--spec-draft-n-min", type=integer(0, N_DRAFT_MAX), default=0,
+                   help="rounds that would draft fewer tokens run as plain steps")
+    p.add_argument("--spec-draft-p-min", type=real(0, 1), default=0.0,
+                   help="stop MTP drafting below this top probability")
+    p.add_argument("--spec-draft-vocab", type=integer(0), default=0, metavar="N",
+                   help="MTP drafts among token ids < N only (a cheaper draft LM head; BPE ids are roughly in "
+                        "frequency order; output unchanged); 0 = the whole vocabulary")
+    p.add_argument("--spec-ngram-size-n", type=integer(1), default=12, help="n-gram drafters: key tokens")
+    p.add_argument("--spec-ngram-size-m", type=integer(1), default=48, help="n-gram drafters: draft tokens at most")
+    p.add_argument("--spec-ngram-min-hits", type=integer(1), default=1,
+                   help="n-gram drafters: occurrences of the key needed to draft")
+    on = ADAPTIVE_DEFAULT if adaptive is None else adaptive
+    p.add_argument("--spec-adaptive", action=argparse.BooleanOptionalAction, default=adaptive,
+                   help="choose each round's draft length from the sequence's acceptance and the measured cost "
+                        f"of a round (--spec-draft-n-max is the cap; default {'on' if on else 'off'})")
+
+
+def spec_settings(a: argparse.Namespace, n_max: int | None = None) -> SpecSettings:
+    """The --spec-* flags as one SpecSettings (n_max: bench's draft length of the moment)."""
+    # the numpy reference has no engine: there adaptive n is on only when asked for (then an error)
+    default = ADAPTIVE_DEFAULT and getattr(a, "device", None) != "cpu"
+    adaptive = default if a.spec_adaptive is None else a.spec_adaptive
+    s = SpecSettings(parse_spec_types(a.spec_type), n_max=a.spec_draft_n_max if n_max is None else n_max,
+                     n_min=a.spec_draft_n_min, p_min=a.spec_draft_p_min, adaptive=adaptive,
+                     ngram=NgramParams(a.spec_ngram_size_n, a.spec_ngram_size_m, a.spec_ngram_min_hits),
+                     draft_vocab=getattr(a, "spec_draft_vocab", 0))
+    s.check()
+    return s
+
+
+def uses_engine(s: SpecSettings) -> bool:
+    """Whether a run needs the batching engine: the n-gram drafters, adaptive n and draft lengths
+    past the one-sequence runner's exist only there."""
+    return bool(s.types) and (bool(s.host) or s.adaptive or s.n_max > SESSION_DRAFT_MAX)
 
 
 def add_parser(sub) -> None:
@@ -46,33 +102,39 @@ def add_parser(sub) -> None:
     p.add_argument("--min-p", type=real(0, 1), default=0.05)
     p.add_argument("-s", "--seed", type=seed, default=0, help="random seed (-1: a random one)")
     p.add_argument("-cnv", "--chat", "--conversation", dest="chat", action="store_true", help="interactive chat")
-    add_spec_type_arg(p)
-    p.add_argument("--spec-draft-n-max", type=integer(1, 15), default=3, help="max drafts per round (1..15)")
-    p.add_argument("--spec-draft-p-min", type=real(0, 1), default=0.0, help="stop drafting below this top probability")
-    p.add_argument("--spec-draft-vocab", type=integer(0), default=0, metavar="N",
-                   help="draft among token ids < N only (a cheaper draft LM head; BPE ids are roughly in "
-                        "frequency order; output unchanged); 0 = the whole vocabulary")
+    add_spec_args(p)
     p.add_argument("--no-display-prompt", action="store_true", help="do not echo the prompt")
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(fn=cmd_run)
 
 
-def load_from_args(a: argparse.Namespace):
-    """wgmtp.load with the CLI's arguments; returns (model, load seconds)."""
-    from ..api import load
+def load_from_args(a: argparse.Namespace, spec: SpecSettings | None = None):
+    """wgmtp.load with the CLI's arguments, or a one-slot engine where `spec` needs one
+    (uses_engine); returns (model, load seconds)."""
+    from ..api import EngineModel, load, open_engine
     t0 = time.perf_counter()
     dev = a.device if a.device not in (None, "auto") else "auto"
-    m = load(resolve_model(a.model), device=dev, mtp=a.mtp_file, n_ctx=a.ctx_size,
-             check_tensors=getattr(a, "check_tensors", False))
+    path, check = resolve_model(a.model), getattr(a, "check_tensors", False)
+    if spec is not None and uses_engine(spec):
+        if dev == "cpu":
+            raise WgmtpError(f"--device cpu (the numpy reference) runs plain and draft-mtp decoding only: "
+                             f"--spec-type {spec.label}{' with --spec-adaptive' if spec.adaptive else ''} needs "
+                             "a GPU adapter")
+        m = EngineModel(open_engine(path, device=dev, mtp=a.mtp_file, n_parallel=1, n_ctx=a.ctx_size,
+                                    spec=spec.types, n_max=spec.n_max, check_tensors=check))
+    else:
+        m = load(path, device=dev, mtp=a.mtp_file, n_ctx=a.ctx_size, check_tensors=check)
     return m, time.perf_counter() - t0
 
 
-def gen_kwargs(a: argparse.Namespace, max_tokens: int) -> dict:
-    if not 1 <= a.spec_draft_n_max <= 15:
-        raise WgmtpError(f"--spec-draft-n-max {a.spec_draft_n_max} must be in 1..15")
-    return dict(max_tokens=max_tokens, temperature=a.temp, seed=a.seed, top_k=a.top_k, top_p=a.top_p,
-                min_p=a.min_p, spec=None if a.spec_type == "none" else a.spec_type,
-                n_max=a.spec_draft_n_max, p_min=a.spec_draft_p_min, draft_vocab=a.spec_draft_vocab)
+def gen_kwargs(a: argparse.Namespace, max_tokens: int, s: SpecSettings, engine: bool) -> dict:
+    """generate()'s arguments; the engine's speculative ones only where the engine runs."""
+    kw = dict(max_tokens=max_tokens, temperature=a.temp, seed=a.seed, top_k=a.top_k, top_p=a.top_p,
+              min_p=a.min_p, spec=s.label if s.types else None, n_max=s.n_max, p_min=s.p_min,
+              draft_vocab=s.draft_vocab)
+    if engine:
+        kw.update(n_min=s.n_min, adaptive=s.adaptive, ngram=s.ngram)
+    return kw
 
 
 def stats_line(st: dict) -> str:
@@ -82,7 +144,7 @@ def stats_line(st: dict) -> str:
         per = ", ".join(f"{x:.2f}" for x in st["acceptance_per_pos"])
         s += (f"\ndraft acceptance: {st['acceptance']:.3f} ({st['accepted']}/{st['drafted']}) | "
               f"mean accepted length: {st['mean_accepted_len']:.2f} | per position: [{per}] | "
-              f"verify rounds: {st['verify_rounds']}")
+              f"verify rounds: {st['verify_rounds']} | drafts per round: {st['drafted'] / st['verify_rounds']:.2f}")
         if "draft_s" in st:
             s += (f"\ntime: draft {st['draft_s'] * 1e3:.0f} ms, verify {st['verify_s'] * 1e3:.0f} ms, "
                   f"other {st['other_s'] * 1e3:.0f} ms")
@@ -106,11 +168,13 @@ def cmd_run(a: argparse.Namespace) -> int:
     prompt = a.prompt
     if a.file is not None:
         prompt = read_prompt_file(a.file)
-    m, load_s = load_from_args(a)
+    spec = spec_settings(a)
+    m, load_s = load_from_args(a, spec)
     err = sys.stderr
     n = a.n_predict if a.n_predict > 0 else m.n_ctx
+    kw = gen_kwargs(a, n, spec, engine=uses_engine(spec))
     if a.chat:
-        return chat_loop(m, a, system=prompt, max_tokens=n)
+        return chat_loop(m, system=prompt, kw=kw)
     if prompt is None:
         try:
             prompt = "" if sys.stdin.isatty() else sys.stdin.read(MAX_PROMPT_FILE + 1)
@@ -125,7 +189,7 @@ def cmd_run(a: argparse.Namespace) -> int:
     if not a.no_display_prompt:
         out.write(prompt)
         out.flush()
-    interrupted = _stream(m, prompt, gen_kwargs(a, n), out)
+    interrupted = _stream(m, prompt, kw, out)
     out.write("\n")
     out.flush()
     print(("(interrupted)\n" if interrupted else "") + stats_line(m.stats), file=err)
@@ -140,7 +204,7 @@ def verbose_line(m, load_s: float) -> str:
             + (f"{mem() / 2**20:.1f} MiB (weights + state)" if mem else "none (numpy reference)"))
 
 
-def chat_loop(m, a: argparse.Namespace, system: str | None, max_tokens: int) -> int:
+def chat_loop(m, system: str | None, kw: dict) -> int:
     """Interactive chat: keeps the conversation and its KV/recurrent state between turns; each
     turn feeds only the new text (the chat template's delta)."""
     from ..chat import ChatSession
@@ -167,7 +231,7 @@ def chat_loop(m, a: argparse.Namespace, system: str | None, max_tokens: int) -> 
         if not user.strip():
             continue
         try:
-            for piece in sess.reply(user, **gen_kwargs(a, max_tokens)):
+            for piece in sess.reply(user, **kw):
                 out.write(piece)
                 out.flush()
         except KeyboardInterrupt:

@@ -10,8 +10,8 @@ import json
 from pathlib import Path
 
 from ..errors import WgmtpError
-from .args import integer, real
-from .run import add_model_args, add_spec_type_arg
+from .args import integer
+from .run import add_model_args, add_spec_args, spec_settings
 
 
 def add_parser(sub) -> None:
@@ -21,10 +21,7 @@ def add_parser(sub) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     p.add_argument("--port", type=integer(0, 65535), default=8080)
     p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on every endpoint but /health")
-    add_spec_type_arg(p)
-    p.add_argument("--spec-draft-n-max", type=integer(0, 15), default=3,
-                   help="drafts per round: the default, and the most a request may ask (speculative.n_max)")
-    p.add_argument("--spec-draft-p-min", type=real(0, 1), default=0.0, help="stop drafting below this top probability")
+    add_spec_args(p, n_max_lo=0)    # --spec-draft-n-max: the default and the most a request may ask
     p.add_argument("--chat-template-kwargs", default=None, metavar="JSON",
                    help='extra chat template variables for every request, e.g. \'{"enable_thinking": false}\'')
     p.add_argument("--chat-template-file", default=None, help="a Jinja chat template to use instead of the file's")
@@ -58,9 +55,11 @@ def config_from_args(a: argparse.Namespace):
         raise WgmtpError(f"-np {a.parallel} must be at least 1")
     if a.max_queue < 0:
         raise WgmtpError(f"--max-queue {a.max_queue} must be >= 0")
+    s = spec_settings(a)
     return ServerConfig(model=a.model, mtp_file=a.mtp_file, n_ctx=a.ctx_size, n_parallel=a.parallel, host=a.host,
-                        port=a.port, api_key=a.api_key, spec_type=a.spec_type, n_max=a.spec_draft_n_max,
-                        p_min=a.spec_draft_p_min, chat_template_kwargs=kw, chat_template=template,
+                        port=a.port, api_key=a.api_key, spec_type=s.label, n_max=s.n_max, n_min=s.n_min,
+                        p_min=s.p_min, draft_vocab=s.draft_vocab, ngram=s.ngram, adaptive=s.adaptive,
+                        chat_template_kwargs=kw, chat_template=template,
                         reasoning_format=a.reasoning_format, metrics=a.metrics, alias=a.alias, device=a.device,
                         max_queue=a.max_queue, prefill_chunk=a.prefill_chunk, check_tensors=a.check_tensors)
 

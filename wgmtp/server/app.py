@@ -104,14 +104,22 @@ def create_app(cfg: ServerConfig, backend: Backend | None = None) -> FastAPI:
             "meta": {"n_ctx": b.n_ctx, "n_ctx_train": c.n_ctx_train, "n_vocab": c.n_vocab, "path": b.model_path}}]}
 
     def spec_settings() -> dict:
-        return {"type": "draft-mtp" if b.mtp else "none", "n_max": cfg.n_max if b.mtp else 0, "p_min": cfg.p_min}
+        on = b.speculative
+        return {"type": cfg.spec().label if on else "none", "n_max": cfg.n_max if on else 0, "p_min": cfg.p_min}
+
+    def spec_params() -> dict:
+        """The speculative defaults as llama-server's flat dotted request fields (plus wgmtp's adaptive)."""
+        s, on = cfg.spec(), b.speculative
+        return {"speculative.type": spec_settings()["type"], "speculative.n_max": s.n_max if on else 0,
+                "speculative.n_min": s.n_min if on else 0, "speculative.p_min": s.p_min,
+                "speculative.ngram_size_n": s.ngram.size_n, "speculative.ngram_size_m": s.ngram.size_m,
+                "speculative.ngram_min_hits": s.ngram.min_hits, "speculative.adaptive": on and s.adaptive}
 
     @api.get("/props")
     async def props() -> dict:
         return {"default_generation_settings": {
                     "n_ctx": b.n_ctx, "params": {"temperature": 0.8, "top_k": 40, "top_p": 0.95, "min_p": 0.05,
-                                                 "speculative.n_max": spec_settings()["n_max"],
-                                                 "speculative.p_min": cfg.p_min}},
+                                                 **spec_params()}},
                 "total_slots": b.engine.n_parallel, "model_path": b.model_path, "model_alias": b.model_id,
                 "chat_template": b.template, "chat_template_kwargs": cfg.chat_template_kwargs,
                 "reasoning_format": cfg.reasoning_format, "bos_token": b.tok.bos_text, "eos_token": b.tok.eos_text,
@@ -127,7 +135,7 @@ def create_app(cfg: ServerConfig, backend: Backend | None = None) -> FastAPI:
             seq = running.get(s)
             out.append({"id": s, "n_ctx": b.n_ctx, "is_processing": seq is not None,
                         "id_task": seq.h.id if seq else -1, "n_past": len(eng.hist[s].fed),
-                        "speculative": bool(seq and seq.h.req.spec),
+                        "speculative": bool(seq and seq.h.req.speculative),
                         "n_decoded": seq.h.stats.gen_tokens if seq else 0})
         return out
 

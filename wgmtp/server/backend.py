@@ -90,10 +90,11 @@ class Backend:
             path = resolve_model(self.cfg.model)
             self.model_path = path
             self.model_id = self.cfg.alias or Path(path).name
+            spec = self.cfg.spec()
+            spec.check()
             eng = open_engine(path, device=self.cfg.device or "auto", mtp=self.cfg.mtp_file,
-                              n_parallel=self.cfg.n_parallel, n_ctx=self.cfg.n_ctx,
-                              spec=None if self.cfg.spec_type == "none" else self.cfg.spec_type,
-                              n_max=self.cfg.n_max, prefill_chunk=self.cfg.prefill_chunk, progress=False,
+                              n_parallel=self.cfg.n_parallel, n_ctx=self.cfg.n_ctx, spec=spec.types,
+                              n_max=spec.n_max, prefill_chunk=self.cfg.prefill_chunk, progress=False,
                               check_tensors=self.cfg.check_tensors)
             self.tok = Tokenizer.from_gguf(eng.rn.gm)
             if self.template is None:
@@ -126,6 +127,11 @@ class Backend:
     @property
     def mtp(self) -> bool:
         return bool(self.engine is not None and self.engine.rn.mtp)
+
+    @property
+    def speculative(self) -> bool:
+        """Loaded with a drafter (draft-mtp or an n-gram one) and room for drafts."""
+        return bool(self.engine is not None and self.engine.rn.n_max > 0 and self.cfg.spec().types)
 
     def names(self) -> set[str]:
         """Model names a request may give: the alias (or file name), the file's stem and its path."""

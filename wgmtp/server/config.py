@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..drafters import ADAPTIVE_DEFAULT, NgramParams, SpecSettings, parse_spec_types
+
 
 @dataclass
 class ServerConfig:
@@ -14,9 +16,13 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8080
     api_key: str | None = None
-    spec_type: str = "none"               # none | draft-mtp
+    spec_type: str = "none"               # --spec-type list: none | draft-mtp,ngram-simple,ngram-mod (any of them)
     n_max: int = 3                        # --spec-draft-n-max: the default and the most a request may ask
     p_min: float = 0.0
+    n_min: int = 0                        # --spec-draft-n-min: the default of speculative.n_min
+    draft_vocab: int = 0                  # --spec-draft-vocab
+    ngram: NgramParams = field(default_factory=NgramParams)     # --spec-ngram-size-n/-m/-min-hits
+    adaptive: bool = ADAPTIVE_DEFAULT     # --spec-adaptive
     chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
     chat_template: str | None = None      # overrides the file's template (--chat-template-file)
     reasoning_format: str = "auto"        # auto | none | deepseek
@@ -27,3 +33,8 @@ class ServerConfig:
     max_body_bytes: int = 8 << 20
     prefill_chunk: int = 64
     check_tensors: bool = False           # --check-tensors: refuse NaN/Inf weights at load
+
+    def spec(self) -> SpecSettings:
+        """The server's speculative defaults; a request may change n_max, n_min and p_min."""
+        return SpecSettings(parse_spec_types(self.spec_type), n_max=self.n_max, n_min=self.n_min, p_min=self.p_min,
+                            ngram=self.ngram, adaptive=self.adaptive, draft_vocab=self.draft_vocab)

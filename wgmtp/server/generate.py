@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..batching import Request, RequestHandle
+from ..drafters import SpecSettings
 from ..sampling import TOPK_MAX, SamplerParams
 from .backend import Backend, Job
 from .errors import ApiError
@@ -24,9 +25,7 @@ class Plan:
     prompt: list[int]
     max_tokens: int
     sampler: SamplerParams
-    spec: bool
-    n_max: int
-    p_min: float
+    spec: SpecSettings                   # this request's drafters and draft lengths (no types: plain)
     stops: list[str]
     top_logprobs: int | None = None      # None: no logprobs
     reasoning: bool | None = None        # None: no split; True/False: the prompt opened a thought
@@ -69,14 +68,7 @@ def make_plan(b: Backend, body, prompt: list[int], max_tokens: int | None, *, to
         seed = secrets.randbits(32)
     if not 0 <= seed < 2**64:
         raise ApiError(400, f"seed {seed} must be in 0..2^64-1 (or -1: random)")
-    n_max = b.cfg.n_max if body.n_max is None else body.n_max
-    if body.n_max is not None and body.n_max > 0 and not b.mtp:
-        raise ApiError(400, "speculative.n_max > 0 needs a server started with --spec-type draft-mtp")
-    if b.mtp and not 0 <= n_max <= b.engine.rn.n_max:
-        raise ApiError(400, f"speculative.n_max {n_max} must be in 0..{b.engine.rn.n_max} (the server's "
-                            "--spec-draft-n-max)")
-    p_min = b.cfg.p_min if body.p_min is None else body.p_min
-    _range("speculative.p_min", p_min, 0.0, 1.0)
+    spec = speculative_settings(b, body)
     stops = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
     if len(stops) > MAX_STOPS:
         raise ApiError(400, f"{len(stops)} stop strings: at most {MAX_STOPS}")
@@ -85,7 +77,29 @@ def make_plan(b: Backend, body, prompt: list[int], max_tokens: int | None, *, to
     if top_logprobs is not None and not 0 <= top_logprobs <= MAX_TOP_LOGPROBS:
         raise ApiError(400, f"top_logprobs {top_logprobs} must be in 0..{MAX_TOP_LOGPROBS}")
     return Plan(prompt, max_tokens, SamplerParams(temperature=temp, top_k=top_k, top_p=top_p, min_p=min_p, seed=seed),
-                b.mtp and n_max > 0, n_max, p_min, stops, top_logprobs, reasoning)
+                spec, stops, top_logprobs, reasoning)
+
+
+def speculative_settings(b: Backend, body) -> SpecSettings:
+    """The server's drafters with llama-server's per-request fields: speculative.n_max (0: plain
+    decoding; at most the server's --spec-draft-n-max), speculative.n_min (clamped to n_max, as
+    llama-server does) and speculative.p_min."""
+    s = b.cfg.spec()
+    n_min = s.n_min if body.n_min is None else body.n_min
+    if n_min < 0:
+        raise ApiError(400, f"speculative.n_min {n_min} must be >= 0")
+    p_min = s.p_min if body.p_min is None else body.p_min
+    _range("speculative.p_min", p_min, 0.0, 1.0)
+    if body.n_max is not None and body.n_max > 0 and not b.speculative:
+        raise ApiError(400, "speculative.n_max > 0 needs a server started with a drafter "
+                            "(--spec-type draft-mtp, ngram-simple, ngram-mod)")
+    if not b.speculative:
+        return SpecSettings()
+    n_max = s.n_max if body.n_max is None else body.n_max
+    if not 0 <= n_max <= b.engine.rn.n_max:
+        raise ApiError(400, f"speculative.n_max {n_max} must be in 0..{b.engine.rn.n_max} (the server's "
+                            "--spec-draft-n-max)")
+    return replace(s, n_max=n_max, n_min=min(n_min, n_max), p_min=p_min)
 
 
 class Run:
@@ -102,8 +116,8 @@ class Run:
     def submit(self) -> None:
         """Enqueue (before any response is sent, so a refusal is an HTTP error)."""
         p = self.plan
-        req = Request(prompt=p.prompt, max_tokens=p.max_tokens, sampler=p.sampler, spec=p.spec, n_max=p.n_max,
-                      p_min=p.p_min, n_cand=TOPK_MAX if p.top_logprobs is not None else 0)
+        req = Request(prompt=p.prompt, max_tokens=p.max_tokens, sampler=p.sampler, **p.spec.request_fields(),
+                      n_cand=TOPK_MAX if p.top_logprobs is not None else 0)
         self.job = self.b.submit(req)
 
     def cancel(self) -> None:

@@ -1,6 +1,7 @@
 """Request bodies: pydantic models with strict types (a string where a number belongs is a 400,
 not a guess), unknown fields allowed (clients send OpenAI fields wgmtp has no use for), and the
-llama-server spellings of its own fields ("speculative.n_max", "speculative.p_min", n_predict)."""
+llama-server spellings of its own fields ("speculative.n_max", "speculative.n_min",
+"speculative.p_min", n_predict)."""
 from __future__ import annotations
 
 import json
@@ -41,6 +42,7 @@ class _Sampling(_Body):
     stop: str | list[str] | None = None
     stream: bool = False
     n_max: int | None = Field(None, alias="speculative.n_max")
+    n_min: int | None = Field(None, alias="speculative.n_min")
     p_min: float | None = Field(None, alias="speculative.p_min")
 
 
