@@ -22,7 +22,7 @@ BAD_FLAGS = [  # (argv, words the one line must hold)
     (["run", "--top-k", "-4", "-p", "hi"], ["--top-k"]),
     (["run", "--spec-type", "eagle", "-p", "hi"], ["--spec-type"]),
     (["run", "--spec-type", "draft-mtp,eagle", "-p", "hi"], ["--spec-type", "'eagle'", "ngram-simple"]),
-    (["run", "--spec-type", "draft-simple", "-p", "hi"], ["--spec-type", "'draft-simple'", "draft-mtp"]),
+    (["run", "--spec-type", "draft-simple", "-p", "hi"], ["draft-simple needs a draft model", "-md draft.gguf"]),
     (["run", "--spec-type", "draft-mtp,", "-p", "hi"], ["--spec-type", "''"]),
     (["run", "--spec-draft-n-min", "-1", "-p", "hi"], ["--spec-draft-n-min", "0..15"]),
     (["run", "--spec-draft-n-min", "5", "-p", "hi"], ["--spec-draft-n-min 5", "--spec-draft-n-max 3"]),

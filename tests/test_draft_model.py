@@ -208,3 +208,54 @@ def test_memory_and_requests_are_checked(synth, variant, monkeypatch):
     with pytest.raises(WgmtpError, match="outside its vocabulary"):
         dm.feed(0, [dm.rn.cfg.n_vocab])
     assert len(dm.draft([(0, 3), (1, 0)])[0]) == 3
+
+
+# ---- draft-simple in the batching engine (what run and serve use) ------------------------------
+
+def _engine_runs(target, draft, spec: str, n_max: int, prompts, sampler=None, n_parallel: int = 2):
+    import wgmtp
+    from wgmtp.batching import Request
+    from wgmtp.sampling import SamplerParams
+    eng = wgmtp.open_engine(target, n_parallel=n_parallel, n_ctx=N_CTX, spec=spec, n_max=n_max,
+                            prefill_chunk=CHUNK, progress=False, draft=draft)
+    fields = {"drafters": tuple(t for t in spec.split(",") if t != "draft-mtp"), "spec": "draft-mtp" in spec,
+              "n_max": n_max} if spec != "none" else {}
+    hs = [eng.submit(Request(p, max_tokens=20, sampler=sampler or SamplerParams(), **fields)) for p in prompts]
+    eng.run_until_idle()
+    return [h.result() for h in hs], [h.stats.spec for h in hs]
+
+
+@pytest.mark.parametrize("spec", ["draft-simple", "draft-mtp,draft-simple", "ngram-simple,draft-simple"])
+def test_engine_with_a_draft_model_is_lossless(synth, spec):
+    """Greedy and sampled, several sequences at once: the engine with a draft model emits what plain
+    decoding emits; with the target as its own draft every draft is accepted."""
+    from wgmtp.sampling import SamplerParams
+    target, other = synth(**TARGET), synth(**OTHER)
+    V = GGUFModel(target).config.n_vocab
+    prompts = [_tokens(V, 5, 1), _tokens(V, 21, 2), [3, 4, 3, 4, 3, 4, 3]]
+    for sampler, n_max in ((None, 15), (SamplerParams(temperature=0.8, seed=5), 3)):
+        plain, _ = _engine_runs(target, None, "none", 3, prompts, sampler)
+        got, _ = _engine_runs(target, other, spec, n_max, prompts, sampler)
+        assert got == plain, (spec, n_max, sampler)
+    if spec != "draft-simple":
+        return
+    self_drafted, stats = _engine_runs(target, target, "draft-simple", 7, prompts)
+    assert self_drafted == _engine_runs(target, None, "none", 3, prompts)[0]
+    # every round accepts all its drafts but a sequence's last, cut by max_tokens or an end token
+    assert all(k == n for s in stats for n, k in s.rounds[:-1]), [s.rounds for s in stats]
+    assert sum(len(s.rounds) - 1 for s in stats) >= 3
+
+
+def test_engine_draft_model_errors(synth, tmp_path):
+    import wgmtp
+    from wgmtp.batching import Request
+    from wgmtp.errors import BadRequestError
+    target = synth(**TARGET)
+    with pytest.raises(BadRequestError, match="draft-simple needs a draft model"):
+        wgmtp.open_engine(target, n_parallel=1, n_ctx=N_CTX, spec="draft-simple", progress=False)
+    eng = wgmtp.open_engine(target, n_parallel=1, n_ctx=N_CTX, spec="ngram-simple", progress=False)
+    with pytest.raises(BadRequestError, match="no draft model"):
+        eng.submit(Request([1, 2], drafters=("draft-simple",)))
+    big = synth(tokenizer_vocab=400, seed=2)
+    with pytest.raises(WgmtpError, match="differs from the target's"):
+        wgmtp.open_engine(target, n_parallel=1, n_ctx=N_CTX, spec="draft-simple", progress=False, draft=big)

@@ -25,8 +25,9 @@ def test_spec_types_parse_like_llama_cpp():
     assert parse_spec_types(["ngram-mod", "mtp", "draft-mtp"]) == ("ngram-mod", "draft-mtp")
     with pytest.raises(BadRequestError, match="unknown --spec-type 'eagle'"):
         parse_spec_types("draft-mtp,eagle")
-    with pytest.raises(BadRequestError, match="use none, draft-mtp, mtp, ngram-simple, ngram-mod"):
-        parse_spec_types("draft-simple")        # a separate draft model: not there yet
+    with pytest.raises(BadRequestError, match="use none, draft-mtp, mtp, ngram-simple, ngram-mod, draft-simple"):
+        parse_spec_types("eagle3")
+    assert parse_spec_types("ngram-simple,draft-simple") == ("ngram-simple", "draft-simple")
 
 
 def test_spec_settings_give_request_fields():

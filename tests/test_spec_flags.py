@@ -163,6 +163,33 @@ def test_chat_with_ngram_drafters_and_adaptive_n(capsys, monkeypatch):
     assert spec == plain and err.count("generated:") == 2
 
 
+def test_run_and_serve_with_a_draft_model(capsys, synth):
+    """`-md draft.gguf --spec-type draft-simple` (-md then names the draft model, not the MTP
+    sidecar): run prints plain's text; with the model as its own draft every draft of a full round
+    is accepted; serve loads the draft model and answers as plain decoding does."""
+    from starlette.testclient import TestClient
+
+    from wgmtp.cli import build_parser
+    from wgmtp.cli.serve import config_from_args
+    from wgmtp.server.app import create_app
+    target, other = synth(block_out_scale=0.2, mtp_copy=True, seed=3), synth(seed=11, n_layer=3, mtp=False)
+    args = ["run", "-m", str(target), "-p", REPEAT, "-n", "16"]
+    plain, _ = _main(args, capsys)
+    for draft, spec in ((other, "draft-simple"), (target, "draft-simple"), (other, "draft-mtp,draft-simple")):
+        out, err = _main(args + ["-md", str(draft), "--spec-type", spec, "--spec-draft-n-max", "5"], capsys)
+        assert out == plain and "draft acceptance:" in err, (draft, spec)
+    # 13 tokens: the first, then two full rounds of 5 drafts and a bonus token, all accepted
+    _, err = _main(args[:-1] + ["13", "-md", str(target), "--spec-type", "draft-simple", "--spec-draft-n-max", "5"],
+                   capsys)
+    assert "draft acceptance: 1.000 (10/10)" in err and "mean accepted length: 6.00" in err, err
+    a = build_parser().parse_args(["serve", "-m", str(target), "-md", str(other), "-np", "2", "-c", "128",
+                                   "--spec-type", "draft-simple"])
+    with TestClient(create_app(config_from_args(a))) as tc:
+        tc.app.state.backend.wait_loaded(120)
+        r = tc.post("/completion", json={"prompt": REPEAT, "n_predict": 16, "temperature": 0}).json()
+        assert REPEAT + r["content"] + "\n" == plain, (r["content"], plain)
+
+
 # ---- wgmtp serve
 
 def test_serve_drafters_and_per_request_fields():

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 
-from .drafters import NgramParams, SpecSettings, parse_spec_types
+from .drafters import MODEL_DRAFTER, NgramParams, SpecSettings, parse_spec_types
 from .engine import GenRequest, Session
 from .errors import BadRequestError, WgmtpError
 from .models.qwen35 import GGUFModel
@@ -219,13 +219,15 @@ def load(path: str | os.PathLike[str], device: str | int = "auto", mtp: str | os
 def open_engine(path: str | os.PathLike[str] | None = None, device: str | int = "auto",
                 mtp: str | os.PathLike[str] | None = None, *, n_parallel: int = 4, n_ctx: int = 4096,
                 spec: str | Sequence[str] | None = None, n_max: int = 3, prefill_chunk: int = 64,
-                progress: bool = True, check_tensors: bool = False) -> "BatchEngine":
+                progress: bool = True, check_tensors: bool = False, draft: str | os.PathLike[str] | None = None,
+                device_draft: str | int | None = None) -> "BatchEngine":
     """A BatchEngine (wgmtp/batching.py) serving `n_parallel` sequences at once on one adapter:
     `submit(Request(...))` from any thread, iterate the returned handle for its tokens, and drive
     the GPU with `start()` (a background thread) or `step()` / `run_until_idle()`. `spec` is
     --spec-type's list ("draft-mtp", "ngram-simple", "draft-mtp,ngram-mod", ...): with any drafter,
-    requests may speculate (each with its own n_max <= this n_max); draft-mtp loads the MTP head.
-    `n_ctx` is per sequence."""
+    requests may speculate (each with its own n_max <= this n_max); draft-mtp loads the MTP head;
+    draft-simple drafts with the model `draft` (the same vocabulary), on `device_draft` (default:
+    the target's adapter). `n_ctx` is per sequence."""
     from .batching import BatchEngine
     from .models.qwen35.slots import SlotRunner
     types = parse_spec_types(spec)
@@ -233,7 +235,22 @@ def open_engine(path: str | os.PathLike[str] | None = None, device: str | int = 
     if check_tensors:
         gm.check_tensors()
     eog = eog_ids(gm)
+    if MODEL_DRAFTER in types and draft is None:
+        raise BadRequestError("draft-simple needs a draft model: give -md draft.gguf (a qwen35 model with the same "
+                              "tokenizer)")
+    if draft is not None and MODEL_DRAFTER not in types:
+        raise BadRequestError("a draft model drafts only with --spec-type draft-simple")
     rn = SlotRunner(gm, device=device, n_ctx=min(n_ctx, gm.config.n_ctx_train), n_seq=n_parallel,
                     n_max=n_max if types else 0, mtp="draft-mtp" in types, prefill_chunk=prefill_chunk, eog=eog,
                     progress=progress)
-    return BatchEngine(rn, eog)
+    dm = None
+    if draft is not None:
+        from .models.qwen35.draft_model import DraftModel
+        dgm = GGUFModel(str(draft))
+        if check_tensors:
+            dgm.check_tensors()
+        shared = device_draft in (None, device)
+        dm = DraftModel(dgm, target=gm, n_seq=n_parallel, n_ctx=rn.n_ctx, n_max=n_max, prefill_chunk=prefill_chunk,
+                        ctx=rn.ctx if shared else None, device=device_draft if device_draft is not None else "auto",
+                        progress=progress, reserved=rn.memory_bytes() if shared else 0)
+    return BatchEngine(rn, eog, draft=dm)

@@ -29,8 +29,9 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from .drafters import HOST_DRAFTERS, AdaptiveN, NgramParams, NgramSimple, NgramTable, StepCosts
+from .drafters import GIVEN_DRAFTERS, MODEL_DRAFTER, AdaptiveN, NgramParams, NgramSimple, NgramTable, StepCosts
 from .errors import BadRequestError, ContextOverflowError, WgmtpError, raise_ctx_hint
+from .models.qwen35.draft_model import DraftModel
 from .models.qwen35.slots import Feed, Outcome, Round, SlotRunner
 from .sampling import NONFINITE_ID, TOPK_MAX, Sampler, SamplerParams, nonfinite_error
 from .speculative import SpecStats, accept
@@ -53,8 +54,9 @@ class Request:
     # called on the engine thread after each emitted token and once more after the end (done is
     # set by then), so an event loop can wait for tokens without a thread per request
     notify: Callable[["RequestHandle"], None] | None = None
-    # host drafters (wgmtp/drafters.py): "ngram-simple", "ngram-mod"; with spec, an n-gram match
-    # drafts when there is one and MTP otherwise (llama.cpp: the draftless type takes precedence)
+    # drafters whose drafts come with the round (wgmtp/drafters.py): "ngram-simple", "ngram-mod",
+    # "draft-simple" (the engine's draft model); an n-gram match drafts when there is one, else the
+    # draft model, else MTP with spec (llama.cpp: the draftless type takes precedence)
     drafters: tuple[str, ...] = ()
     ngram: NgramParams = field(default_factory=NgramParams)
     n_min: int = 0                # --spec-draft-n-min: rounds of fewer drafts run as plain steps
@@ -177,8 +179,11 @@ class _SlotHistory:
 class BatchEngine:
     """Requests in, tokens out, over a SlotRunner."""
 
-    def __init__(self, runner: SlotRunner, eog: set[int], *, prefill_budget: int | None = None) -> None:
+    def __init__(self, runner: SlotRunner, eog: set[int], *, prefill_budget: int | None = None,
+                 draft: DraftModel | None = None) -> None:
         self.rn = runner
+        self.draft = draft          # draft-simple's model, one sequence per slot (models/qwen35/draft_model.py)
+        self._model_drafts: dict[int, list[int]] = {}     # this step's draft-model drafts by slot
         self.eog = frozenset(eog)
         self.budget = prefill_budget or runner.chunk
         self.waiting: queue.Queue[RequestHandle] = queue.Queue()
@@ -214,14 +219,17 @@ class BatchEngine:
                                        f"{raise_ctx_hint(self.rn.n_ctx, c.n_ctx_train)}")
         if req.spec and not self.rn.mtp:
             raise BadRequestError("this engine was loaded without draft-mtp: start it with --spec-type draft-mtp")
-        bad = [d for d in req.drafters if d not in HOST_DRAFTERS]
+        if MODEL_DRAFTER in req.drafters and self.draft is None:
+            raise BadRequestError("this engine has no draft model: start it with --spec-type draft-simple "
+                                  "-md draft.gguf")
+        bad = [d for d in req.drafters if d not in GIVEN_DRAFTERS]
         if bad:
-            raise BadRequestError(f"unknown drafter '{bad[0]}' (the engine's host drafters: "
-                                  f"{', '.join(HOST_DRAFTERS)}; draft-mtp is spec=True)")
+            raise BadRequestError(f"unknown drafter '{bad[0]}' (the engine's drafters: "
+                                  f"{', '.join(GIVEN_DRAFTERS)}; draft-mtp is spec=True)")
         if req.drafters:
             req.ngram.check()
             if self.rn.n_max < 1:
-                raise BadRequestError("n-gram drafting needs snapshot planes: load the engine with "
+                raise BadRequestError("drafting needs snapshot planes: load the engine with "
                                       "--spec-draft-n-max of at least 1")
         if req.speculative and not 0 <= req.n_max <= self.rn.n_max:
             raise BadRequestError(f"n_max {req.n_max} must be in 0..{self.rn.n_max} (the engine's --spec-draft-n-max)")
@@ -305,6 +313,7 @@ class BatchEngine:
         if not self.running:
             return False
         t0 = time.perf_counter()
+        self._draft_with_model()
         work: list[Feed | Round] = []
         owners: list[_Seq] = []
         budget = self.budget
@@ -337,13 +346,31 @@ class BatchEngine:
             self.costs.observe(work[0].n, work[0].drafts is None, time.perf_counter() - t0)
         return True
 
+    def _n_room(self, seq: _Seq) -> int:
+        """Drafts a round of `seq` may have: its n_max, within the context and the runner."""
+        r, st = seq.h.req, self.rn.slots[seq.slot]
+        return max(0, min(r.n_max, self.rn.n_ctx - st.pos - 2, self.rn.n_max)) if r.speculative else 0
+
+    def _draft_with_model(self) -> None:
+        """draft-simple: the draft model's drafts of every decoding sequence that asks for them and
+        has no n-gram match this step, in one submission on the draft model's adapter."""
+        self._model_drafts = {}
+        asks = []
+        for seq in self.running.values():
+            if seq.to_feed or MODEL_DRAFTER not in seq.h.req.drafters:
+                continue
+            n = self._n_room(seq)
+            if n and self._ngram_drafts(seq, n) is None:
+                asks.append((seq.slot, n))
+        if asks:
+            self._model_drafts = dict(zip((s for s, _ in asks), self.draft.draft(asks)))
+
     def _round(self, seq: _Seq) -> Round:
         """This step's round of `seq`: an n-gram match drafts when there is one, else MTP (with
         draft-mtp), else a plain step. Adaptive n picks how many, per kind of drafts: of the match
         (up to its length; none: MTP's turn), or of MTP's chain (up to the cap)."""
-        r, st = seq.h.req, self.rn.slots[seq.slot]
-        room = self.rn.n_ctx - st.pos - 1
-        n = max(0, min(r.n_max, room - 1, self.rn.n_max)) if r.speculative else 0
+        r = seq.h.req
+        n = self._n_room(seq)
         greedy = r.sampler.greedy
         left = r.max_tokens - seq.h.stats.gen_tokens
         drafts = self._host_drafts(seq, n) if n else None
@@ -362,7 +389,14 @@ class BatchEngine:
                      r.draft_vocab if n and drafts is None else 0, left if greedy else 0, drafts=drafts)
 
     def _host_drafts(self, seq: _Seq, n: int) -> list[int] | None:
-        """An n-gram match of at most n tokens after the pending one, or None (no GPU time)."""
+        """Drafts given with the round (no MTP chain): an n-gram match of at most n tokens after the
+        pending one (no GPU time), else the draft model's of this step; None without either."""
+        got = self._ngram_drafts(seq, n)
+        if got is None and MODEL_DRAFTER in seq.h.req.drafters:
+            got = self._model_drafts.get(seq.slot, [])[:n] or None
+        return got
+
+    def _ngram_drafts(self, seq: _Seq, n: int) -> list[int] | None:
         r = seq.h.req
         for d in r.drafters:
             if d == "ngram-simple" and seq.ngram is not None:
@@ -437,6 +471,9 @@ class BatchEngine:
             if "ngram-mod" in r.drafters:
                 seq.hist = list(p)
                 self.ngram_table(r.ngram).add(seq.hist, 0)
+            if MODEL_DRAFTER in r.drafters:         # the draft model holds the whole prompt (no reuse)
+                self.draft.start(best)
+                self.draft.feed(best, list(p))
             if r.adaptive and r.speculative:
                 seq.adaptive = AdaptiveN(n_min=r.n_min, n_max=r.n_max, costs=self.costs)
             h.stats.prompt_tokens = len(seq.to_feed)
@@ -490,6 +527,8 @@ class BatchEngine:
         is_stop = self._is_stop(r)
         if seq.ngram is not None:
             seq.ngram.extend(toks)
+        if MODEL_DRAFTER in r.drafters:
+            self.draft.feed(seq.slot, [t for t in toks if not t & NONFINITE_ID])
         if "ngram-mod" in r.drafters:
             start = len(seq.hist)
             seq.hist += toks

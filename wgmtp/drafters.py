@@ -27,8 +27,10 @@ from typing import Sequence
 
 from .errors import BadRequestError
 
-SPEC_TYPES = ("none", "draft-mtp", "mtp", "ngram-simple", "ngram-mod")
+SPEC_TYPES = ("none", "draft-mtp", "mtp", "ngram-simple", "ngram-mod", "draft-simple")
 HOST_DRAFTERS = ("ngram-simple", "ngram-mod")     # drafted on the host: no MTP block, no GPU time
+MODEL_DRAFTER = "draft-simple"                    # a separate draft model (-md), its drafts given with the round
+GIVEN_DRAFTERS = HOST_DRAFTERS + (MODEL_DRAFTER,)  # drafts that come with a round (Round.drafts): no MTP chain
 # --spec-adaptive's default in run and serve (bench: only when asked). Off: on the demo model on
 # lavapipe (tools/spec_bench.py, README "Speculative decoding: drafters and adaptive n") adaptive n
 # over draft-mtp alone gave 1.34x against 1.42x for the best fixed n (n 3: 1.37x); it won only with
@@ -149,6 +151,12 @@ class NgramTable:
         return out
 
 
+def split_model_draft(types: tuple[str, ...], md: str | None) -> tuple[str | None, str | None]:
+    """(MTP sidecar, draft model) named by `-md`, as llama.cpp reads it: with draft-simple the
+    draft model, otherwise the MTP sidecar of draft-mtp."""
+    return (None, md) if MODEL_DRAFTER in types else (md, None)
+
+
 @dataclass
 class SpecSettings:
     """The `--spec-*` settings of a run or a server (llama.cpp's names and defaults), turned into a
@@ -165,9 +173,13 @@ class SpecSettings:
     def mtp(self) -> bool:
         return "draft-mtp" in self.types
 
+    def files(self, md: str | None) -> tuple[str | None, str | None]:
+        """(MTP sidecar, draft model) of `-md` (split_model_draft)."""
+        return split_model_draft(self.types, md)
+
     @property
     def host(self) -> tuple[str, ...]:
-        return tuple(t for t in self.types if t in HOST_DRAFTERS)
+        return tuple(t for t in self.types if t in GIVEN_DRAFTERS)
 
     @property
     def label(self) -> str:
@@ -177,7 +189,7 @@ class SpecSettings:
         """One-line errors for values that do not go together (ranges are the flags' own)."""
         if self.n_min > max(self.n_max, 0):
             raise BadRequestError(f"--spec-draft-n-min {self.n_min} exceeds --spec-draft-n-max {self.n_max}")
-        if self.host:
+        if any(t in HOST_DRAFTERS for t in self.types):
             self.ngram.check()
 
     def request_fields(self) -> dict:

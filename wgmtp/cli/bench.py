@@ -24,7 +24,8 @@ from .run import add_spec_args, spec_settings, uses_engine
 def add_parser(sub) -> None:
     p = sub.add_parser("bench", help="benchmark prompt processing and generation (llama-bench style)")
     p.add_argument("-m", "--model", required=False, default=None, help="GGUF model (default: the demo model)")
-    p.add_argument("-md", "--model-draft", dest="mtp_file", default=None, help="MTP sidecar GGUF")
+    p.add_argument("-md", "--model-draft", dest="mtp_file", default=None,
+                   help="MTP sidecar GGUF, or with --spec-type draft-simple the draft model")
     p.add_argument("-p", "--n-prompt", type=integer(1), default=128, help="prompt tokens (pp test)")
     p.add_argument("-n", "--n-gen", type=integer(1), default=64, help="generated tokens (tg tests)")
     add_spec_args(p, default="draft-mtp", n_max_list=True, adaptive=False)
@@ -108,9 +109,9 @@ def run_bench(a: argparse.Namespace) -> tuple[list[dict], dict]:
     from ..models.qwen35.runner import Qwen35Runner
 
     path = resolve_model(a.model)
-    gm = GGUFModel(path, a.mtp_file)
     n_max_list = ints_of(a.spec_draft_n_max)
     settings = spec_settings(a, n_max=max(n_max_list))
+    gm = GGUFModel(path, settings.files(a.mtp_file)[0])
     engine = uses_engine(settings)
     if engine and a.synthetic_acceptance is not None:
         raise WgmtpError("--synthetic-acceptance measures draft-mtp on the one-sequence runner: drop the n-gram "

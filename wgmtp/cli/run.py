@@ -22,7 +22,8 @@ from .args import MAX_PROMPT_FILE, integer, integers, read_prompt_file, real, se
 def add_model_args(p: argparse.ArgumentParser) -> None:
     """Arguments shared by run, bench and check."""
     p.add_argument("-m", "--model", default=None, help="GGUF model (default: the shipped demo model)")
-    p.add_argument("-md", "--model-draft", dest="mtp_file", default=None, help="MTP sidecar GGUF (mtp-*.gguf)")
+    p.add_argument("-md", "--model-draft", dest="mtp_file", default=None,
+                   help="MTP sidecar GGUF (mtp-*.gguf), or with --spec-type draft-simple the draft model")
     p.add_argument("-c", "--ctx-size", type=integer(1), default=4096, help="context size (tokens)")
     p.add_argument("--device", default=None, help="adapter index or name substring (see `wgmtp devices`), or cpu")
     p.add_argument("--check-tensors", action="store_true",
@@ -45,7 +46,10 @@ def add_spec_args(p: argparse.ArgumentParser, *, default: str = "none", n_max_lo
     per draft length). adaptive None: ADAPTIVE_DEFAULT (spec_settings)."""
     p.add_argument("--spec-type", type=spec_type_arg, default=default, metavar="TYPE[,TYPE]",
                    help="speculative decoding, a comma-separated list of none, draft-mtp (or mtp), ngram-simple, "
-                        "ngram-mod; with several, an n-gram match drafts when there is one, otherwise MTP")
+                        "ngram-mod, draft-simple (a draft model: -md draft.gguf); with several, an n-gram match "
+                        "drafts when there is one, else the draft model, else MTP")
+    p.add_argument("--device-draft", default=None,
+                   help="adapter of draft-simple's model (index or name substring; default: the model's)")
     if n_max_list:
         p.add_argument("--spec-draft-n-max", type=integers(0, N_DRAFT_MAX), default="0,1,2,3",
                        help=f"comma-separated draft lengths (0..{N_DRAFT_MAX}); 0 = plain decoding "
@@ -120,8 +124,10 @@ def load_from_args(a: argparse.Namespace, spec: SpecSettings | None = None):
             raise WgmtpError(f"--device cpu (the numpy reference) runs plain and draft-mtp decoding only: "
                              f"--spec-type {spec.label}{' with --spec-adaptive' if spec.adaptive else ''} needs "
                              "a GPU adapter")
-        m = EngineModel(open_engine(path, device=dev, mtp=a.mtp_file, n_parallel=1, n_ctx=a.ctx_size,
-                                    spec=spec.types, n_max=spec.n_max, check_tensors=check))
+        mtp, draft = spec.files(a.mtp_file)
+        m = EngineModel(open_engine(path, device=dev, mtp=mtp, n_parallel=1, n_ctx=a.ctx_size, spec=spec.types,
+                                    n_max=spec.n_max, check_tensors=check, draft=draft,
+                                    device_draft=getattr(a, "device_draft", None)))
     else:
         m = load(path, device=dev, mtp=a.mtp_file, n_ctx=a.ctx_size, check_tensors=check)
     return m, time.perf_counter() - t0

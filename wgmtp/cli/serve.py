@@ -61,6 +61,7 @@ def config_from_args(a: argparse.Namespace):
                         p_min=s.p_min, draft_vocab=s.draft_vocab, ngram=s.ngram, adaptive=s.adaptive,
                         chat_template_kwargs=kw, chat_template=template,
                         reasoning_format=a.reasoning_format, metrics=a.metrics, alias=a.alias, device=a.device,
+                        device_draft=a.device_draft,
                         max_queue=a.max_queue, prefill_chunk=a.prefill_chunk, check_tensors=a.check_tensors)
 
 

@@ -92,10 +92,11 @@ class Backend:
             self.model_id = self.cfg.alias or Path(path).name
             spec = self.cfg.spec()
             spec.check()
-            eng = open_engine(path, device=self.cfg.device or "auto", mtp=self.cfg.mtp_file,
+            mtp, draft = spec.files(self.cfg.mtp_file)
+            eng = open_engine(path, device=self.cfg.device or "auto", mtp=mtp,
                               n_parallel=self.cfg.n_parallel, n_ctx=self.cfg.n_ctx, spec=spec.types,
                               n_max=spec.n_max, prefill_chunk=self.cfg.prefill_chunk, progress=False,
-                              check_tensors=self.cfg.check_tensors)
+                              check_tensors=self.cfg.check_tensors, draft=draft, device_draft=self.cfg.device_draft)
             self.tok = Tokenizer.from_gguf(eng.rn.gm)
             if self.template is None:
                 self.template = self.tok.chat_template or CHATML_TEMPLATE

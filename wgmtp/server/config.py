@@ -29,6 +29,7 @@ class ServerConfig:
     metrics: bool = False
     alias: str | None = None
     device: str | None = None
+    device_draft: str | None = None       # --device-draft: draft-simple's model's adapter (default: --device)
     max_queue: int = 64                   # requests waiting beyond the slots; more get 503
     max_body_bytes: int = 8 << 20
     prefill_chunk: int = 64
