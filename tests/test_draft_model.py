@@ -259,3 +259,24 @@ def test_engine_draft_model_errors(synth, tmp_path):
     big = synth(tokenizer_vocab=400, seed=2)
     with pytest.raises(WgmtpError, match="differs from the target's"):
         wgmtp.open_engine(target, n_parallel=1, n_ctx=N_CTX, spec="draft-simple", progress=False, draft=big)
+
+
+def test_engine_draft_model_on_another_adapter(synth):
+    """--device-draft: the draft model on a second adapter (here llvmpipe's OpenGL beside lavapipe's
+    Vulkan); its drafts come back through the host, the output is still plain decoding's."""
+    import wgpu
+
+    import wgmtp
+    from wgmtp.batching import Request
+    if len(wgpu.gpu.enumerate_adapters_sync()) < 2:
+        pytest.skip("one adapter only")
+    target, other = synth(**TARGET), synth(**OTHER)
+    V = GGUFModel(target).config.n_vocab
+    prompts = [_tokens(V, 5, 1), [3, 4, 3, 4, 3, 4, 3]]
+    plain, _ = _engine_runs(target, None, "none", 3, prompts)
+    eng = wgmtp.open_engine(target, device=0, n_parallel=2, n_ctx=N_CTX, spec="draft-simple", n_max=4,
+                            prefill_chunk=CHUNK, progress=False, draft=target, device_draft=1)
+    assert eng.draft.ctx is not eng.rn.ctx
+    hs = [eng.submit(Request(p, max_tokens=20, drafters=("draft-simple",), n_max=4)) for p in prompts]
+    eng.run_until_idle()
+    assert [h.result() for h in hs] == plain and all(h.stats.spec.accepted > 0 for h in hs)
