@@ -59,9 +59,11 @@ class Variant:
     adaptive: bool = False
 
 
-def variants(mtp_n: list[int], cap: int, combo_n: int) -> list[Variant]:
-    """The settings measured, plain first (the baseline of every speedup)."""
+def variants(mtp_n: list[int], cap: int, combo_n: int, draft_n: list[int] = ()) -> list[Variant]:
+    """The settings measured, plain first (the baseline of every speedup); draft_n: draft-simple's
+    fixed lengths (with --draft)."""
     return ([Variant("none", "none", 0)]
+            + [Variant(f"draft-simple n={n}", "draft-simple", n) for n in draft_n]
             + [Variant(f"draft-mtp n={n}", "draft-mtp", n) for n in mtp_n]
             + [Variant(f"ngram-simple n={cap}", "ngram-simple", cap), Variant(f"ngram-mod n={cap}", "ngram-mod", cap),
                Variant(f"draft-mtp,ngram-simple n={combo_n}", "draft-mtp,ngram-simple", combo_n),
@@ -150,15 +152,18 @@ def main() -> int:
     ap.add_argument("--spec-ngram-size-n", type=int, default=12)
     ap.add_argument("--spec-ngram-size-m", type=int, default=48)
     ap.add_argument("--spec-ngram-min-hits", type=int, default=1)
+    ap.add_argument("--draft", default=None, help="a draft model (same vocabulary): adds draft-simple rows")
+    ap.add_argument("--draft-n", default="2,4,8", help="fixed draft-simple lengths (with --draft)")
     ap.add_argument("--json", action="store_true", help="print the rows as JSON")
     a = ap.parse_args()
     mtp_n = [int(x) for x in a.mtp_n.split(",") if x.strip()]
-    vs = variants(mtp_n, a.cap, a.combo_n)
+    vs = variants(mtp_n, a.cap, a.combo_n, [int(x) for x in a.draft_n.split(",") if x.strip()] if a.draft else [])
     n_max = max(v.n_max for v in vs)
     path = resolve_model(a.model)
     prompt_max = max(len(p) for p in PROMPTS.values())      # characters: at least as many as tokens
     eng = open_engine(path, device=a.device, mtp=a.mtp_file, n_parallel=1, n_ctx=prompt_max + a.n_gen + n_max + 8,
-                      spec="draft-mtp,ngram-simple,ngram-mod", n_max=n_max, progress=False)
+                      spec="draft-mtp,ngram-simple,ngram-mod" + (",draft-simple" if a.draft else ""), n_max=n_max,
+                      progress=False, draft=a.draft)
     tok = Tokenizer.from_gguf(eng.rn.gm)
     t0 = time.perf_counter()
     eng.warm_up(n_max)
