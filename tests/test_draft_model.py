@@ -270,7 +270,7 @@ def test_engine_draft_model_on_another_adapter(synth):
     from wgmtp.batching import Request
     if len(wgpu.gpu.enumerate_adapters_sync()) < 2:
         pytest.skip("one adapter only")
-    target, other = synth(**TARGET), synth(**OTHER)
+    target = synth(**TARGET)
     V = GGUFModel(target).config.n_vocab
     prompts = [_tokens(V, 5, 1), [3, 4, 3, 4, 3, 4, 3]]
     plain, _ = _engine_runs(target, None, "none", 3, prompts)

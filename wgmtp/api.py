@@ -66,14 +66,7 @@ class _Generator:
 
     def generate(self, prompt: str | list[int], max_tokens: int = 64, **kw) -> Iterator[str]:
         """Text pieces as they are produced (valid UTF-8 only; partial characters wait)."""
-        dec = self.tokenizer.stream_decoder(skip_special=True)
-        for t in self.generate_ids(prompt, max_tokens, **kw):
-            piece = dec.push(t)
-            if piece:
-                yield piece
-        tail = dec.flush()
-        if tail:
-            yield tail
+        yield from self.tokenizer.stream(self.generate_ids(prompt, max_tokens, **kw))
 
 
 class Model(_Generator):

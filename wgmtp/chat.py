@@ -386,17 +386,14 @@ class ChatSession:
         in_sync = getattr(getattr(self.model, "session", None), "in_sync", True)
         cont = self.turns > 0 and not delta.reset and in_sync
         text = delta.text if cont or delta.reset or self.turns == 0 else st.fed
-        dec = tok.stream_decoder(skip_special=True)
         ids: list[int] = []
-        try:
-            for t in self.model.generate_ids(tok.encode(text), cont=cont, **gen):
+
+        def kept(it: Iterator[int]) -> Iterator[int]:
+            for t in it:
                 ids.append(t)
-                piece = dec.push(t)
-                if piece:
-                    yield piece
-            tail = dec.flush()
-            if tail:
-                yield tail
+                yield t
+        try:
+            yield from tok.stream(kept(self.model.generate_ids(tok.encode(text), cont=cont, **gen)))
         finally:
             if ids:
                 st.assistant(tok.decode(ids))

@@ -25,7 +25,7 @@ from __future__ import annotations
 import codecs
 import os
 import re
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from .errors import BadMetadataError, BadRequestError, GGUFError
 
@@ -343,6 +343,18 @@ class Tokenizer:
     def stream_decoder(self, skip_special: bool = False) -> "StreamDecoder":
         """An incremental decoder: `push(id)` returns the newly completed text, `flush()` the rest."""
         return StreamDecoder(self, skip_special)
+
+    def stream(self, ids: Iterable[int]) -> Iterator[str]:
+        """Text pieces of generated `ids` as they come (valid UTF-8 only: a partial character
+        waits for its next bytes), specials skipped."""
+        dec = self.stream_decoder(skip_special=True)
+        for t in ids:
+            piece = dec.push(t)
+            if piece:
+                yield piece
+        tail = dec.flush()
+        if tail:
+            yield tail
 
     # ---- specials
 
