@@ -6,6 +6,7 @@ import argparse
 from collections import defaultdict
 
 from ..errors import GGUFError, WgmtpError
+from ..models.qwen35.slots import N_DRAFT_MAX
 from .args import integer
 
 
@@ -15,7 +16,7 @@ def add_parser(sub) -> None:
     p.add_argument("-md", "--model-draft", dest="mtp_file", default=None, help="MTP sidecar GGUF (mtp-*.gguf)")
     p.add_argument("-c", "--ctx-size", type=integer(1), default=4096)
     p.add_argument("-np", "--parallel", type=integer(1, 16), default=1, help="sequences served at once (slots)")
-    p.add_argument("--spec-draft-n-max", type=integer(0, 15), default=3,
+    p.add_argument("--spec-draft-n-max", type=integer(0, N_DRAFT_MAX), default=3,
                    help="drafts per round (snapshot planes: n + 1)")
     p.set_defaults(fn=cmd_inspect)
 
