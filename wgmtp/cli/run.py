@@ -158,13 +158,18 @@ def stats_line(st: dict) -> str:
 
 
 def _stream(m, prompt, kw: dict, out) -> bool:
-    """Write pieces as they come; True if interrupted by Ctrl-C."""
+    """Write pieces as they come; True if interrupted by Ctrl-C. A failure mid-generation ends the
+    text's line first, so the error stands on a line of its own."""
     try:
         for piece in m.generate(prompt, **kw):
             out.write(piece)
             out.flush()
     except KeyboardInterrupt:
         return True
+    except WgmtpError:
+        out.write("\n")
+        out.flush()
+        raise
     return False
 
 
