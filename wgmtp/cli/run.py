@@ -241,12 +241,19 @@ def chat_loop(m, system: str | None, kw: dict) -> int:
         user = line.rstrip("\n")
         if not user.strip():
             continue
+        wrote = False
         try:
             for piece in sess.reply(user, **kw):
                 out.write(piece)
                 out.flush()
+                wrote = True
         except KeyboardInterrupt:
             out.write("\n(interrupted)")
+        except WgmtpError:
+            if wrote or interactive:        # the error on a line of its own
+                out.write("\n")
+                out.flush()
+            raise
         out.write("\n")
         out.flush()
         print(stats_line(m.stats), file=err)
