@@ -77,6 +77,20 @@ def test_converter_conventions(tmp_path):
     assert gm.meta("tokenizer.ggml.pre") == "qwen35"
 
 
+def test_presets_are_the_reference_configurations():
+    """tools/make_model.py --preset: the widths of the reference's table and the real vocabulary;
+    flags override a preset (fewer layers, the width kept)."""
+    from make_model import REAL_VOCAB, spec_of
+    s = spec_of("0.8B")
+    assert (s.n_embd, s.n_layer, s.n_head, s.n_head_kv, s.head_dim, s.n_rot, s.n_ff) == (1024, 24, 8, 2, 256, 64, 3584)
+    assert (s.ssm_n_group, s.ssm_dt_rank, s.ssm_d_state, s.n_vocab, s.tied) == (16, 16, 128, REAL_VOCAB, True)
+    big = spec_of("27B", n_layer=4, wtype="Q4_K_M")
+    assert (big.n_embd, big.n_layer, big.ssm_dt_rank, big.n_ff, big.wtype) == (5120, 4, 48, 17408, "Q4_K_M")
+    moe = spec_of("35B-A3B")
+    assert (moe.arch, moe.n_expert, moe.n_expert_used, moe.n_ff_exp, moe.ssm_dt_rank) == ("qwen35moe", 256, 8, 512, 32)
+    assert spec_of(None, seed=5) == ModelSpec(seed=5)
+
+
 def test_q4_k_m_mix_follows_llama_quantize(tmp_path):
     """The dump of a real Q4_K_M tiny file: rows of 128 fall back to Q5_0/Q8_0; ffn_down of 256 stays K."""
     spec = ModelSpec(n_embd=128, n_ff=256, head_dim=32, n_head=4, n_head_kv=2, ssm_d_state=32,

@@ -394,33 +394,65 @@ def write_model(path: str | Path, spec: ModelSpec, tok: TokenizerData, W: dict[s
     return path
 
 
+# The configurations of the reference's table (shared/reference/qwen35-mtp.md, 0.3): real widths
+# and the real 248,320-token vocabulary (the embedding's rows; the tokenizer stays the synthetic
+# one). Layers can be lowered with --layers where the machine cannot hold a model (the width, what
+# a mat-vec and the LM head cost, is kept). The 2B, 4B and 9B rows of that table have no GDN
+# dimensions in the reference, so they are not here.
+REAL_VOCAB = 248320
+PRESETS: dict[str, dict] = {
+    "0.8B": dict(n_embd=1024, n_layer=24, n_head=8, n_head_kv=2, head_dim=256, n_rot=64, n_ff=3584,
+                 ssm_n_group=16, ssm_dt_rank=16, ssm_d_state=128, n_vocab=REAL_VOCAB, tied=True),
+    "27B": dict(n_embd=5120, n_layer=64, n_head=24, n_head_kv=4, head_dim=256, n_rot=64, n_ff=17408,
+                ssm_n_group=16, ssm_dt_rank=48, ssm_d_state=128, n_vocab=REAL_VOCAB),
+    "35B-A3B": dict(n_embd=2048, n_layer=40, n_head=16, n_head_kv=2, head_dim=256, n_rot=64, n_ff=512,
+                    ssm_n_group=16, ssm_dt_rank=32, ssm_d_state=128, n_vocab=REAL_VOCAB, n_expert=256,
+                    n_expert_used=8, n_ff_exp=512, n_ff_shexp=512),
+}
+
+# command-line flag -> ModelSpec field
+_FLAGS = {"embd": "n_embd", "layers": "n_layer", "pattern": "layer_pattern", "heads": "n_head", "kv_heads": "n_head_kv",
+          "head_dim": "head_dim", "rot": "n_rot", "ff": "n_ff", "gdn_k_heads": "ssm_n_group",
+          "gdn_v_heads": "ssm_dt_rank", "gdn_dim": "ssm_d_state", "vocab": "n_vocab",
+          "tokenizer_vocab": "tokenizer_vocab", "type": "wtype", "mtp": "mtp", "tied": "tied", "sidecar": "sidecar",
+          "seed": "seed", "experts": "n_expert", "experts_used": "n_expert_used"}
+
+
+def spec_of(preset: str | None = None, **given) -> ModelSpec:
+    """A ModelSpec from a preset (PRESETS) with the given fields over it (None: not given)."""
+    if preset is not None and preset not in PRESETS:
+        raise SystemExit(f"--preset {preset}: one of {', '.join(PRESETS)}")
+    kw = dict(PRESETS.get(preset, {}))
+    kw.update({k: v for k, v in given.items() if v is not None})
+    return ModelSpec(**kw)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("out")
-    ap.add_argument("--embd", type=int, default=64)
-    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--preset", default=None, help=f"a real configuration: {', '.join(PRESETS)} (flags override it)")
+    ap.add_argument("--embd", type=int)
+    ap.add_argument("--layers", type=int)
     ap.add_argument("--pattern", default=None, help="layer pattern, e.g. GGGA")
-    ap.add_argument("--heads", type=int, default=4)
-    ap.add_argument("--kv-heads", type=int, default=2)
-    ap.add_argument("--head-dim", type=int, default=16)
+    ap.add_argument("--heads", type=int)
+    ap.add_argument("--kv-heads", type=int)
+    ap.add_argument("--head-dim", type=int)
     ap.add_argument("--rot", type=int, default=None)
-    ap.add_argument("--ff", type=int, default=128)
-    ap.add_argument("--gdn-k-heads", type=int, default=2)
-    ap.add_argument("--gdn-v-heads", type=int, default=4)
-    ap.add_argument("--gdn-dim", type=int, default=16)
+    ap.add_argument("--ff", type=int)
+    ap.add_argument("--gdn-k-heads", type=int)
+    ap.add_argument("--gdn-v-heads", type=int)
+    ap.add_argument("--gdn-dim", type=int)
     ap.add_argument("--vocab", type=int, default=None)
-    ap.add_argument("--tokenizer-vocab", type=int, default=384)
-    ap.add_argument("--type", default="F32", help="F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q4_K Q5_K Q6_K Q4_K_M")
-    ap.add_argument("--mtp", action=argparse.BooleanOptionalAction, default=True)
-    ap.add_argument("--tied", action="store_true")
-    ap.add_argument("--sidecar", action="store_true", help="write the MTP block to mtp-<name>.gguf")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tokenizer-vocab", type=int)
+    ap.add_argument("--experts", type=int, help="MoE: experts (0: dense)")
+    ap.add_argument("--experts-used", type=int)
+    ap.add_argument("--type", default=None, help="F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q4_K Q5_K Q6_K Q4_K_M")
+    ap.add_argument("--mtp", action=argparse.BooleanOptionalAction, default=None)
+    ap.add_argument("--tied", action="store_true", default=None)
+    ap.add_argument("--sidecar", action="store_true", default=None, help="write the MTP block to mtp-<name>.gguf")
+    ap.add_argument("--seed", type=int)
     a = ap.parse_args(argv)
-    spec = ModelSpec(n_embd=a.embd, n_layer=a.layers, layer_pattern=a.pattern, n_head=a.heads,
-                     n_head_kv=a.kv_heads, head_dim=a.head_dim, n_rot=a.rot, n_ff=a.ff,
-                     ssm_n_group=a.gdn_k_heads, ssm_dt_rank=a.gdn_v_heads, ssm_d_state=a.gdn_dim,
-                     n_vocab=a.vocab, tokenizer_vocab=a.tokenizer_vocab, wtype=a.type, mtp=a.mtp,
-                     tied=a.tied, sidecar=a.sidecar, seed=a.seed)
+    spec = spec_of(a.preset, **{field: getattr(a, flag) for flag, field in _FLAGS.items()})
     p = make_model(a.out, spec)
     print(p)
     if spec.sidecar and spec.mtp:
