@@ -178,6 +178,8 @@ def test_run_and_serve_with_a_draft_model(capsys, synth):
     for draft, spec in ((other, "draft-simple"), (target, "draft-simple"), (other, "draft-mtp,draft-simple")):
         out, err = _main(args + ["-md", str(draft), "--spec-type", spec, "--spec-draft-n-max", "5"], capsys)
         assert out == plain and "draft acceptance:" in err, (draft, spec)
+    _, err = _main(args + ["-md", str(other), "--spec-type", "draft-simple", "-v"], capsys)
+    assert f"draft model: {other} on " in err.splitlines()[-1], err
     # 13 tokens: the first, then two full rounds of 5 drafts and a bonus token, all accepted
     _, err = _main(args[:-1] + ["13", "-md", str(target), "--spec-type", "draft-simple", "--spec-draft-n-max", "5"],
                    capsys)

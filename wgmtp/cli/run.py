@@ -211,8 +211,13 @@ def cmd_run(a: argparse.Namespace) -> int:
 
 def verbose_line(m, load_s: float) -> str:
     mem = getattr(m.backend, "memory_bytes", None)
-    return (f"adapter: {m.device_name} | load: {load_s:.2f} s | GPU memory: "
+    line = (f"adapter: {m.device_name} | load: {load_s:.2f} s | GPU memory: "
             + (f"{mem() / 2**20:.1f} MiB (weights + state)" if mem else "none (numpy reference)"))
+    draft = getattr(getattr(m, "engine", None), "draft", None)
+    if draft is not None:       # draft-simple's model, perhaps on another adapter (--device-draft)
+        line += (f" | draft model: {draft.gm.path} on {draft.ctx.name}, "
+                 f"{draft.memory_bytes() / 2**20:.1f} MiB")
+    return line
 
 
 def chat_loop(m, system: str | None, kw: dict) -> int:
