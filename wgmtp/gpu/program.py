@@ -118,6 +118,11 @@ class Program:
         return len(self.dispatches)
 
 
+# Work encoded between a submission's compute passes (buffer copies): a callable taking the command
+# encoder, ordered with the programs around it (Runner.submit).
+Encode = Callable[[Any], None]
+
+
 class ProgramBuilder:
     """Collect dispatches, then `build()` makes the param buffer and every bind group once."""
 
@@ -271,13 +276,15 @@ class Runner:
         self.submissions += 1
         self.dispatches += stop - start
 
-    def run(self, programs: Iterable[Program], *, writes: Iterable[tuple[Any, int, bytes]] = (),
+    def run(self, programs: Iterable[Program | Encode], *, writes: Iterable[tuple[Any, int, bytes]] = (),
             reads: Sequence[Readback] = (), timed: bool = False) -> list[bytes]:
         """Encode `programs` into one compute pass (with `timed`, one pass each with timestamps:
-        their GPU times land in `last_gpu_s`), submit once, and return the `reads`."""
+        their GPU times land in `last_gpu_s`), submit once, and return the `reads`. An `Encode`
+        among them (a callable taking the command encoder: buffer copies) ends the pass, runs in
+        queue order, and the programs after it start a new one."""
         return self.collect(self.submit(programs, writes=writes, reads=reads, timed=timed))
 
-    def submit(self, programs: Iterable[Program], *, writes: Iterable[tuple[Any, int, bytes]] = (),
+    def submit(self, programs: Iterable[Program | Encode], *, writes: Iterable[tuple[Any, int, bytes]] = (),
                reads: Sequence[Readback] = (), timed: bool = False) -> "Pending":
         """Like `run`, but return at once: `collect(handle)` waits for the reads later, so the host
         can queue the next step while the GPU runs this one. Each in-flight submission has its own
@@ -289,23 +296,34 @@ class Runner:
             ctx.queue.write_buffer(buf, off, data)
         enc = ctx.device.create_command_encoder()
         n = 0
-        timed = timed and self.can_time and bool(programs)
+        n_prog = sum(isinstance(p, Program) for p in programs)
+        timed = timed and self.can_time and n_prog > 0
         if timed:
-            qs, qbuf = self._query(2 * len(programs))
-            for i, p in enumerate(programs):
+            qs, qbuf = self._query(2 * n_prog)
+        cpass, i = None, 0
+        for p in programs:
+            if not isinstance(p, Program):          # copies between passes
+                if cpass is not None:
+                    cpass.end()
+                    cpass = None
+                p(enc)
+                continue
+            if timed:
                 cpass = enc.begin_compute_pass(timestamp_writes={
                     "query_set": qs, "beginning_of_pass_write_index": 2 * i, "end_of_pass_write_index": 2 * i + 1})
-                p.encode(cpass)
+            elif cpass is None:
+                cpass = enc.begin_compute_pass()
+            p.encode(cpass)
+            n += len(p)
+            i += 1
+            if timed:
                 cpass.end()
-                n += len(p)
-            enc.resolve_query_set(qs, 0, 2 * len(programs), qbuf, 0)
-            reads = list(reads) + [Readback(qbuf, 0, 16 * len(programs))]
-        else:
-            cpass = enc.begin_compute_pass()
-            for p in programs:
-                p.encode(cpass)
-                n += len(p)
+                cpass = None
+        if cpass is not None:
             cpass.end()
+        if timed:
+            enc.resolve_query_set(qs, 0, 2 * n_prog, qbuf, 0)
+            reads = list(reads) + [Readback(qbuf, 0, 16 * n_prog)]
         stagings = []
         st = None
         if reads:

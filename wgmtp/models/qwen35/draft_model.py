@@ -28,13 +28,13 @@ MATVEC_MAX_TOK tokens first as prefill chunks (SlotRunner.step, no readback).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from ...errors import BadRequestError, ContextOverflowError, WgmtpError, raise_ctx_hint
 from ...gpu.device import GPUContext, open_context
-from ...gpu.program import Readback
+from ...gpu.program import Encode, Readback
 from .memory import state_bytes
 from .model_file import GGUFModel
 from .program import MATVEC_MAX_TOK
@@ -199,8 +199,8 @@ class DraftModel:
         chained = [s.slot for s, k in zip(after, steps) if k > 0]
         ids = m.chain_ids(0)
         read = Readback(ids.buffer, ids.offset * 4, n * len(live) * 4)
-        blob = self.rn.run_stages([catchups, self._copies(chained, False), [m.slot_chain(len(live), n, 0)],
-                                   self._copies(chained, True)], writes, read)
+        blob, = self.rn.runner.run([*catchups, self._copies(chained, False), m.slot_chain(len(live), n, 0),
+                                    self._copies(chained, True)], writes=[self.rn.one_write(writes)], reads=[read])
         got = np.frombuffer(blob, np.uint32).reshape(n, len(live))
         return [self._valid(got[: k + 1, j]) for j, k in enumerate(steps)]
 
@@ -230,7 +230,7 @@ class DraftModel:
             writes += self.rn.model.slot_lays[r].catchup_words(segs, ids, g)
         return groups
 
-    def _copies(self, slots: list[int], restore: bool) -> Callable[[Any], None]:
+    def _copies(self, slots: list[int], restore: bool) -> Encode:
         """The stage that saves (restore: puts back) the committed recurrent state of `slots`."""
         def encode(enc: Any) -> None:
             for s in slots:

@@ -139,6 +139,7 @@ class Qwen35GPU:
         self.fuse = linear.fusions(ctx)
         self.n_eog = 0                  # end-of-generation ids the runner wrote at lay.eog
         self._programs: dict[tuple, Program] = {}
+        self._chain_ids = None          # a draft model's chain ids (chain_ids), made on first use
 
     # ---------------------------------------------------------------------------------------
     # weights and buffers
@@ -639,7 +640,7 @@ class Qwen35GPU:
         written by each step's argmax and read by the next step's embedding; their own buffer (the
         slot step regions hold too few id words for 16 sequences x 15 drafts), made on first use."""
         words = self.lay.n_draft_max * SEG_MAX
-        if getattr(self, "_chain_ids", None) is None:
+        if self._chain_ids is None:
             self._chain_ids = self.ctx.buffer(self.n_regions * words * 4, label="chain_ids")
         return Act(self._chain_ids, region * words)
 

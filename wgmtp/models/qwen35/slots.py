@@ -20,13 +20,12 @@ row-wise kernels are batch-invariant per column (ARCHITECTURE.md, "Batch invaria
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from ...errors import ContextOverflowError, WgmtpError, raise_ctx_hint
 from ...gpu.device import GPUContext, open_context
-from ...gpu.program import Pending, Program, Readback, Runner
+from ...gpu.program import Program, Readback, Runner
 from ...sampling import TOPK_MAX
 from .memory import state_bytes
 from .model_file import GGUFModel
@@ -34,7 +33,6 @@ from .program import MATVEC_MAX_TOK, Qwen35GPU
 from .step_data import N_EOG, SEG_MAX, Seg
 
 N_DRAFT_MAX = 15
-Stage = Sequence[Program] | Callable[[Any], None]   # run_stages: a compute pass, or copies between passes
 
 
 @dataclass
@@ -200,14 +198,14 @@ class SlotRunner:
                 programs.append(m.slot_round(len(part), n, n_cand, vocab or self.cfg.n_vocab, p_min, self.mtp, r,
                                              host_drafts=host))
                 decoders.append(self._round_io(part, n, n_cand, r, writes, reads, order))
-        blobs = self.runner.run(programs, writes=[self._one_write(writes)], reads=reads, timed=timed)
+        blobs = self.runner.run(programs, writes=[self.one_write(writes)], reads=reads, timed=timed)
         self.last_gpu_s = sum(self.runner.last_gpu_s) if timed and self.runner.last_gpu_s else 0.0
         i = 0
         for dec in decoders:
             i = dec(blobs, i)
         return [order[id(w)] for w in work]
 
-    def _one_write(self, writes: list[tuple[int, np.ndarray]]) -> tuple:
+    def one_write(self, writes: list[tuple[int, np.ndarray]]) -> tuple:
         """All of a step's host data as one write: the span from the first to the last word written.
         The words in between that no piece sets are zeroed, which is safe: they are outputs the
         step's kernels write before anything reads them (argmax, results), unused records, or the
@@ -218,29 +216,6 @@ class SlotRunner:
         for at, w in writes:
             span[at - lo: at - lo + len(w)] = w
         return (self.model.slot_step.buffer, lo * 4, span.tobytes())
-
-    def run_stages(self, stages: list[Stage], writes: list[tuple[int, np.ndarray]], read: Readback) -> bytes:
-        """One submission of several passes (a draft model's round, models/qwen35/draft_model.py):
-        the slot step data in one write, then the stages in queue order (each program list one
-        compute pass, each callable encoding buffer copies between them, in order on the GPU with no
-        host wait), then one readback, waited for."""
-        ctx, runner = self.ctx, self.runner
-        ctx.queue.write_buffer(*self._one_write(writes))
-        enc = ctx.device.create_command_encoder()
-        for stage in stages:
-            if callable(stage):
-                stage(enc)
-                continue
-            cpass = enc.begin_compute_pass()
-            for p in stage:
-                p.encode(cpass)
-                runner.dispatches += len(p)
-            cpass.end()
-        staging = ctx.staging(read.size)
-        enc.copy_buffer_to_buffer(read.buffer, read.offset, staging, 0, read.size)
-        ctx.queue.submit([enc.finish()])
-        runner.submissions += 1
-        return runner.collect(Pending(staging, [(0, read.size)], False))[0]
 
     # ---- feeds
 
