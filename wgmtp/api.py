@@ -236,14 +236,22 @@ def open_engine(path: str | os.PathLike[str] | None = None, device: str | int = 
     rn = SlotRunner(gm, device=device, n_ctx=min(n_ctx, gm.config.n_ctx_train), n_seq=n_parallel,
                     n_max=n_max if types else 0, mtp="draft-mtp" in types, prefill_chunk=prefill_chunk, eog=eog,
                     progress=progress)
-    dm = None
-    if draft is not None:
-        from .models.qwen35.draft_model import DraftModel
-        dgm = GGUFModel(str(draft))
-        if check_tensors:
-            dgm.check_tensors()
-        shared = device_draft in (None, device)
-        dm = DraftModel(dgm, target=gm, n_seq=n_parallel, n_ctx=rn.n_ctx, n_max=n_max, prefill_chunk=prefill_chunk,
-                        ctx=rn.ctx if shared else None, device=device_draft if device_draft is not None else "auto",
-                        progress=progress, reserved=rn.memory_bytes() if shared else 0)
+    dm = None if draft is None else open_draft(draft, rn, n_max=n_max, device_draft=device_draft, progress=progress,
+                                                check_tensors=check_tensors)
     return BatchEngine(rn, eog, draft=dm)
+
+
+def open_draft(path: str | os.PathLike[str], rn, *, n_max: int, device_draft: str | int | None = None,
+               progress: bool = False, check_tensors: bool = False):
+    """draft-simple's DraftModel for the target runner `rn` (slots.SlotRunner): a sequence per
+    target slot, on the target's adapter (its GPU context shared, the target's memory counted)
+    unless `device_draft` selects another."""
+    from .gpu.device import select_adapter
+    from .models.qwen35.draft_model import DraftModel
+    gm = GGUFModel(str(path))
+    if check_tensors:
+        gm.check_tensors()
+    shared = device_draft is None or select_adapter(device_draft).index == rn.ctx.desc.index
+    return DraftModel(gm, target=rn.gm, n_seq=rn.n_seq, n_ctx=rn.n_ctx, n_max=n_max, prefill_chunk=rn.chunk,
+                      ctx=rn.ctx if shared else None, device="auto" if device_draft is None else device_draft,
+                      progress=progress, reserved=rn.memory_bytes() if shared else 0)

@@ -51,6 +51,7 @@ def spec_modes(a: argparse.Namespace) -> list[tuple[str, int, dict]]:
 
 
 def run_parallel(a: argparse.Namespace, gm, base: dict, counts: list[int] | None = None) -> list[dict]:
+    from ..api import open_draft
     from ..batching import BatchEngine, Request
     from ..models.qwen35.slots import Round, SlotRunner
 
@@ -62,13 +63,8 @@ def run_parallel(a: argparse.Namespace, gm, base: dict, counts: list[int] | None
     rn = SlotRunner(gm, device=a.device or "auto", n_ctx=n_ctx, n_seq=max(counts), n_max=n_max,
                     mtp=mtp, prefill_chunk=a.prefill_chunk, eog=set(), progress=True)
     draft = spec_settings(a, n_max=n_max).files(a.mtp_file)[1]
-    dm = None
-    if draft is not None:
-        from ..models.qwen35 import GGUFModel
-        from ..models.qwen35.draft_model import DraftModel
-        dm = DraftModel(GGUFModel(draft), target=gm, n_seq=max(counts), n_ctx=n_ctx, n_max=max(n_max, 1),
-                        prefill_chunk=a.prefill_chunk, ctx=rn.ctx if a.device_draft in (None, a.device) else None,
-                        device=a.device_draft or "auto", reserved=rn.memory_bytes())
+    dm = None if draft is None else open_draft(draft, rn, n_max=max(n_max, 1), device_draft=a.device_draft,
+                                                progress=True)
     eng = BatchEngine(rn, set(), draft=dm)
     V, rng = gm.config.n_vocab, np.random.default_rng(0)
     rows = []
