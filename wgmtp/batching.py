@@ -183,7 +183,7 @@ class BatchEngine:
                  draft: DraftModel | None = None) -> None:
         self.rn = runner
         self.draft = draft          # draft-simple's model, one sequence per slot (models/qwen35/draft_model.py)
-        self._model_drafts: dict[int, list[int]] = {}     # this step's draft-model drafts by slot
+        self._given: dict[int, list[int]] = {}     # this step's drafts that come with the rounds, by slot
         self.eog = frozenset(eog)
         self.budget = prefill_budget or runner.chunk
         self.waiting: queue.Queue[RequestHandle] = queue.Queue()
@@ -313,7 +313,7 @@ class BatchEngine:
         if not self.running:
             return False
         t0 = time.perf_counter()
-        self._draft_with_model()
+        self._given = self._given_drafts()
         work: list[Feed | Round] = []
         owners: list[_Seq] = []
         budget = self.budget
@@ -351,29 +351,35 @@ class BatchEngine:
         r, st = seq.h.req, self.rn.slots[seq.slot]
         return max(0, min(r.n_max, self.rn.n_ctx - st.pos - 2, self.rn.n_max)) if r.speculative else 0
 
-    def _draft_with_model(self) -> None:
-        """draft-simple: the draft model's drafts of every decoding sequence that asks for them and
-        has no n-gram match this step, in one submission on the draft model's adapter."""
-        self._model_drafts = {}
-        asks = []
+    def _given_drafts(self) -> dict[int, list[int]]:
+        """This step's drafts that come with the rounds, by slot: each decoding sequence's n-gram
+        match (no GPU time), else for draft-simple the draft model's, for all of them in one
+        submission on its adapter."""
+        given: dict[int, list[int]] = {}
+        asks: list[tuple[int, int]] = []
         for seq in self.running.values():
-            if seq.to_feed or MODEL_DRAFTER not in seq.h.req.drafters:
+            n = 0 if seq.to_feed else self._n_room(seq)
+            if not n:
                 continue
-            n = self._n_room(seq)
-            if n and self._ngram_drafts(seq, n) is None:
+            got = self._host_drafts(seq, n)
+            if got:
+                given[seq.slot] = got
+            elif MODEL_DRAFTER in seq.h.req.drafters:
                 asks.append((seq.slot, n))
         if asks:
-            self._model_drafts = dict(zip((s for s, _ in asks), self.draft.draft(asks)))
+            given.update((s, d) for (s, _), d in zip(asks, self.draft.draft(asks)) if d)
+        return given
 
     def _round(self, seq: _Seq) -> Round:
-        """This step's round of `seq`: an n-gram match drafts when there is one, else MTP (with
-        draft-mtp), else a plain step. Adaptive n picks how many, per kind of drafts: of the match
-        (up to its length; none: MTP's turn), or of MTP's chain (up to the cap)."""
+        """This step's round of `seq`: drafts given with it (an n-gram match, else the draft
+        model's) when there are some, else MTP (with draft-mtp), else a plain step. Adaptive n
+        picks how many, per kind of drafts: of the given ones (up to their length; none: MTP's
+        turn), or of MTP's chain (up to the cap)."""
         r = seq.h.req
         n = self._n_room(seq)
         greedy = r.sampler.greedy
         left = r.max_tokens - seq.h.stats.gen_tokens
-        drafts = self._host_drafts(seq, n) if n else None
+        drafts = self._given.get(seq.slot) if n else None
         ad = seq.adaptive
         if ad is not None and drafts:
             drafts = drafts[: ad.pick(len(drafts), chain=False)] or None
@@ -389,14 +395,7 @@ class BatchEngine:
                      r.draft_vocab if n and drafts is None else 0, left if greedy else 0, drafts=drafts)
 
     def _host_drafts(self, seq: _Seq, n: int) -> list[int] | None:
-        """Drafts given with the round (no MTP chain): an n-gram match of at most n tokens after the
-        pending one (no GPU time), else the draft model's of this step; None without either."""
-        got = self._ngram_drafts(seq, n)
-        if got is None and MODEL_DRAFTER in seq.h.req.drafters:
-            got = self._model_drafts.get(seq.slot, [])[:n] or None
-        return got
-
-    def _ngram_drafts(self, seq: _Seq, n: int) -> list[int] | None:
+        """An n-gram match of at most n tokens after the pending one, or None (no GPU time)."""
         r = seq.h.req
         for d in r.drafters:
             if d == "ngram-simple" and seq.ngram is not None:

@@ -151,12 +151,6 @@ class NgramTable:
         return out
 
 
-def split_model_draft(types: tuple[str, ...], md: str | None) -> tuple[str | None, str | None]:
-    """(MTP sidecar, draft model) named by `-md`, as llama.cpp reads it: with draft-simple the
-    draft model, otherwise the MTP sidecar of draft-mtp."""
-    return (None, md) if MODEL_DRAFTER in types else (md, None)
-
-
 @dataclass
 class SpecSettings:
     """The `--spec-*` settings of a run or a server (llama.cpp's names and defaults), turned into a
@@ -174,11 +168,13 @@ class SpecSettings:
         return "draft-mtp" in self.types
 
     def files(self, md: str | None) -> tuple[str | None, str | None]:
-        """(MTP sidecar, draft model) of `-md` (split_model_draft)."""
-        return split_model_draft(self.types, md)
+        """(MTP sidecar, draft model) named by `-md`, as llama.cpp reads it: with draft-simple the
+        draft model, otherwise the MTP sidecar of draft-mtp."""
+        return (None, md) if MODEL_DRAFTER in self.types else (md, None)
 
     @property
-    def host(self) -> tuple[str, ...]:
+    def given(self) -> tuple[str, ...]:
+        """The drafters whose drafts come with a round (Request.drafters)."""
         return tuple(t for t in self.types if t in GIVEN_DRAFTERS)
 
     @property
@@ -195,7 +191,7 @@ class SpecSettings:
     def request_fields(self) -> dict:
         """Keyword arguments of batching.Request: no drafter or n_max 0 is plain decoding."""
         on = bool(self.types) and self.n_max > 0
-        return dict(spec=on and self.mtp, drafters=self.host if on else (), n_max=self.n_max, n_min=self.n_min,
+        return dict(spec=on and self.mtp, drafters=self.given if on else (), n_max=self.n_max, n_min=self.n_min,
                     p_min=self.p_min, draft_vocab=self.draft_vocab, ngram=self.ngram, adaptive=on and self.adaptive)
 
 

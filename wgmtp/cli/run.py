@@ -90,7 +90,7 @@ def spec_settings(a: argparse.Namespace, n_max: int | None = None) -> SpecSettin
 def uses_engine(s: SpecSettings) -> bool:
     """Whether a run needs the batching engine: the n-gram drafters, adaptive n and draft lengths
     past the one-sequence runner's exist only there."""
-    return bool(s.types) and (bool(s.host) or s.adaptive or s.n_max > SESSION_DRAFT_MAX)
+    return bool(s.types) and (bool(s.given) or s.adaptive or s.n_max > SESSION_DRAFT_MAX)
 
 
 def add_parser(sub) -> None:
