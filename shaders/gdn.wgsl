@@ -24,7 +24,8 @@
 //   equals T one-token dispatches bit for bit and a segment equals itself run alone. Each thread
 //   owns its state elements in every plane of its slot: it loads plane src into registers first,
 //   then writes plane T-1-t after token t (planes >= T untouched), as the segment's `store` says
-//   (segments.wgsl: every plane, none, or only plane 0 after the last token).
+//   (segments.wgsl: every plane, none, or only the state after the last token, into plane dst --
+//   which may be src: the state was loaded first).
 // Dispatch (gates): ceil(HV / 64) workgroups of 64, one thread per head, token loop inside (rows
 //   0 .. n_tok-1 of the record at seg_off).
 // Dispatched by wgmtp/kernels/gdn.py gdn (main) and gdn_gates (entry gates).
@@ -130,7 +131,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         let o = lane_sum(op, RO, lid, use_sg);
         if (c.jv && c.lane == 0u) { O[p.o_off + (row0 + t) * p.o_stride + c.h * DV + c.j] = o; }
         let s = T - 1u - t;
-        if (c.jv && stores_plane(store, s, p.n_planes)) { store_state(c, s, m); }
+        let to = store_plane(store, s, p.n_planes);
+        if (c.jv && to < p.n_planes) { store_state(c, to, m); }
     }
 }
 

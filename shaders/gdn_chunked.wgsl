@@ -1,5 +1,5 @@
 // gdn_chunked: the chunked (WY) form of the gated delta rule for long prompt chunks (reference 3.5),
-// gates and q/k L2 norms fused; writes the outputs and only plane 0 (the final state), per segment
+// gates and q/k L2 norms fused; writes the outputs and only the final state (plane 0; STORE_FINAL: plane dst), per segment
 // of a batch of several sequences (include/segments.wgsl; docs/ARCHITECTURE.md, "Slots")
 // (twin: reference.gdn.gdn_chunked, built on reference.ops.gdn_chunked).
 // Bindings: as gdn.wgsl -- 0 params (uniform P); 1 STEP (u32 segment records, segment s at
@@ -198,5 +198,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
         workgroupBarrier();
     }
-    if (c.jv && (sg.y >> 16u) != STORE_NONE) { store_state(c, 0u, m); }
+    let q = select(store_plane(sg.y >> 16u, 0u, p.n_planes), 0u, store_mode(sg.y >> 16u) == STORE_PLANES);
+    if (c.jv && q < p.n_planes) { store_state(c, q, m); }
 }

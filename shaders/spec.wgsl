@@ -13,8 +13,13 @@
 //   (softmax over the top 10, from the top-k kernel; draft i's at p_top[p_off + i*p_stride]) is
 //   >= p_min: llama.cpp's --spec-draft-p-min.
 //   Bindings: 0 params G, 1 ids (u32), 2 p_top (f32 [n]). Dispatch: 1 workgroup of 1 thread.
-// Dispatched by wgmtp/kernels/spec.py accept and draft_gate (the entry of the same name);
-//   twins reference.spec.accept_greedy, reference.spec.draft_gate.
+// rerun_record: the segment record of a long round's rerun (models/qwen35/program.py,
+//   slot_long_round): k = ids[res_off] (the round's accepted drafts) lies in sub-batch c = k / sub;
+//   ids[rec_off .. +8] = the 8-word template at tmpl_off with n_tok = k - c*sub + 1 (the kept rows
+//   of that sub-batch), word 2 = ids[table_off + c] (the plane c starts from, and where the final
+//   state goes), row0 = c*sub. Bindings: 0 params Q, 1 ids (u32). Dispatch: 1 workgroup of 1 thread.
+// Dispatched by wgmtp/kernels/spec.py accept, draft_gate and rerun_record (the entry of the same
+//   name); twins reference.spec.accept_greedy, reference.spec.draft_gate, reference.spec.rerun_record.
 struct P { n: u32, tgt_off: u32, draft_off: u32, nvalid_off: u32, eog_off: u32, n_eog: u32,
            res_off: u32, next_off: u32, step_off: u32 };
 
@@ -68,4 +73,17 @@ fn draft_gate() {
         n++;
     }
     ids[g.out_off] = n;
+}
+
+struct Q { res_off: u32, tmpl_off: u32, table_off: u32, rec_off: u32, sub: u32 };
+@group(0) @binding(0) var<uniform> q: Q;
+
+@compute @workgroup_size(1)
+fn rerun_record() {
+    let k = ids[q.res_off];
+    let c = k / q.sub;
+    for (var i = 0u; i < 8u; i++) { ids[q.rec_off + i] = ids[q.tmpl_off + i]; }
+    ids[q.rec_off] = k - c * q.sub + 1u;
+    ids[q.rec_off + 2u] = ids[q.table_off + c];
+    ids[q.rec_off + 5u] = c * q.sub;
 }

@@ -14,7 +14,9 @@
 //   that channel's state in every plane of the segment's slot, so reading plane src and writing
 //   planes 0.. is race-free (segments are of different slots). An empty segment (n_tok = 0) does
 //   nothing. Planes: store 0 writes plane T-1-t after token t and clamps planes >= T to the
-//   pre-batch window; store 1 writes none; store 2 only plane 0 after the last token. Every token runs the same code whatever its segment, row or slot, so a T-token dispatch
+//   pre-batch window; store 1 writes none; store 2 only the window after the last token, into
+//   plane dst (segments.wgsl; it may be src: the window was read first). Every token runs the
+//   same code whatever its segment, row or slot, so a T-token dispatch
 //   equals T one-token dispatches bit for bit, and a segment equals itself run alone.
 // Dispatched by wgmtp/kernels/gdn.py ssm_conv.
 struct P {
@@ -64,12 +66,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         for (var m = 0u; m + 1u < KM; m = m + 1u) { win[m] = win[m + 1u]; }
         win[KM - 1u] = x;
         let s = T - 1u - t;                       // plane s = window after token T-1-s
-        if (stores_plane(g.store, s, p.n_planes)) {
-            for (var m = 0u; m < KM; m = m + 1u) { ST[sbase + s * plane + m] = win[m]; }
+        let q = store_plane(g.store, s, p.n_planes);
+        if (q < p.n_planes) {
+            for (var m = 0u; m < KM; m = m + 1u) { ST[sbase + q * plane + m] = win[m]; }
         }
     }
     // planes the segment does not reach clamp to the pre-segment window (reference 5.3)
-    for (var s = T; s < select(0u, p.n_planes, g.store == STORE_PLANES); s = s + 1u) {
+    for (var s = T; s < select(0u, p.n_planes, store_mode(g.store) == STORE_PLANES); s = s + 1u) {
         for (var m = 0u; m < KM; m = m + 1u) { ST[sbase + s * plane + m] = old[m]; }
     }
 }

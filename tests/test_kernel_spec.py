@@ -1,4 +1,4 @@
-"""spec.wgsl (greedy accept), copy_row.wgsl and draft_gate against their twins in reference/spec.py.
+"""spec.wgsl (greedy accept, draft_gate, rerun_record) and copy_row.wgsl against their twins in reference/spec.py.
 The rounds and cases live in wgmtp/check/cases/spec.py (`wgmtp check` runs them too)."""
 from __future__ import annotations
 
@@ -27,3 +27,8 @@ def test_copy_row(ctx):
 @pytest.mark.parametrize("p_min", [0.0, 0.3, 0.9])
 def test_draft_gate(ctx, p_min):
     S.require(S.draft_gate_case, ctx, mins=(p_min,))
+
+
+def test_rerun_record(ctx):
+    """The long round's rerun record for every accepted count of a 48-draft round."""
+    S.require(S.rerun_record_case, ctx)

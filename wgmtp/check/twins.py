@@ -13,10 +13,11 @@ import numpy as np
 from .. import quants
 from .. import tolerances as tol
 from ..gpu.program import OpRecord
-from ..kernels import STORE_FINAL, STORE_NONE, STORE_PLANES, Act
+from ..kernels import STORE_FINAL, STORE_NONE, STORE_PLANES, Act, parse_store_word
 from ..kernels import gdn as gdn_kernels
 from ..reference import gdn as gdn_twins
 from ..reference import ops
+from ..reference import spec as spec_twins
 from ..reference.spec import accept_greedy
 from .compare import Cmp, OpCheck
 
@@ -239,8 +240,8 @@ def attention(rec: OpRecord, W: Weights, ctx: Any) -> OpCheck:
 
 def _src_store(io, step) -> dict:
     """The plane a recurrent op starts from and which planes it stores (record word 2)."""
-    w = int(io.u32(step, 3)[2])
-    return {"src": w & 0xFFFF, "store": {STORE_PLANES: "planes", STORE_NONE: "none", STORE_FINAL: "final"}[w >> 16]}
+    src, mode, dst = parse_store_word(int(io.u32(step, 3)[2]))
+    return {"src": src, "store": {STORE_PLANES: "planes", STORE_NONE: "none", STORE_FINAL: "final"}[mode], "dst": dst}
 
 
 def ssm_conv(rec: OpRecord, W: Weights, ctx: Any) -> OpCheck:
@@ -255,7 +256,8 @@ def ssm_conv(rec: OpRecord, W: Weights, ctx: Any) -> OpCheck:
                 "planes": io.f32(state, n_slots * plane).reshape(n_slots, C, kc - 1), **_src_store(io, rec.step)}
 
     def after(io, inp, n, pos0):
-        exp, planes = ops.ssm_conv(inp["x"], inp["planes"][inp["src"]], w, n_slots, inp["planes"], inp["store"])
+        exp, planes = ops.ssm_conv(inp["x"], inp["planes"][inp["src"]], w, n_slots, inp["planes"], inp["store"],
+                                   inp["dst"])
         got = rows_of(io, out, n, C, a.get("out_stride"))
         got_planes = io.f32(state, n_slots * plane).reshape(n_slots, C, kc - 1)
         win = np.concatenate([inp["planes"][inp["src"]], inp["x"].T], axis=1)
@@ -285,7 +287,8 @@ def gdn(rec: OpRecord, W: Weights, ctx: Any) -> OpCheck:
     def after(io, inp, n, pos0):
         M0 = inp["planes"][inp["src"]]
         o_exp, planes = gdn_twins.gdn(inp["c"], inp["al"], inp["be"], A, dtb, M0, hk=dims.hk, hv=dims.hv, dk=dims.dk,
-                               dv=dims.dv, eps=eps, n_slots=n_slots, slots=inp["planes"], store=inp["store"])
+                                      dv=dims.dv, eps=eps, n_slots=n_slots, slots=inp["planes"], store=inp["store"],
+                                      dst=inp["dst"])
         got = rows_of(io, out, n, dims.value_dim, a.get("o_stride")).reshape(n, dims.hv, dims.dv)
         got_planes = io.f32(state, n_slots * plane).reshape(n_slots, dims.hv, dims.dv, dims.dk)
         v = inp["c"][:, 2 * dims.key_dim:].reshape(n, dims.hv, dims.dv)
@@ -301,12 +304,16 @@ def gdn(rec: OpRecord, W: Weights, ctx: Any) -> OpCheck:
             bo = tol.chunked_gdn_tol(t[:, None, None], dims.dk, chunk, scale[None, :, None], Gmax, ge[None, :, None],
                                      be[None, :, None])
             bm = tol.chunked_gdn_tol(n, dims.dk, chunk, scale, Gmax, ge, be)[:, None, None]
-            return [Cmp("gdn_chunked", got, o_exp, bo), Cmp("gdn_chunked.state", got_planes[0], planes[0], bm)]
+            q = inp["dst"] if inp["store"] == "final" else 0
+            return [Cmp("gdn_chunked", got, o_exp, bo), Cmp("gdn_chunked.state", got_planes[q], planes[q], bm)]
         bo = tol.fused_gdn_tol(t[:, None, None], dims.dk, scale[None, :, None], ge[None, :, None], be[None, :, None])
         res = [Cmp("gdn", got, o_exp, bo)]
-        for s in range(min(n, n_slots)):
+        for s in range(min(n, n_slots)):      # plane q holds the state after row n - 1 - s
+            q = ops.final_plane(inp["store"], s, inp["dst"], n_slots)
             bm = tol.fused_gdn_tol(n - s, dims.dk, scale, ge, be)[:, None, None]
-            res.append(Cmp(f"gdn.plane{s}", got_planes[s], planes[s], bm))
+            res.append(Cmp(f"gdn.plane{q}", got_planes[q], planes[q], bm))
+            if inp["store"] == "final":
+                break
         return res
     return _check(rec, before, after, f"[Hk{dims.hk}/Hv{dims.hv} D{dims.dk}]")
 
@@ -440,11 +447,26 @@ def moe_ffn(rec: OpRecord, W: Weights, ctx: Any) -> OpCheck:
     return _check(rec, before, after, f"[{L.n_expert}x{Fe} k{k}]")
 
 
+def rerun_record(rec: OpRecord, W: Weights, ctx: Any) -> OpCheck:
+    """A long round's rerun record against reference.spec.rerun_record (exact)."""
+    a = rec.args
+    at = lambda off: Act(a["ids"], off)  # noqa: E731
+
+    def before(io, n_tok, pos0):
+        k = int(io.u32(at(a["res_off"]), 1)[0])
+        return {"k": k, "tmpl": io.u32(at(a["tmpl_off"]), 8), "table": io.u32(at(a["table_off"]), k // a["sub"] + 1)}
+
+    def after(io, inp, n_tok, pos0):
+        exp = spec_twins.rerun_record(inp["k"], inp["tmpl"], inp["table"], a["sub"]).astype(np.float64)
+        return [Cmp("rerun_record", io.u32(at(a["rec_off"]), 8).astype(np.float64), exp, 0.0)]
+    return _check(rec, before, after, f"[sub={a['sub']}]")
+
+
 TWINS: dict[str, Twin] = {
     "linear": linear, "rmsnorm": rmsnorm, "add_rmsnorm": add_rmsnorm, "rmsnorm_rope": rmsnorm_rope,
     "kv_store": kv_store, "attention": attention, "ssm_conv": ssm_conv, "gdn": gdn, "gdn_chunked": gdn,
     "gated_rmsnorm": gated_rmsnorm, "swiglu": swiglu, "embed": embed, "argmax": argmax, "copy_row": copy_row,
-    "accept": accept, "moe_ffn": moe_ffn,
+    "accept": accept, "moe_ffn": moe_ffn, "rerun_record": rerun_record,
 }
 """Op kind -> the comparison of its output with its twin. A kind not here (top-k candidates, the
 draft gate) runs in order but is compared where its results are used: reported "not compared"."""

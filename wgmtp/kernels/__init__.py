@@ -13,9 +13,9 @@ Conventions (every kernel follows them):
       [0] n_tok     tokens in this batch (1 for decode, n+1 for verify, <= chunk for prefill)
       [1] pos0      position of the batch's first token (token t is at pos0 + t)
       [2] src_slot  recurrent snapshot plane the batch starts from (after a rollback: n - k), in bits
-                    0..15; bits 16..: which planes the recurrent kernels write (`store_word`:
+                    0..15; bits 16..19: which planes the recurrent kernels write (`store_word`:
                     STORE_PLANES every snapshot plane, STORE_NONE none, STORE_FINAL only the state
-                    after the last row, into plane 0)
+                    after the last row, into plane `dst`, bits 20..)
       [3] max_emit  token budget of a speculative round (0 = none; read by the accept kernel)
       [4] slot      the sequence slot of these rows (0 with one sequence)
       [5] row0      the batch row of the record's first token (0 for a whole batch)
@@ -37,9 +37,15 @@ STEP_WORDS = 8
 STORE_PLANES, STORE_NONE, STORE_FINAL = 0, 1, 2     # record word 2's bits 16.. (segments.wgsl)
 
 
-def store_word(src_plane: int, store: int = STORE_PLANES) -> int:
-    """Record word 2: the plane a segment starts from and which planes its recurrence writes."""
-    return src_plane | store << 16
+def store_word(src_plane: int, store: int = STORE_PLANES, dst: int = 0) -> int:
+    """Record word 2: the plane a segment starts from and which planes its recurrence writes
+    (STORE_FINAL: the final state into plane `dst`, which may be `src_plane`)."""
+    return src_plane | store << 16 | dst << 20
+
+
+def parse_store_word(w: int) -> tuple[int, int, int]:
+    """(src plane, store mode, dst plane) of record word 2."""
+    return w & 0xFFFF, (w >> 16) & 0xF, w >> 20
 
 
 @dataclass(frozen=True)

@@ -33,3 +33,13 @@ def draft_gate(pb: ProgramBuilder, ids, p_top: Act, n: int, out_off: int, p_min:
     p_top[i * p_stride] (twin: reference.spec.draft_gate)."""
     pb.add("spec", [ids, p_top.buffer], pack(n, out_off, p_top.offset, float(p_min), int(p_stride)), (1, 1, 1),
            entry="draft_gate", label="draft_gate")
+
+
+@records("rerun_record")
+def rerun_record(pb: ProgramBuilder, ids, *, res_off: int, tmpl_off: int, table_off: int, rec_off: int,
+                 sub: int) -> None:
+    """The segment record of a long round's rerun, from the accepted count at res_off: the kept
+    rows of the sub-batch (of `sub` rows) holding the last kept row, from the plane that sub-batch
+    started from (table_off + c), the rest as the template (twin: reference.spec.rerun_record)."""
+    pb.add("spec", [ids], pack(res_off, tmpl_off, table_off, rec_off, sub), (1, 1, 1), entry="rerun_record",
+           label="rerun_record")

@@ -35,7 +35,7 @@ def gdn_gates(alpha: np.ndarray, beta_raw: np.ndarray, ssm_a: np.ndarray,
 
 def gdn(c: np.ndarray, alpha: np.ndarray, beta_raw: np.ndarray, ssm_a: np.ndarray, dt_bias: np.ndarray,
         M: np.ndarray, *, hk: int, hv: int, dk: int, dv: int, eps: float, n_slots: int = 1,
-        slots: np.ndarray | None = None, store: str = "planes") -> tuple[np.ndarray, np.ndarray]:
+        slots: np.ndarray | None = None, store: str = "planes", dst: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Twin of gdn.wgsl `main`: gates + L2 norms + ops.gdn_recurrence.
 
     M [hv, dv, dk] is the source state (the plane the batch starts from); `slots`
@@ -43,7 +43,7 @@ def gdn(c: np.ndarray, alpha: np.ndarray, beta_raw: np.ndarray, ssm_a: np.ndarra
     ops.gdn_recurrence. Returns (o [T, hv, dv], planes [n_slots, hv, dv, dk])."""
     g, beta = ops.gdn_gates(alpha, beta_raw, ssm_a, dt_bias)
     q, k, v = split_qkv(c, hk, hv, dk, dv, eps)
-    return ops.gdn_recurrence(q, k, v, g, beta, M, n_slots, slots, store)
+    return ops.gdn_recurrence(q, k, v, g, beta, M, n_slots, slots, store, dst)
 
 
 def gdn_chunked(c: np.ndarray, alpha: np.ndarray, beta_raw: np.ndarray, ssm_a: np.ndarray,

@@ -138,14 +138,14 @@ def attention(q: np.ndarray, K: np.ndarray, V: np.ndarray, n_kv: np.ndarray, gat
 # ---- GDN: conv and recurrence -----------------------------------------------------------------
 
 def ssm_conv(x: np.ndarray, state: np.ndarray, w: np.ndarray, n_slots: int = 1,
-             slots: np.ndarray | None = None, store: str = "planes") -> tuple[np.ndarray, np.ndarray]:
+             slots: np.ndarray | None = None, store: str = "planes", dst: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Causal depthwise conv1d (kernel Kc, no bias) + SiLU over T tokens, with snapshot slots.
 
     x [T, C] raw projections; state [C, Kc-1] the previous Kc-1 raw inputs (oldest first);
     w [C, Kc] (tap Kc-1 multiplies the current token). Returns (silu(conv) [T, C],
     new slots [n_slots, C, Kc-1]) where slot s holds the raw-input window ending at token
     T-1-s, clamped to the pre-batch state when s >= T (reference section 5.3). `store` "none"
-    leaves the slots as given, "final" sets only slot 0 (the window after the last token).
+    leaves the slots as given, "final" sets only slot `dst` (the window after the last token).
     """
     x = np.asarray(x, f32)
     T, C = x.shape
@@ -160,13 +160,19 @@ def ssm_conv(x: np.ndarray, state: np.ndarray, w: np.ndarray, n_slots: int = 1,
     out_slots = np.zeros((n_slots, C, Kc - 1), f32) if slots is None else np.array(slots, f32, copy=True)
     for s in range({"planes": n_slots, "final": 1, "none": 0}[store]):
         start = max(T - s, 0)
-        out_slots[s] = win[:, start:start + Kc - 1]
+        out_slots[final_plane(store, s, dst, n_slots)] = win[:, start:start + Kc - 1]
     return silu(y), out_slots
+
+
+def final_plane(store: str, s: int, dst: int, n_slots: int) -> int:
+    """The slot the state after token T-1-s goes to: s, or `dst` for the "final" store (clamped
+    to the last slot, as the kernels clamp it)."""
+    return min(dst, n_slots - 1) if store == "final" else s
 
 
 def gdn_recurrence(q: np.ndarray, k: np.ndarray, v: np.ndarray, g: np.ndarray, beta: np.ndarray,
                    M: np.ndarray, n_slots: int = 1, slots: np.ndarray | None = None,
-                   store: str = "planes") -> tuple[np.ndarray, np.ndarray]:
+                   store: str = "planes", dst: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """The gated delta rule, token by token, with snapshot slots.
 
     q, k [T, Hk, Dk] (already L2-normed, q scaled by 1/sqrt(Dk)); v [T, Hv, Dv]; g [T, Hv]
@@ -174,7 +180,7 @@ def gdn_recurrence(q: np.ndarray, k: np.ndarray, v: np.ndarray, g: np.ndarray, b
     S_h[i, j]). Value head h reads key head h % Hk (the converter's tiled order). Returns
     (o [T, Hv, Dv], slots [n_slots, Hv, Dv, Dk]) with slot s = state after token T-1-s for
     s < T; slots s >= T keep their input value (`slots`, or zeros). `store` "none" keeps every
-    slot, "final" sets only slot 0 (the state after the last token).
+    slot, "final" sets only slot `dst` (the state after the last token).
     """
     T, Hv, Dv = v.shape
     Hk = q.shape[1]
@@ -192,7 +198,7 @@ def gdn_recurrence(q: np.ndarray, k: np.ndarray, v: np.ndarray, g: np.ndarray, b
             o[t, h] = Mh @ q[t, kh]
         s = T - 1 - t
         if s < {"planes": n_slots, "final": 1, "none": 0}[store]:
-            out_slots[s] = S
+            out_slots[final_plane(store, s, dst, n_slots)] = S
     return o, out_slots
 
 

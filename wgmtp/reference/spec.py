@@ -1,4 +1,4 @@
-"""Twins of shaders/spec.wgsl (accept) and shaders/copy_row.wgsl."""
+"""Twins of shaders/spec.wgsl (accept, draft_gate, rerun_record) and shaders/copy_row.wgsl."""
 from __future__ import annotations
 
 import numpy as np
@@ -25,3 +25,12 @@ def draft_gate(p_top: np.ndarray, p_min: float) -> int:
             break
         n += 1
     return n
+
+
+def rerun_record(k: int, template: np.ndarray, table: np.ndarray, sub: int) -> np.ndarray:
+    """A long round's rerun record: the kept rows k - c*sub + 1 of sub-batch c = k // sub, from
+    row c*sub, record word 2 table[c]; the other words as the template."""
+    c = int(k) // sub
+    rec = np.array(template[:8], np.uint32, copy=True)
+    rec[0], rec[2], rec[5] = k - c * sub + 1, table[c], c * sub
+    return rec

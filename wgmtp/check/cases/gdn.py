@@ -454,19 +454,21 @@ def store_modes_case(ctx, chk: Check, hk: int, hv: int, dk: int, N: int = 6) -> 
     """The rollback of a long draft without a plane per position: a verify of N rows that stores
     no state (STORE_NONE) leaves every plane as it was and gives the outputs of one that stores
     them all; rerunning the first k + 1 rows with STORE_FINAL from the round's start puts into
-    plane 0 exactly the snapshot plane N-1-k of the storing verify (the state after row k) and
-    touches no other plane; gdn_chunked with STORE_NONE leaves plane 0 alone. All bit-exact,
-    ssm_conv feeding gdn as in a layer."""
+    plane dst exactly the snapshot plane N-1-k of the storing verify (the state after row k) and
+    touches no other plane, dst being the start plane itself (in place, even k) or another one
+    (odd k); gdn_chunked with STORE_NONE leaves plane 0 alone. All bit-exact, ssm_conv feeding gdn
+    as in a layer."""
     L = Layer(ctx, hk, hv, dk, dk, N, seed=11 * dk + hv)
     d = L.d
     cp, sp = gdn_kernels.conv_plane(d.conv_dim, KC), d.ssm_plane
     runs = ["planes", "none"] + [f"final{k}" for k in range(N)] + ["chunked"]
+    dst = lambda k: 0 if k % 2 == 0 else N - 1    # noqa: E731  (the start plane, or another)
     conv_init, ssm_init = L.rand_conv(len(runs) * N), L.rand_ssm(len(runs) * N)
     conv_init[::N], ssm_init[::N] = conv_init[0], ssm_init[0]        # one start state, plane 0 of each run
     CS, SS = ctx.upload(conv_init), ctx.upload(ssm_init)
     CB, OB = ctx.buffer(len(runs) * N * d.conv_dim * 4), ctx.buffer(len(runs) * N * d.value_dim * 4)
     recs = ([(N, store_word(0, STORE_PLANES)), (N, store_word(0, STORE_NONE))]
-            + [(k + 1, store_word(0, STORE_FINAL)) for k in range(N)] + [(N, store_word(0, STORE_NONE))])
+            + [(k + 1, store_word(0, STORE_FINAL, dst(k))) for k in range(N)] + [(N, store_word(0, STORE_NONE))])
     STEP = ctx.upload(np.zeros(len(recs) * STEP_WORDS, np.uint32))
 
     def build(pb):
@@ -483,10 +485,11 @@ def store_modes_case(ctx, chk: Check, hk: int, hv: int, dk: int, N: int = 6) -> 
     chk.equal("store none: conv outputs as storing", cc[1], cc[0], bits=True)
     chk.equal("store none: gdn outputs as storing", oo[1], oo[0], bits=True)
     for k in range(N):
-        i = 2 + k
-        at = slice(i * N + 1, (i + 1) * N)
-        chk.equal(f"store final k={k}: conv plane 0 = plane {N - 1 - k}", conv[i * N], conv[N - 1 - k], bits=True)
-        chk.equal(f"store final k={k}: ssm plane 0 = plane {N - 1 - k}", ssm[i * N], ssm[N - 1 - k], bits=True)
+        i, q = 2 + k, dst(k)
+        at = [i * N + s for s in range(N) if s != q]
+        chk.equal(f"store final k={k}: conv plane {q} = plane {N - 1 - k}", conv[i * N + q], conv[N - 1 - k],
+                  bits=True)
+        chk.equal(f"store final k={k}: ssm plane {q} = plane {N - 1 - k}", ssm[i * N + q], ssm[N - 1 - k], bits=True)
         chk.equal(f"store final k={k}: other planes kept", ssm[at], ssm_init[at], bits=True)
         chk.equal(f"store final k={k}: other conv planes kept", conv[at], conv_init[at], bits=True)
         chk.equal(f"store final k={k}: outputs", oo[i, :k + 1], oo[0, :k + 1], bits=True)

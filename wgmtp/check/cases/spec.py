@@ -108,10 +108,29 @@ def draft_gate_case(ctx, chk: Check, mins: tuple[float, ...] = (0.0, 0.3, 0.9)) 
     chk.equal("strided p_top", got, np.array([spec_twins.draft_gate(p, m) for m in mins]))
 
 
+def rerun_record_case(ctx, chk: Check, sub: int = 16) -> None:
+    """Every accepted count k of a 48-draft round (4 sub-batches of 16 rows): the rerun record
+    against reference.spec.rerun_record, each on its own id buffer."""
+    tmpl = np.array([99, 1234, 7, 5, 3, 88, 11, 12], np.uint32)
+    table = np.array([2 | 2 << 16, 3 | 2 << 16 | 1 << 20, 4 | 2 << 16 | 2 << 20, 1 | 2 << 16], np.uint32)
+    bufs = []
+    for k in range(49):
+        w = np.zeros(32, np.uint32)
+        w[0], w[4:12], w[12:16] = k, tmpl, table
+        bufs.append(ctx.upload(w))
+    blobs = run(ctx, lambda pb: [spec_kernels.rerun_record(pb, b, res_off=0, tmpl_off=4, table_off=12, rec_off=20,
+                                                           sub=sub) for b in bufs],
+                reads=[Readback(b, 0, 128) for b in bufs])
+    got = np.stack([np.frombuffer(b, np.uint32)[20:28] for b in blobs])
+    want = np.stack([spec_twins.rerun_record(k, tmpl, table, sub) for k in range(49)])
+    chk.equal("rerun records k = 0..48", got, want)
+
+
 def cases() -> list[Case]:
     """The spec cases, in the order they run."""
     out: list[Case] = []
     out.append(Case("spec", "accept 40 rounds", accept_case, op="accept"))
     out.append(Case("spec", "copy_row", copy_row_case, op="copy_row"))
     out.append(Case("spec", "draft_gate p_min 0/0.3/0.9", draft_gate_case, op="draft_gate"))
+    out.append(Case("spec", "rerun_record k = 0..48", rerun_record_case, op="rerun_record"))
     return out
