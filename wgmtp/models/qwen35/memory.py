@@ -19,3 +19,10 @@ def state_bytes(c: ModelConfig, n_ctx: int, *, mtp: bool, n_max: int = 3, kv_byt
     n_gdn = sum(1 for i in range(c.n_layer) if c.is_gdn[i])
     gdn = n_gdn * planes * 4 * (c.ssm_dt_rank * c.head_v_dim * c.head_k_dim + (c.conv_kernel - 1) * c.conv_dim)
     return n_seq * (kv + gdn)
+
+
+def long_keep_bytes(c: ModelConfig, t_max: int) -> int:
+    """A long round's kept GDN in-projections (program.long_keep): t_max rows of every GDN layer,
+    one set for the model (each long round of a submission reruns before the next one starts)."""
+    n_gdn = sum(1 for i in range(c.n_layer) if c.is_gdn[i])
+    return n_gdn * t_max * 4 * (c.conv_dim + c.value_dim + 2 * c.ssm_dt_rank)

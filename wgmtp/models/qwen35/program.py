@@ -33,7 +33,7 @@ from ... import quants
 from ...gpu.device import GPUContext
 from ...gpu.program import Program, ProgramBuilder
 from ...gpu.weights import GPUTensor, upload_concat, upload_tensor
-from ...kernels import Act, attention, elementwise, gdn, linear, moe, norm, rope, sample, spec
+from ...kernels import STEP_WORDS, Act, attention, elementwise, gdn, linear, moe, norm, rope, sample, spec
 from ...sampling import TOPK_MAX
 from .config import ModelConfig
 from .model_file import GGUFModel
@@ -42,6 +42,7 @@ from .step_data import N_EOG, SEG_MAX, SlotLayout, StepLayout
 from .tensors import stacked_groups
 
 MATVEC_MAX_TOK = linear.MATVEC_MAX_TOK   # batches up to this many tokens take the mat-vec (decode, verify)
+LONG_SUB = MATVEC_MAX_TOK                # rows per verify sub-batch of a long round
 F32_TENSORS = ("ssm_conv1d.weight", "ffn_gate_inp.weight", "ffn_gate_inp_shexp.weight")
 
 
@@ -140,6 +141,7 @@ class Qwen35GPU:
         self.n_eog = 0                  # end-of-generation ids the runner wrote at lay.eog
         self._programs: dict[tuple, Program] = {}
         self._chain_ids = None          # a draft model's chain ids (chain_ids), made on first use
+        self._keep: dict[int, Act] | None = None     # long rounds' in-projections (long_keep)
 
     # ---------------------------------------------------------------------------------------
     # weights and buffers
@@ -268,12 +270,24 @@ class Qwen35GPU:
         return Residual(res.stream, pending=self.buf.block_out)
 
     def _project_group(self, pb: ProgramBuilder, group: str, res: Residual, step: Act, T: int,
-                       outs: list[tuple[str, Act]], norm_name: str) -> tuple[list[Act], list[int], Residual]:
+                       outs: list[tuple[str, Act]], norm_name: str,
+                       into: tuple[Act, int] | None = None) -> tuple[list[Act], list[int], Residual]:
         """Projections of norm(stream): one mat-vec over the stacked weight into `stacked_out` when
-        the group was stacked at upload, else one per member into its own buffer. Returns each
-        member's output, its row stride, and the residual."""
+        the group was stacked at upload, else one per member into its own buffer. `into` (base,
+        row stride = the members' rows together): every member's rows at its offset of one row
+        there, stacked or not. Returns each member's output, its row stride, and the residual."""
         x, fused_norm, res = self._norm_for_product(pb, norm_name, res, step, T)
         W = self.w.get(group)
+        if into is not None:
+            base, stride = into
+            offs = np.cumsum([0] + [int(np.prod(self.gm.tensors[n].shape[1:])) for n, _ in outs])
+            if W is not None:
+                linear.linear(pb, W, x, base, step, max_tok=T, y_stride=stride, norm=self._norm_arg(fused_norm))
+            else:
+                for (name, _), off in zip(outs, offs):
+                    linear.linear(pb, self.w[name], x, base.at(int(off)), step, max_tok=T, y_stride=stride,
+                                  norm=self._norm_arg(fused_norm))
+            return [base.at(int(o)) for o in offs[:-1]], [stride] * len(outs), res
         if W is None:
             for name, y in outs:
                 linear.linear(pb, self.w[name], x, y, step, max_tok=T, norm=self._norm_arg(fused_norm))
@@ -306,14 +320,17 @@ class Qwen35GPU:
         return self._project_add(pb, p + "attn_output.weight", b.attn_out, res, step, T)
 
     def _gdn_block(self, pb: ProgramBuilder, i: int, res: Residual, step: Act, T: int, chunked: bool,
-                   segs: Segs | None = None) -> Residual:
+                   segs: Segs | None = None, keep_row: int | None = None) -> Residual:
         """Gated DeltaNet on norm(stream): in-projections, conv, delta rule, gated norm, ssm_out
-        added into the stream."""
+        added into the stream. keep_row: the in-projections go to rows keep_row.. of the layer's
+        long-round buffer (long_keep), where the round's rerun reads them again."""
         c, w, st, b = self.cfg, self.w, self.state, self.buf
         p = f"blk.{i}."
+        into = None if keep_row is None else (self.long_keep()[i].at(keep_row * self.keep_width), self.keep_width)
         (mix, z, al, be), (s_mix, s_z, s_al, s_be), res = self._project_group(pb, p + "gdn_in", res, step, T, [
             (p + "attn_qkv.weight", b.qkv_mixed), (p + "attn_gate.weight", b.z_gate),
-            (p + "ssm_alpha.weight", b.alpha), (p + "ssm_beta.weight", b.beta)], norm_name=p + "attn_norm.weight")
+            (p + "ssm_alpha.weight", b.alpha), (p + "ssm_beta.weight", b.beta)], norm_name=p + "attn_norm.weight",
+            into=into)
         gdn.ssm_conv(pb, step, mix, w[p + "ssm_conv1d.weight"], st.conv_at(i, 0), b.conv_out,
                        n_slots=st.n_planes, x_stride=s_mix, **seg_kw(segs))
         rule = gdn.gdn_chunked if chunked else gdn.gdn
@@ -352,17 +369,18 @@ class Qwen35GPU:
         return self._project_add(pb, p + "ffn_down.weight", b.ffn_act, res, step, T)
 
     def _layer(self, pb: ProgramBuilder, i: int, cache: attention.KVCache | None, res: Residual, step: Act,
-               T: int, chunked: bool, segs: Segs | None = None) -> Residual:
+               T: int, chunked: bool, segs: Segs | None = None, keep_row: int | None = None) -> Residual:
         """Decoder block i: mixer (GDN, or gated attention on `cache`), then the FFN."""
         if i < self.cfg.n_layer and self.cfg.is_gdn[i]:
-            res = self._gdn_block(pb, i, res, step, T, chunked, segs)
+            res = self._gdn_block(pb, i, res, step, T, chunked, segs, keep_row)
         else:
             res = self._attn_block(pb, i, cache, res, step, T, segs)
         return self._ffn(pb, i, res, step, T)
 
     def _trunk(self, pb: ProgramBuilder, step: Act, T: int, *, chunked: bool = False, segs: Segs | None = None,
-               ids: Act | None = None) -> None:
-        """embed ids[0..n_tok) (default: input_ids) -> layers -> output_norm into hidden rows 1..n_tok."""
+               ids: Act | None = None, keep_row: int | None = None) -> None:
+        """embed ids[0..n_tok) (default: input_ids) -> layers -> output_norm into hidden rows 1..n_tok
+        (keep_row: see _gdn_block)."""
         c, E = self.cfg, self.cfg.n_embd
         pb.at("trunk", -1)
         ids = self.step_at(self.lay.input_ids) if ids is None else ids
@@ -370,7 +388,7 @@ class Qwen35GPU:
         res = Residual(self.buf.resid)
         for i in range(c.n_layer):
             pb.at("trunk", i)
-            res = self._layer(pb, i, self.state.caches.get(i), res, step, T, chunked, segs)
+            res = self._layer(pb, i, self.state.caches.get(i), res, step, T, chunked, segs, keep_row)
         self._norm(pb, "output_norm.weight", res, self.buf.hidden.at(E), step, T)
 
     def _mtp_rows(self, pb: ProgramBuilder, step: Act, T: int, ids: Act, hprev: Act, hprev_stride: int,
@@ -629,6 +647,81 @@ class Qwen35GPU:
                 spec.accept(pb, sb, n=n, tgt_off=L.argmax + j * R, draft_off=L.input_ids + j * R + 1,
                             nvalid_off=L.n_valid + j, eog_off=self.slot_eog, n_eog=self.n_eog,
                             res_off=L.result(j), next_off=L.junk + j, step_off=L.seg(j))
+        return pb.build()
+
+    # ---------------------------------------------------------------------------------------
+    # a long round (docs/ARCHITECTURE.md, "Long drafts"): more drafts than the snapshot planes hold
+
+    @property
+    def keep_width(self) -> int:
+        """Floats of one row of a GDN layer's in-projections: qkv | z | alpha | beta."""
+        c = self.cfg
+        return c.conv_dim + c.value_dim + 2 * c.ssm_dt_rank
+
+    def long_keep(self) -> dict[int, Act]:
+        """Per GDN layer, the in-projections of every row of a long round ([t_max, keep_width]),
+        the inputs its rerun reads again: one buffer each (a layer's is far below a binding), made
+        on first use. Memory: long_keep_bytes."""
+        if self._keep is None:
+            c = self.cfg
+            self._keep = {i: Act(self.ctx.buffer(self.t_max * self.keep_width * 4, label=f"long_keep{i}"))
+                          for i in range(c.n_layer) if c.is_gdn[i]}
+        return self._keep
+
+    def slot_long_round(self, n: int, mtp: bool, region: int) -> Program:
+        """A greedy round of one sequence with n host drafts, n + 1 rows in sub-batches of
+        LONG_SUB rows (each bit-identical to plain decoding's rows: the mat-vec's width), whose
+        rollback needs no plane per row. Sub-batch c runs the trunk from plane P_c and stores only
+        its final state, into P_(c+1); its GDN in-projections stay in long_keep. After the
+        acceptance, rerun_record names the sub-batch c holding the last kept row k, and ssm_conv +
+        gdn run again over that sub-batch's kept rows from P_c (no weights read), the final state
+        into plane 0: the state after row k, bit for bit a plain decode's. With mtp, the MTP KV
+        refill per sub-batch and the pending hidden (row k + 1's final hidden) into the slot's
+        first cand_hidden row."""
+        return self._cached(("slot_long_round", n, mtp, self.n_eog, region),
+                            lambda: self._build_slot_long_round(n, mtp, region))
+
+    def _build_slot_long_round(self, n: int, mtp: bool, region: int) -> Program:
+        pb = ProgramBuilder(self.ctx, f"slot_long_round{n}")
+        L, E, c, b, sb = self.slot_lays[region], self.cfg.n_embd, self.cfg, self.buf, self.slot_step.buffer
+        R = n + 1
+        if R > self.t_max:
+            raise ValueError(f"a long round of {R} rows exceeds the step's {self.t_max} rows")
+        subs = [(r0, min(LONG_SUB, R - r0)) for r0 in range(0, R, LONG_SUB)]
+        cand = Act(self.state.cand_hidden)
+        if mtp:     # mtp_hprev row r: the hidden that predicted row r (row 0: the pending hidden)
+            spec.copy_row(pb, sb, L.seg(0) + 6, 0, cand, E, b.mtp_hprev, E)
+        for ci, (r0, rows) in enumerate(subs):
+            st, seg = self.slot_at(L.long_sub(ci)), Segs(self.slot_at(L.long_sub(ci) + STEP_WORDS), 1)
+            self._trunk(pb, st, rows, segs=seg, ids=self.slot_at(L.input_ids + r0), keep_row=r0)
+            self._logits(pb, st, b.hidden.at(E), rows)
+            pb.at("head")
+            sample.argmax(pb, st, b.logits, self.slot_at(L.argmax + r0), c.n_vocab, rows, scratch=b.sample_scratch)
+            if mtp:
+                spec.copy_row(pb, sb, L.zero, 1, b.hidden, E, b.mtp_hprev.at((r0 + 1) * E), rows * E)
+        if mtp:
+            for ci, (r0, rows) in enumerate(subs):
+                st, seg = self.slot_at(L.long_sub(ci)), Segs(self.slot_at(L.long_sub(ci) + STEP_WORDS), 1)
+                self._mtp_rows(pb, st, rows, self.slot_at(L.input_ids + r0), b.mtp_hprev.at(r0 * E), E, b.normed,
+                               segs=seg)
+        pb.at("head")
+        spec.accept(pb, sb, n=n, tgt_off=L.argmax, draft_off=L.input_ids + 1, nvalid_off=L.n_valid,
+                    eog_off=self.slot_eog, n_eog=self.n_eog, res_off=L.result(0), next_off=L.junk, step_off=L.seg(0))
+        spec.rerun_record(pb, sb, res_off=L.result(0), tmpl_off=L.long_tmpl, table_off=L.long_table,
+                          rec_off=L.long_rerun, sub=LONG_SUB)
+        rerun, keep, K = self.slot_at(L.long_rerun), self.long_keep(), self.keep_width
+        for i in keep:
+            pb.at("rerun", i)
+            p = f"blk.{i}."
+            gdn.ssm_conv(pb, rerun, keep[i], self.w[p + "ssm_conv1d.weight"], self.state.conv_at(i, 0), b.conv_out,
+                         n_slots=self.state.n_planes, x_stride=K)
+            al = keep[i].at(c.conv_dim + c.value_dim)
+            gdn.gdn(pb, rerun, b.conv_out, al, al.at(c.ssm_dt_rank), self.w[p + "ssm_a"], self.w[p + "ssm_dt.bias"],
+                    self.state.ssm_at(i, 0), b.gdn_out, self.dims, n_slots=self.state.n_planes, eps=c.eps,
+                    a_stride=K, b_stride=K)
+        if mtp:
+            pb.at("head")
+            spec.copy_row(pb, sb, L.result(0), 1, b.mtp_hprev, E, cand, E, dst_idx_off=L.seg(0) + 7)
         return pb.build()
 
     # ---------------------------------------------------------------------------------------

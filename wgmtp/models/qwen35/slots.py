@@ -27,12 +27,18 @@ from ...errors import ContextOverflowError, WgmtpError, raise_ctx_hint
 from ...gpu.device import GPUContext, open_context
 from ...gpu.program import Program, Readback, Runner
 from ...sampling import TOPK_MAX
-from .memory import state_bytes
+from .memory import long_keep_bytes, state_bytes
 from .model_file import GGUFModel
-from .program import MATVEC_MAX_TOK, Qwen35GPU
+from .program import LONG_SUB, MATVEC_MAX_TOK, Qwen35GPU
 from .step_data import N_EOG, SEG_MAX, Seg
 
-N_DRAFT_MAX = 15
+N_DRAFT_MAX = 15      # drafts of a round whose rollback is by snapshot planes (every drafter)
+N_LONG_MAX = 48       # drafts of a long round (host drafts, greedy: program.slot_long_round)
+
+
+def planes_for(n_max: int) -> int:
+    """Snapshot planes per slot: one per row of the longest plane-rolled round."""
+    return min(n_max, N_DRAFT_MAX) + 1
 
 
 @dataclass
@@ -99,18 +105,23 @@ class SlotRunner:
         if mtp and not gm.has_mtp:
             raise WgmtpError("draft-mtp needs an MTP block: this model has none (give the MTP sidecar with "
                              "-md mtp-*.gguf, or use --spec-type none)")
-        if not 0 <= n_max <= N_DRAFT_MAX:
-            raise WgmtpError(f"--spec-draft-n-max {n_max}: must be in 0..{N_DRAFT_MAX}")
+        if not 0 <= n_max <= N_LONG_MAX:
+            raise WgmtpError(f"--spec-draft-n-max {n_max}: must be in 0..{N_LONG_MAX} (MTP and draft models "
+                             f"draft at most {N_DRAFT_MAX} a round)")
+        if n_max > N_DRAFT_MAX and n_max + 2 > max(prefill_chunk, 16):
+            raise WgmtpError(f"--spec-draft-n-max {n_max}: a round's rows must fit the prefill chunk of "
+                             f"{prefill_chunk} tokens; use at most {max(prefill_chunk, 16) - 2} or a larger chunk")
         self.gm, self.cfg = gm, gm.config
         self.ctx = ctx if ctx is not None else open_context(None if device in (None, "auto") else device)
-        check_memory(self.ctx, gm, n_ctx, n_seq, n_max, mtp)
+        check_memory(self.ctx, gm, n_ctx, n_seq, n_max, mtp, max(prefill_chunk, MATVEC_MAX_TOK))
         self.device_name = self.ctx.name
         self.model = Qwen35GPU(self.ctx, gm, n_ctx=n_ctx, t_max=prefill_chunk, progress=progress, n_seq=n_seq,
                                n_draft_max=N_DRAFT_MAX, checkpoints=True)
-        self.model.ensure_state(n_max + 1, mtp)     # n_max + 1 planes: rollback of any drafter
+        self.model.ensure_state(planes_for(n_max), mtp)     # rollback of any round up to N_DRAFT_MAX drafts
         self.model.state.zero()
         self.runner = Runner(self.ctx)
         self.n_ctx, self.n_seq, self.n_max, self.mtp = n_ctx, n_seq, n_max, mtp
+        self.n_chain = min(n_max, N_DRAFT_MAX)      # drafts of an MTP or draft-model round at most
         self.chunk = self.model.t_max
         self.eog = sorted(eog or [])[:N_EOG]
         self.model.n_eog = len(self.eog)
@@ -187,8 +198,16 @@ class SlotRunner:
                 host = w.drafts is not None
                 if w.n > 0 and not host and not self.mtp:
                     raise WgmtpError("an MTP round needs the engine loaded with draft-mtp")
-                if w.n > self.n_max:
-                    raise WgmtpError(f"a round of {w.n} drafts exceeds the engine's --spec-draft-n-max {self.n_max}")
+                if w.n > (self.n_max if host else self.n_chain):
+                    raise WgmtpError(f"a round of {w.n} drafts exceeds the engine's --spec-draft-n-max "
+                                     f"{self.n_max if host else self.n_chain}")
+                if w.n > N_DRAFT_MAX:
+                    if w.n_cand > 1:
+                        raise WgmtpError(f"a sampled round drafts at most {N_DRAFT_MAX} tokens (got {w.n})")
+                    r = claim()
+                    programs.append(m.slot_long_round(w.n, self.mtp, r))
+                    decoders.append(self._long_io(w, r, writes, reads, order))
+                    continue
                 groups.setdefault((w.n, w.n_cand, w.vocab, w.p_min, host), []).append(w)
         for (n, n_cand, vocab, p_min, host), rounds in groups.items():
             cap = max(1, min(SEG_MAX, MATVEC_MAX_TOK // (n + 1)))
@@ -314,6 +333,33 @@ class SlotRunner:
             return i
         return decode
 
+    def _long_io(self, w: Round, r: int, writes: list, reads: list, order: dict):
+        """A long round's step data and readback (program.slot_long_round): the sub-batches start
+        from the slot's plane and then from other planes; the round ends with the state in plane 0
+        and, with MTP, the pending hidden in the slot's first cand_hidden row."""
+        m, L = self.model, self.model.slot_lays[r]
+        s, R = self.slots[w.slot], w.n + 1
+        if s.pos + R > self.n_ctx:
+            raise ContextOverflowError(f"slot {w.slot}: a round of {R} tokens at position {s.pos} exceeds the "
+                                       f"context {self.n_ctx}; {raise_ctx_hint(self.n_ctx, self.cfg.n_ctx_train)}")
+        planes = [s.src_plane] + [q for q in range(m.state.n_planes) if q != s.src_plane]
+        seg = Seg(w.slot, s.pos, R, 0, s.src_plane, w.max_emit, s.p_row, self.cand_base(w.slot))
+        writes += L.long_round_words(seg, [w.id_last] + list(w.drafts or []), planes, LONG_SUB)
+        first = len(reads)
+        reads.append(Readback(m.slot_step.buffer, L.result(0) * 4, (2 + R) * 4))
+
+        def decode(blobs: list[bytes], i: int) -> int:
+            res = np.frombuffer(blobs[first], np.uint32)
+            out = Outcome(w.slot, n=w.n, k=int(res[0]), n_valid=w.n)
+            out.tokens = [int(x) for x in res[2: 2 + int(res[1])]]
+            s.pos += out.k + 1
+            s.src_plane = 0
+            if self.mtp:
+                s.p_row = self.cand_base(w.slot)
+            order[id(w)] = out
+            return i
+        return decode
+
     def memory_bytes(self) -> int:
         return self.model.weight_bytes() + self.model.state_bytes()
 
@@ -336,12 +382,13 @@ def memory_budget(ctx: GPUContext) -> int:
     return 0
 
 
-def check_memory(ctx: GPUContext, gm: GGUFModel, n_ctx: int, n_seq: int, n_max: int, mtp: bool) -> None:
+def check_memory(ctx: GPUContext, gm: GGUFModel, n_ctx: int, n_seq: int, n_max: int, mtp: bool,
+                 t_max: int = 64) -> None:
     """Refuse, before any allocation, a state that cannot fit the adapter, in one line naming what
     to lower: a recurrent buffer (all slots' planes of one layer, bound whole by its kernels) over
     the adapter's binding limit, or weights + state over the adapter's memory (memory_budget)."""
     c = gm.config
-    planes = n_max + 1
+    planes = planes_for(n_max)
     biggest = n_seq * planes * c.ssm_dt_rank * c.head_v_dim * c.head_k_dim * 4 if any(c.is_gdn) else 0
     lower = "lower -np" + (" or --spec-draft-n-max" if n_max else "")
     if biggest > ctx.binding_limit:
@@ -351,6 +398,8 @@ def check_memory(ctx: GPUContext, gm: GGUFModel, n_ctx: int, n_seq: int, n_max: 
     budget = memory_budget(ctx)
     need = gm.weight_bytes(mtp=mtp) + state_bytes(c, n_ctx, mtp=mtp, n_max=n_max, n_seq=n_seq, planes=planes,
                                                   kv_bytes=2 if ctx.f16 else 4, checkpoints=True)
+    if n_max > N_DRAFT_MAX:
+        need += long_keep_bytes(c, t_max)
     if budget and need > budget:
         raise WgmtpError(f"{need / 2**30:.2f} GiB needed for {n_seq} sequences of {n_ctx} tokens"
                          f"{f' with {n_max} drafts' if n_max else ''}, the adapter has {budget / 2**30:.2f} GiB; "

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...errors import WgmtpError
-from ...kernels import STEP_WORDS
+from ...kernels import STEP_WORDS, STORE_FINAL, STORE_NONE, store_word
 
 N_EOG = 16      # end-of-generation ids the GPU's acceptance compares against
 
@@ -217,6 +217,57 @@ class SlotLayout:
             col[j * R + 1: j * R + R] = d
         out.append((self.input_ids, col))
         out.append((self.n_valid, np.full(m, n_valid, np.uint32)))
+        return out
+
+    # ---- a long round (program.slot_long_round): one sequence, its verify in sub-batches; their
+    # records sit where a host-drafted round has no draft-step records
+
+    @property
+    def long_subs_max(self) -> int:
+        """Sub-batches a long round's records have room for (two draft blocks hold the rerun's)."""
+        return self.n_draft_max - 2
+
+    def long_sub(self, c: int) -> int:
+        """Record of sub-batch c (n_tok = its rows); its one segment record follows it."""
+        if not 0 <= c < self.long_subs_max:
+            raise WgmtpError(f"a long round holds at most {self.long_subs_max} sub-batches")
+        return self.draft(c)
+
+    @property
+    def long_tmpl(self) -> int:
+        """The rerun record's template (slot, position; rerun_record sets n_tok, word 2, row0)."""
+        return self.draft(self.long_subs_max)
+
+    @property
+    def long_table(self) -> int:
+        """Per sub-batch c, the rerun's record word 2: from P_c, the final state into plane 0."""
+        return self.long_tmpl + STEP_WORDS
+
+    @property
+    def long_rerun(self) -> int:
+        return self.draft(self.long_subs_max + 1)
+
+    def long_round_words(self, seg: Seg, ids: list[int], planes: list[int], sub: int) -> list[tuple[int, np.ndarray]]:
+        """A long round of one sequence (`seg`: its n + 1 rows from position pos0, max_emit, pending
+        hidden rows) with ids [id_last, d1..dn]: the round's segment (the acceptance's max_emit
+        and the MTP rows), per sub-batch of `sub` rows its record and segment (from planes[c];
+        the final state into planes[c + 1], the last sub-batch none), the rerun's template and
+        table, the ids and the drafts-valid word."""
+        R = seg.n_tok
+        subs = [(r0, min(sub, R - r0)) for r0 in range(0, R, sub)]
+        if len(planes) < len(subs):
+            raise WgmtpError(f"a long round of {R} rows needs {len(subs)} planes, the slot has {len(planes)}")
+        out = [(self.seg(0), np.asarray(seg.words(), np.uint32))]
+        for c, (r0, rows) in enumerate(subs):
+            last = c == len(subs) - 1
+            word = store_word(planes[c], STORE_NONE) if last else store_word(planes[c], STORE_FINAL, planes[c + 1])
+            sg = Seg(seg.slot, seg.pos0 + r0, rows, 0, word, 0, seg.p_row, seg.cand_base)
+            out.append((self.long_sub(c), np.concatenate([self.record(rows), np.asarray(sg.words(), np.uint32)])))
+        tmpl = np.asarray(Seg(seg.slot, seg.pos0, 0, 0, 0, 0, seg.p_row, seg.cand_base).words(), np.uint32)
+        table = np.array([store_word(planes[c], STORE_FINAL, 0) for c in range(len(subs))], np.uint32)
+        out.append((self.long_tmpl, np.concatenate([tmpl, table])))
+        out.append((self.input_ids, np.asarray(ids, np.uint32)))
+        out.append((self.n_valid, np.array([R - 1], np.uint32)))
         return out
 
     # ---- a separate draft model's round (models/qwen35/draft_model.py): catch-up batches, then

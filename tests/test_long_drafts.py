@@ -1,0 +1,133 @@
+"""Long drafts (more than the snapshot planes hold): program.slot_long_round verifies n + 1 rows in
+sub-batches of 16 and rolls back by rerunning the recurrence of the kept rows of one sub-batch
+(docs/ARCHITECTURE.md, "Long drafts"). The recurrent state after every acceptance count must be
+the plain decode's, bit for bit, and the output the plain decode's, token for token."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from gpu_util import ctx_params
+
+from wgmtp.api import eog_ids
+from wgmtp.errors import WgmtpError
+from wgmtp.gpu.device import open_context
+from wgmtp.models.qwen35 import GGUFModel
+from wgmtp.models.qwen35.slots import N_LONG_MAX, Feed, Round, SlotRunner
+
+MODEL = dict(block_out_scale=0.2, mtp_copy=True, seed=3)
+MOE = dict(block_out_scale=0.2, n_expert=4, n_expert_used=2, seed=5)
+
+
+def _runner(path, variant, mtp: bool, n_seq: int = 2) -> SlotRunner:
+    gm = GGUFModel(path)
+    _, index, opts = variant
+    return SlotRunner(gm, n_ctx=160, n_seq=n_seq, n_max=N_LONG_MAX, mtp=mtp, prefill_chunk=64, eog=set(),
+                      progress=False, ctx=open_context(index, **opts))
+
+
+def _plain(rn: SlotRunner, slot: int, prompt: list[int], n: int) -> list[int]:
+    rn.start(slot)
+    out = [rn.step([Feed(slot, prompt)])[0].tokens[0]]
+    while len(out) < n:
+        out.append(rn.step([Round(slot, out[-1])])[0].tokens[0])
+    return out
+
+
+def _state(rn: SlotRunner, slot: int) -> list[np.ndarray]:
+    """The recurrent state a slot's next batch starts from: its src plane of every GDN layer."""
+    st, s = rn.model.state, rn.slots[slot]
+    ctx, out = rn.ctx, []
+    for i in sorted(st.conv):
+        for buf, act, plane in ((st.conv[i], st.conv_at(i, slot), st.conv_plane),
+                                (st.ssm[i], st.ssm_at(i, slot), st.ssm_plane)):
+            out.append(ctx.read_array(buf, np.uint32, plane, act.offset + s.src_plane * plane))
+    return out
+
+
+def _wrong(tok: int, V: int) -> int:
+    return (tok + 1) % V
+
+
+@pytest.mark.parametrize("variant", ctx_params())
+@pytest.mark.parametrize("mtp", [False, True])
+def test_long_round_state_is_plain_decodings_after_every_acceptance(synth, variant, mtp):
+    """Rounds of 48 drafts (49 rows, 4 sub-batches) whose first wrong draft is at every position
+    k (and none): the round emits plain decoding's k + 1 tokens, and the recurrent state it leaves
+    is bit-identical to the one after plain decoding of the same tokens; then the next tokens are
+    plain decoding's too. Every k on the first adapter variant, the sub-batch edges on the others."""
+    rn = _runner(synth(**MODEL), variant, mtp)
+    V = rn.cfg.n_vocab
+    prompt = [int(x) for x in np.random.default_rng(7).integers(0, V, 5)]
+    want = _plain(rn, 0, prompt, 52)
+    # the plain state after each prefix: decode again, reading the state after every token
+    rn.start(0)
+    plain_states = {1: None}
+    tok = rn.step([Feed(0, prompt)])[0].tokens[0]
+    plain_states[1] = _state(rn, 0)
+    for i in range(1, 51):
+        tok = rn.step([Round(0, tok)])[0].tokens[0]
+        plain_states[i + 1] = _state(rn, 0)
+    # every k on the first adapter variant; the sub-batch boundaries on the others
+    for k in range(49) if variant[0] == "vulkan" else (0, 14, 15, 16, 31, 32, 47, 48):
+        rn.start(0)
+        first = rn.step([Feed(0, prompt)])[0].tokens[0]
+        drafts = list(want[1:49])
+        if k < 48:
+            drafts[k] = _wrong(drafts[k], V)
+        out = rn.step([Round(0, first, drafts=drafts)])[0]
+        assert out.k == k and out.tokens == want[1:k + 2], f"k={k}: {out.k} {out.tokens[:4]}"
+        got = _state(rn, 0)
+        emitted = 1 + len(out.tokens)           # tokens fed so far: the prompt's answer + the round's
+        for a, b in zip(got, plain_states[emitted]):
+            assert np.array_equal(a, b), f"k={k}: the state after the round is not plain decoding's"
+        nxt = rn.step([Round(0, out.tokens[-1])])[0].tokens
+        assert nxt == [want[emitted]], f"k={k}: the next token after the round differs"
+
+
+@pytest.mark.parametrize("variant", ctx_params()[:1])
+@pytest.mark.parametrize("kind", ["dense", "moe"])
+def test_long_rounds_mixed_with_other_work_are_lossless(synth, variant, kind):
+    """Long rounds of 16..48 drafts, right and corrupted, in the same submissions as another
+    sequence's plain and short host-drafted rounds: both sequences' output is plain decoding's."""
+    rn = _runner(synth(**(MODEL if kind == "dense" else MOE)), variant, mtp=False)
+    V = rn.cfg.n_vocab
+    ps = [[int(x) for x in np.random.default_rng(s).integers(0, V, 6)] for s in range(2)]
+    N = 100
+    want = [_plain(rn, s, p, N) for s, p in enumerate(ps)]
+    for s in range(2):
+        rn.start(s)
+    got = [[o.tokens[0]] for o in rn.step([Feed(s, p) for s, p in enumerate(ps)])]
+    rng = np.random.default_rng(1)
+    ns = []
+    while min(len(g) for g in got) < N:
+        i0, i1 = len(got[0]), len(got[1])
+        n = int(rng.integers(16, N_LONG_MAX + 1))
+        d = list(want[0][i0: i0 + n]) + [0] * max(0, n - len(want[0][i0:]))
+        if rng.random() < 0.6:
+            j = int(rng.integers(0, n))
+            d[j] = _wrong(d[j], V)
+        work = [Round(0, got[0][-1], drafts=d[: max(1, min(n, rn.n_ctx - rn.slots[0].pos - 2))]),
+                Round(1, got[1][-1], drafts=want[1][i1: i1 + 3] or [1]) if i1 % 3 else Round(1, got[1][-1])]
+        outs = rn.step(work)
+        for s, o in enumerate(outs):
+            got[s] += o.tokens
+        ns.append((work[0].n, outs[0].k))
+    for s in range(2):
+        assert got[s][:N] == want[s], f"slot {s}: long rounds changed the output ({ns})"
+    assert any(n > 15 and k > 15 for n, k in ns), f"no long round accepted past one sub-batch: {ns}"
+
+
+@pytest.mark.parametrize("variant", ctx_params()[:1])
+def test_long_rounds_are_greedy_and_bounded(synth, variant):
+    """A sampled round keeps to the planes (15 drafts), and the engine's n_max bounds a long round,
+    both as one-line errors; an n_max that the prefill chunk cannot hold is refused at load."""
+    rn = _runner(synth(**MODEL), variant, mtp=False, n_seq=1)
+    rn.step([Feed(0, [1, 2, 3])])
+    with pytest.raises(WgmtpError, match="a sampled round drafts at most 15"):
+        rn.step([Round(0, 4, n_cand=8, drafts=[1] * 20)])
+    with pytest.raises(WgmtpError, match="exceeds the engine's --spec-draft-n-max 48"):
+        rn.step([Round(0, 4, drafts=[1] * 49)])
+    gm = GGUFModel(synth(**MODEL))
+    with pytest.raises(WgmtpError, match="must fit the prefill chunk of 32 tokens; use at most 30"):
+        SlotRunner(gm, n_ctx=64, n_seq=1, n_max=40, prefill_chunk=32, eog=eog_ids(gm), progress=False,
+                   ctx=rn.ctx)
