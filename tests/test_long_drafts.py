@@ -131,3 +131,54 @@ def test_long_rounds_are_greedy_and_bounded(synth, variant):
     with pytest.raises(WgmtpError, match="must fit the prefill chunk of 32 tokens; use at most 30"):
         SlotRunner(gm, n_ctx=64, n_seq=1, n_max=40, prefill_chunk=32, eog=eog_ids(gm), progress=False,
                    ctx=rn.ctx)
+
+
+@pytest.mark.parametrize("model", ["dense", "moe"])
+def test_engine_ngram_drafts_up_to_48_are_lossless(synth, model):
+    """The batching engine with --spec-draft-n-max 16, 32 and 48: ngram-simple, ngram-mod and
+    draft-mtp + ngram-simple (MTP's own rounds stay at 15), greedy, and sampled (long matches cut to
+    15: a sampled round keeps to the planes), in mixed batches: every request's tokens are plain
+    decoding's, and long rounds ran (and on the dense model accepted past one sub-batch)."""
+    from wgmtp.batching import BatchEngine, Request
+    from wgmtp.drafters import NgramParams, SpecSettings
+    from wgmtp.sampling import SamplerParams
+
+    gm = GGUFModel(synth(**(MODEL if model == "dense" else dict(MOE, mtp_copy=True))))
+    _, index, opts = ctx_params()[0].values[0]
+    rn = SlotRunner(gm, n_ctx=256, n_seq=8, n_max=N_LONG_MAX, mtp=True, prefill_chunk=64, eog=eog_ids(gm),
+                    progress=False, ctx=open_context(index, **opts))
+    eng = BatchEngine(rn, eog_ids(gm))
+    base = [int(x) for x in np.random.default_rng(5).integers(0, rn.cfg.n_vocab, 7)]
+    h = eng.submit(Request(prompt=base, max_tokens=60))
+    eng.run_until_idle()
+    prompt = base + h.result() + base
+    ng = NgramParams(size_n=3, size_m=48)
+    seen: list[tuple[int, int]] = []
+    step = rn.step
+
+    def record(work, **kw):
+        outs = step(work, **kw)
+        seen.extend((w.n, o.k) for w, o in zip(work, outs) if isinstance(w, Round))
+        return outs
+    rn.step = record
+    sampled = SamplerParams(temperature=0.8, top_k=20, seed=5)
+    runs = {("plain", "greedy"): dict(), ("plain", "sampled"): dict(sampler=sampled),
+            ("ngram-mod", 48, "sampled"): dict(SpecSettings(("ngram-mod",), n_max=48, ngram=ng).request_fields(),
+                                               sampler=sampled)}
+    for types in [("ngram-simple",), ("ngram-mod",), ("draft-mtp", "ngram-simple")]:
+        for n in (16, 32, 48):
+            runs[types, n, "greedy"] = SpecSettings(types, n_max=n, ngram=ng).request_fields()
+    hs = {k: eng.submit(Request(prompt=prompt, max_tokens=64, **f)) for k, f in runs.items()}
+    eng.run_until_idle()
+    for k, h in hs.items():
+        assert h.result() == hs["plain", k[-1]].result(), f"{model}: {k} changed the output"
+    assert any(n > 15 for n, _ in seen), f"no long round ran: {sorted(set(seen))}"
+    if model == "dense":    # the MoE model's repetition is too short for long matches to hold
+        assert any(k > 15 for n, k in seen), f"no long round accepted past one sub-batch: {sorted(set(seen))}"
+
+
+def test_engine_level_limits_are_the_models():
+    """The engine layer's draft limits (drafters.py, which cannot import the model) are the slots'."""
+    from wgmtp.drafters import CHAIN_DRAFT_MAX, LONG_DRAFT_MAX
+    from wgmtp.models.qwen35.slots import N_DRAFT_MAX
+    assert (CHAIN_DRAFT_MAX, LONG_DRAFT_MAX) == (N_DRAFT_MAX, N_LONG_MAX)

@@ -252,6 +252,7 @@ def open_draft(path: str | os.PathLike[str], rn, *, n_max: int, device_draft: st
     if check_tensors:
         gm.check_tensors()
     shared = device_draft is None or select_adapter(device_draft).index == rn.ctx.desc.index
-    return DraftModel(gm, target=rn.gm, n_seq=rn.n_seq, n_ctx=rn.n_ctx, n_max=n_max, prefill_chunk=rn.chunk,
+    return DraftModel(gm, target=rn.gm, n_seq=rn.n_seq, n_ctx=rn.n_ctx, n_max=min(n_max, rn.n_chain),
+                      prefill_chunk=rn.chunk,
                       ctx=rn.ctx if shared else None, device="auto" if device_draft is None else device_draft,
                       progress=progress, reserved=rn.memory_bytes() if shared else 0)

@@ -293,7 +293,7 @@ class BatchEngine:
         n_max = min(n_max, self.rn.n_max)
         shapes = [Round(0, 0)] + [Round(0, 0, drafts=[0] * n) for n in range(1, n_max + 1)]
         if self.rn.mtp:
-            shapes += [Round(0, 0, n=n, p_min=p_min, vocab=vocab) for n in range(1, n_max + 1)]
+            shapes += [Round(0, 0, n=n, p_min=p_min, vocab=vocab) for n in range(1, min(n_max, self.rn.n_chain) + 1)]
         for w in shapes:
             self.rn.start(0)
             self.rn.step([Feed(0, [0])])
@@ -346,10 +346,13 @@ class BatchEngine:
             self.costs.observe(work[0].n, work[0].drafts is None, time.perf_counter() - t0)
         return True
 
-    def _n_room(self, seq: _Seq) -> int:
-        """Drafts a round of `seq` may have: its n_max, within the context and the runner."""
+    def _n_room(self, seq: _Seq, chain: bool = False) -> int:
+        """Drafts a round of `seq` may have: its n_max, within the context and the runner. Only a
+        greedy round of host drafts may go past the snapshot planes (a long round); the MTP chain,
+        a draft model and sampled rounds stop at rn.n_chain."""
         r, st = seq.h.req, self.rn.slots[seq.slot]
-        return max(0, min(r.n_max, self.rn.n_ctx - st.pos - 2, self.rn.n_max)) if r.speculative else 0
+        cap = self.rn.n_chain if chain or not r.sampler.greedy else self.rn.n_max
+        return max(0, min(r.n_max, self.rn.n_ctx - st.pos - 2, cap)) if r.speculative else 0
 
     def _given_drafts(self) -> dict[int, list[int]]:
         """This step's drafts that come with the rounds, by slot: each decoding sequence's n-gram
@@ -365,7 +368,7 @@ class BatchEngine:
             if got:
                 given[seq.slot] = got
             elif MODEL_DRAFTER in seq.h.req.drafters:
-                asks.append((seq.slot, n))
+                asks.append((seq.slot, min(n, self.rn.n_chain)))
         if asks:
             given.update((s, d) for (s, _), d in zip(asks, self.draft.draft(asks)) if d)
         return given
@@ -387,8 +390,10 @@ class BatchEngine:
             n = len(drafts)
         elif not r.spec:
             n = 0                               # no n-gram match and no MTP: a plain step
-        elif ad is not None and n:
-            n = ad.pick(n, chain=True)
+        else:                                   # MTP's chain: rolled back by planes
+            n = min(n, self.rn.n_chain)
+            if ad is not None and n:
+                n = ad.pick(n, chain=True)
         if n < max(1, r.n_min):
             n, drafts = 0, None
         return Round(seq.slot, seq.pending, n, _n_cand(r), r.p_min if n and drafts is None else 0.0,

@@ -15,7 +15,7 @@ from ..api import resolve_model
 from ..drafters import ADAPTIVE_DEFAULT, NgramParams, SpecSettings, parse_spec_types, spec_label
 from ..engine import N_DRAFT_MAX as SESSION_DRAFT_MAX
 from ..errors import BadRequestError, WgmtpError
-from ..models.qwen35.slots import N_DRAFT_MAX
+from ..models.qwen35.slots import N_LONG_MAX
 from .args import MAX_PROMPT_FILE, integer, integers, read_prompt_file, real, seed
 
 
@@ -51,13 +51,15 @@ def add_spec_args(p: argparse.ArgumentParser, *, default: str = "none", n_max_lo
     p.add_argument("--device-draft", default=None,
                    help="adapter of draft-simple's model (index or name substring; default: the model's)")
     if n_max_list:
-        p.add_argument("--spec-draft-n-max", type=integers(0, N_DRAFT_MAX), default="0,1,2,3",
-                       help=f"comma-separated draft lengths (0..{N_DRAFT_MAX}); 0 = plain decoding "
+        p.add_argument("--spec-draft-n-max", type=integers(0, N_LONG_MAX), default="0,1,2,3",
+                       help=f"comma-separated draft lengths (0..{N_LONG_MAX}; MTP and draft models 0..15); "
+                            "0 = plain decoding "
                             "(--spec-type none: only 0)")
     else:
-        p.add_argument("--spec-draft-n-max", type=integer(n_max_lo, N_DRAFT_MAX), default=3,
-                       help=f"drafts per round at most ({n_max_lo}..{N_DRAFT_MAX}; with --spec-adaptive the cap)")
-    p.add_argument("--spec-draft-n-min", type=integer(0, N_DRAFT_MAX), default=0,
+        p.add_argument("--spec-draft-n-max", type=integer(n_max_lo, N_LONG_MAX), default=3,
+                       help=f"drafts per round at most ({n_max_lo}..{N_LONG_MAX}: n-gram drafts; MTP and draft "
+                            "models draft at most 15; with --spec-adaptive the cap)")
+    p.add_argument("--spec-draft-n-min", type=integer(0, N_LONG_MAX), default=0,
                    help="rounds that would draft fewer tokens run as plain steps")
     p.add_argument("--spec-draft-p-min", type=real(0, 1), default=0.0,
                    help="stop MTP drafting below this top probability")
