@@ -5,15 +5,17 @@ state memory of one GDN layer for one sequence.
     planes  the verify (ssm_conv + gdn over n + 1 rows) writes a snapshot plane per row; a rollback
             to k accepted drafts is free (the next batch starts from plane n - k). State: n + 1
             planes.
-    rerun   the verify stores no state (STORE_NONE); after acceptance the kept k + 1 rows run again
-            through ssm_conv + gdn alone (STORE_FINAL, no weights but the conv taps read), from the
-            round's start. State: one plane, plus the rows' conv inputs and gates
-            ((conv_dim + 2 Hv) floats a row).
+    long    the engine's long round (program.slot_long_round): the verify runs in sub-batches of
+            16 rows, each storing only its final state (into the next sub-batch's plane); after
+            acceptance the kept rows of the one sub-batch holding row k run again through ssm_conv
+            + gdn alone (STORE_FINAL, no weights but the conv taps read) from that sub-batch's
+            plane. State: one plane per sub-batch, plus the rows' in-projections (qkv, z, alpha,
+            beta: conv_dim + value_dim + 2 Hv floats a row).
 
-Both use the same kernels, so the state is bit-identical (tests/test_kernel_gdn.py,
-test_store_modes_roll_back_without_planes). The rerun's time is given for the mean acceptance of
-the round (k = n / 2) and the worst (k = n). Only the recurrent part is timed: the projections
-and attention cost the same either way.
+Both use the same kernels, so the state is bit-identical (tests/test_long_drafts.py). The rerun is
+timed for the round's mean acceptance (k = n / 2) and the worst case for it (k = n, the whole last
+sub-batch). Only the recurrent part is timed: the projections and attention cost the same either
+way (the long round's sub-batches read the weights once per 16 rows, as a verify of 16 rows does).
 
     python tools/rollback_bench.py [--shapes 0.8B,27B] [--n 3,8,16,48] [--reps 5] [--device N]
 """
@@ -34,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 # GDN heads of the reference's configuration table (Hk, Hv, Dk = Dv)
 SHAPES = {"0.8B": (16, 16, 128), "27B": (16, 48, 128), "35B-A3B": (16, 32, 128)}
 KC = 4
+SUB = 16          # rows per verify sub-batch of a long round (program.LONG_SUB)
 
 
 def main() -> int:
@@ -57,8 +60,8 @@ def main() -> int:
         return 1
     ns = [int(x) for x in a.n.split(",")]
     print(f"adapter: {ctx.name}; one GDN layer, one sequence; GPU ms (median of {a.reps}); MiB of state\n")
-    print("| shape | n | planes: verify ms | rerun: verify ms | + rerun k=n/2 ms | + rerun k=n ms "
-          "| planes MiB | rerun MiB |")
+    print("| shape | n | planes: verify ms | long: verify ms | + rerun k=n/2 ms | + rerun k=n ms "
+          "| planes MiB | long MiB |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name in a.shapes.split(","):
         hk, hv, dk = SHAPES[name]
@@ -72,34 +75,46 @@ def main() -> int:
         AL = ctx.upload((rng.standard_normal((R, hv)) - 2).astype(np.float32))
         BE = ctx.upload(rng.standard_normal((R, hv)).astype(np.float32))
         C, O = ctx.buffer(R * d.conv_dim * 4), ctx.buffer(R * d.value_dim * 4)
-        STEP = ctx.buffer(STEP_WORDS * 4)
         cp, sp = K.conv_plane(d.conv_dim, KC), d.ssm_plane
         for n in ns:
             planes = n + 1
-            CS, SS = ctx.buffer(planes * cp * 4), ctx.buffer(min(planes * sp * 4, ctx.binding_limit))
+            subs = [(r0, min(SUB, n + 1 - r0)) for r0 in range(0, n + 1, SUB)]
+            n_long = len(subs)
+            cap = max(planes, n_long)
+            CS, SS = ctx.buffer(cap * cp * 4), ctx.buffer(min(cap * sp * 4, ctx.binding_limit))
 
-            def timed(rows: int, store: int, n_planes: int) -> float:
+            def timed(records: list[tuple[int, int, int]], n_planes: int) -> float:
+                """GPU ms of ssm_conv + gdn per record (rows, record word 2, row0), in one program."""
+                STEP = ctx.buffer(len(records) * STEP_WORDS * 4)
                 pb = ProgramBuilder(ctx, "rollback")
-                K.ssm_conv(pb, Act(STEP), Act(X), W, Act(CS), Act(C), n_slots=n_planes)
-                K.gdn(pb, Act(STEP), Act(C), Act(AL), Act(BE), A, DTB, Act(SS), Act(O), d, n_slots=n_planes, eps=1e-6)
+                for i in range(len(records)):
+                    st = Act(STEP, i * STEP_WORDS)
+                    K.ssm_conv(pb, st, Act(X), W, Act(CS), Act(C), n_slots=n_planes)
+                    K.gdn(pb, st, Act(C), Act(AL), Act(BE), A, DTB, Act(SS), Act(O), d, n_slots=n_planes, eps=1e-6)
                 prog = pb.build()
-                rec = np.zeros(STEP_WORDS, np.uint32)
-                rec[0], rec[2] = rows, store_word(0, store)
+                rec = np.zeros((len(records), STEP_WORDS), np.uint32)
+                for i, (rows, word, row0) in enumerate(records):
+                    rec[i, 0], rec[i, 2], rec[i, 5] = rows, word, row0
                 out = []
                 for _ in range(a.reps + 1):
                     runner.run([prog], writes=[(STEP, 0, rec.tobytes())], timed=True)
                     out.append(sum(runner.last_gpu_s) * 1e3)
                 return statistics.median(out[1:])          # the first run warms the pipelines
 
+            def rerun(k: int) -> float:
+                c = k // SUB
+                return timed([(k - c * SUB + 1, store_word(c, STORE_FINAL, 0), c * SUB)], n_long)
+
             fits = planes * sp * 4 <= ctx.binding_limit
-            v_planes = f"{timed(n + 1, STORE_PLANES, planes):.2f}" if fits else "over the binding limit"
-            v_none = timed(n + 1, STORE_NONE, 1)
-            half, full = timed(n // 2 + 1, STORE_FINAL, 1), timed(n + 1, STORE_FINAL, 1)
+            v_planes = f"{timed([(n + 1, store_word(0, STORE_PLANES), 0)], planes):.2f}" if fits \
+                else "over the binding limit"
+            v_long = timed([(rows, store_word(c, STORE_NONE) if c == n_long - 1 else
+                             store_word(c, STORE_FINAL, c + 1), r0) for c, (r0, rows) in enumerate(subs)], n_long)
             mib = 4 / 2**20
             planes_mib = planes * (cp + sp) * mib
-            rerun_mib = (cp + sp + (n + 1) * (d.conv_dim + 2 * hv)) * mib
-            print(f"| {name} | {n} | {v_planes} | {v_none:.2f} | {v_none + half:.2f} | {v_none + full:.2f} "
-                  f"| {planes_mib:.1f} | {rerun_mib:.1f} |")
+            long_mib = (n_long * (cp + sp) + (n + 1) * (d.conv_dim + d.value_dim + 2 * hv)) * mib
+            print(f"| {name} | {n} | {v_planes} | {v_long:.2f} | {v_long + rerun(n // 2):.2f} | "
+                  f"{v_long + rerun(n):.2f} | {planes_mib:.1f} | {long_mib:.1f} |")
     return 0
 
 
