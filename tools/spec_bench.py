@@ -3,7 +3,8 @@
 
 Per prompt kind (code to edit and repeat, a passage to quote, free prose, a list, a question) and
 per speculative setting (plain; draft-mtp at fixed n 1..4; ngram-simple and ngram-mod; draft-mtp
-with ngram-simple at a fixed n; adaptive n over draft-mtp and over draft-mtp with ngram-simple):
+with ngram-simple at a fixed n; adaptive n over draft-mtp and over draft-mtp with ngram-simple; the
+n-gram settings again with long rounds, --long-cap 48):
 generation tok/s, speedup over plain on the same prompt, draft acceptance (accepted / drafted),
 mean accepted length (tokens per verify round) and drafts per verify round, printed as markdown
 tables (or --json). Greedy, so every setting must print plain decoding's tokens; the `same`
@@ -36,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from wgmtp.api import open_engine, resolve_model  # noqa: E402
 from wgmtp.batching import BatchEngine, Request  # noqa: E402
 from wgmtp.drafters import NgramParams, SpecSettings, parse_spec_types  # noqa: E402
-from wgmtp.models.qwen35.slots import N_DRAFT_MAX  # noqa: E402
+from wgmtp.models.qwen35.slots import N_DRAFT_MAX, N_LONG_MAX  # noqa: E402
 from wgmtp.tokenizer import Tokenizer  # noqa: E402
 
 _CODE = "def add_all(items):\n    total = 0\n    for item in items:\n        total = total + item\n    return total\n"
@@ -59,16 +60,20 @@ class Variant:
     adaptive: bool = False
 
 
-def variants(mtp_n: list[int], cap: int, combo_n: int, draft_n: list[int] = ()) -> list[Variant]:
+def variants(mtp_n: list[int], cap: int, combo_n: int, draft_n: list[int] = (), long_cap: int = 0) -> list[Variant]:
     """The settings measured, plain first (the baseline of every speedup); draft_n: draft-simple's
-    fixed lengths (with --draft)."""
+    fixed lengths (with --draft); long_cap > cap: the n-gram settings again with long rounds."""
     return ([Variant("none", "none", 0)]
             + [Variant(f"draft-simple n={n}", "draft-simple", n) for n in draft_n]
             + [Variant(f"draft-mtp n={n}", "draft-mtp", n) for n in mtp_n]
             + [Variant(f"ngram-simple n={cap}", "ngram-simple", cap), Variant(f"ngram-mod n={cap}", "ngram-mod", cap),
                Variant(f"draft-mtp,ngram-simple n={combo_n}", "draft-mtp,ngram-simple", combo_n),
                Variant(f"draft-mtp adaptive n<={cap}", "draft-mtp", cap, True),
-               Variant(f"draft-mtp,ngram-simple adaptive n<={cap}", "draft-mtp,ngram-simple", cap, True)])
+               Variant(f"draft-mtp,ngram-simple adaptive n<={cap}", "draft-mtp,ngram-simple", cap, True)]
+            + ([Variant(f"ngram-simple n={long_cap}", "ngram-simple", long_cap),
+                Variant(f"ngram-mod n={long_cap}", "ngram-mod", long_cap),
+                Variant(f"draft-mtp,ngram-simple adaptive n<={long_cap}", "draft-mtp,ngram-simple", long_cap, True)]
+               if long_cap > cap else []))
 
 
 def run_one(eng: BatchEngine, prompt: list[int], v: Variant, n_gen: int, ngram: NgramParams) -> dict:
@@ -149,6 +154,8 @@ def main() -> int:
     ap.add_argument("--mtp-n", default="1,2,3,4", help="fixed draft-mtp lengths")
     ap.add_argument("--cap", type=int, default=N_DRAFT_MAX, help="n_max of the n-gram and adaptive settings")
     ap.add_argument("--combo-n", type=int, default=3, help="n_max of the fixed draft-mtp,ngram-simple setting")
+    ap.add_argument("--long-cap", type=int, default=N_LONG_MAX,
+                    help="n_max of the long-round n-gram settings (0: none; MTP's rounds stay at --cap)")
     ap.add_argument("--spec-ngram-size-n", type=int, default=12)
     ap.add_argument("--spec-ngram-size-m", type=int, default=48)
     ap.add_argument("--spec-ngram-min-hits", type=int, default=1)
@@ -157,7 +164,8 @@ def main() -> int:
     ap.add_argument("--json", action="store_true", help="print the rows as JSON")
     a = ap.parse_args()
     mtp_n = [int(x) for x in a.mtp_n.split(",") if x.strip()]
-    vs = variants(mtp_n, a.cap, a.combo_n, [int(x) for x in a.draft_n.split(",") if x.strip()] if a.draft else [])
+    vs = variants(mtp_n, a.cap, a.combo_n, [int(x) for x in a.draft_n.split(",") if x.strip()] if a.draft else [],
+                  a.long_cap)
     n_max = max(v.n_max for v in vs)
     path = resolve_model(a.model)
     prompt_max = max(len(p) for p in PROMPTS.values())      # characters: at least as many as tokens
