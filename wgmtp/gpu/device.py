@@ -164,13 +164,16 @@ class GPUContext:
             raise DeviceError(f"out of GPU memory allocating '{label}' ({size} bytes): {e}") from None
 
     def upload(self, data: np.ndarray | bytes | memoryview, *, label: str = "", usage: int | None = None) -> Any:
-        b = data.tobytes() if isinstance(data, np.ndarray) else bytes(data)
-        pad = (-len(b)) % 4
-        if pad:
-            b += b"\0" * pad
-        buf = self.buffer(len(b), usage=usage, label=label)
-        if b:
-            self.queue.write_buffer(buf, 0, b)
+        """A buffer holding `data`. A C-contiguous array goes to the queue as it is (no host copy of
+        its own: the write's staging copy is the only one); a size that is not a multiple of 4 is
+        padded with zeros."""
+        m = memoryview(np.ascontiguousarray(data) if isinstance(data, np.ndarray) else data).cast("B")
+        n = len(m)
+        buf = self.buffer(n, usage=usage, label=label)
+        if n >= 4:
+            self.queue.write_buffer(buf, 0, m[: n // 4 * 4])
+        if n % 4:
+            self.queue.write_buffer(buf, n // 4 * 4, bytes(m[n // 4 * 4:]) + b"\0" * (-n % 4))
         return buf
 
     def staging(self, size: int) -> Any:
