@@ -20,6 +20,9 @@ RULES = [
     ("wgmtp.models", ("wgmtp.check", "wgmtp.cli", "wgmtp.reference")),
     # the server drives the engine through api/batching only, never the GPU layers directly
     ("wgmtp.server", ("wgmtp.cli", "wgmtp.check", "wgmtp.models", "wgmtp.gpu", "wgmtp.kernels", "wgmtp.reference")),
+    # the live view watches generations through the engine's observer (engine.StepEvent), beside the API:
+    # it never imports the model, its kernels, the checker or the server
+    ("wgmtp.view", ("wgmtp.cli", "wgmtp.server", "wgmtp.check", "wgmtp.models", "wgmtp.kernels", "wgmtp.reference")),
 ]
 
 
@@ -82,6 +85,8 @@ def violations() -> list[str]:
                 bad[(where, line)] = f"{where}:{line}: {me} imports the CLI ({mod})"
             if _under(mod, "wgmtp.server") and not (_under(me, "wgmtp.server") or _under(me, "wgmtp.cli")):
                 bad[(where, line)] = f"{where}:{line}: {me} imports the server ({mod}); only the CLI may"
+            if _under(mod, "wgmtp.view") and not (_under(me, "wgmtp.view") or _under(me, "wgmtp.cli")):
+                bad[(where, line)] = f"{where}:{line}: {me} imports the live view ({mod}); only the CLI may"
     return sorted(bad.values())
 
 

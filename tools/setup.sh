@@ -14,6 +14,16 @@ if ! ls /usr/share/vulkan/icd.d/*.json /etc/vulkan/icd.d/*.json >/dev/null 2>&1 
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq mesa-vulkan-drivers libvulkan1 libegl1 libgl1 >/dev/null
 fi
 
+# the live view's windowed test (tests/test_view.py) runs under Xvfb, a display server in memory, and
+# glfw (the view's window) loads the X11 client libraries at run time
+if [[ ",${1:-}," == *",dev,"* ]] && ! command -v Xvfb >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  echo "== installing Xvfb and the X11 libraries glfw loads, for the live view's window test (apt)"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq xvfb libx11-6 libxrandr2 libxcursor1 libxi6 \
+    libxinerama1 libxkbcommon-x11-0 >/dev/null
+fi
+
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   echo "== creating .venv"

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import numpy as np
 
 from .drafters import MODEL_DRAFTER, NgramParams, SpecSettings, parse_spec_types
-from .engine import GenRequest, Session
+from .engine import GenRequest, Session, StepEvent
 from .errors import BadRequestError, WgmtpError
 from .models.qwen35 import GGUFModel
 from .sampling import SamplerParams
@@ -103,10 +103,11 @@ class Model(_Generator):
     def generate_ids(self, prompt: str | list[int], max_tokens: int = 64, temperature: float = 0.0,
                      seed: int = 0, spec: str | None = None, n_max: int = 3, p_min: float = 0.0, draft_vocab: int = 0,
                      top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05,
-                     cont: bool = False) -> Iterator[int]:
+                     cont: bool = False, observe: Callable[[StepEvent], None] | None = None) -> Iterator[int]:
         """Generated token ids (the model's own ids, before detokenization). The one-sequence path
         speculates with draft-mtp only; the n-gram drafters and adaptive n run on an engine
-        (`open_engine`, or `EngineModel` for this same interface)."""
+        (`open_engine`, or `EngineModel` for this same interface). `observe` is called with each
+        step's engine.StepEvent (the live view, wgmtp/view)."""
         types = parse_spec_types(spec)
         if set(types) - {"draft-mtp"}:
             raise BadRequestError(f"--spec-type {','.join(types)}: wgmtp.load's model speculates with draft-mtp "
@@ -114,7 +115,7 @@ class Model(_Generator):
         req = GenRequest(max_tokens=max_tokens,
                          sampler=SamplerParams(temperature=temperature, top_k=top_k, top_p=top_p,
                                                min_p=min_p, seed=seed),
-                         spec=bool(types), n_max=n_max, p_min=p_min, draft_vocab=draft_vocab)
+                         spec=bool(types), n_max=n_max, p_min=p_min, draft_vocab=draft_vocab, observe=observe)
         return self.session.generate(self._prompt_ids(prompt), req, cont=cont)
 
 
@@ -143,7 +144,8 @@ class EngineModel(_Generator):
                      seed: int = 0, spec: str | Sequence[str] | None = None, n_max: int = 3, p_min: float = 0.0,
                      draft_vocab: int = 0, top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05,
                      cont: bool = False, n_min: int = 0, adaptive: bool = False,
-                     ngram: NgramParams | None = None) -> Iterator[int]:
+                     ngram: NgramParams | None = None,
+                     observe: Callable[[StepEvent], None] | None = None) -> Iterator[int]:
         """Model.generate_ids's arguments, `spec` a list of drafters, plus --spec-draft-n-min,
         --spec-adaptive and the n-gram sizes."""
         from .batching import Request
@@ -151,7 +153,7 @@ class EngineModel(_Generator):
                          adaptive=adaptive, draft_vocab=draft_vocab)
         s.check()
         ids = (self._ids if cont else []) + self._prompt_ids(prompt)
-        req = Request(prompt=ids, max_tokens=max_tokens, **s.request_fields(),
+        req = Request(prompt=ids, max_tokens=max_tokens, **s.request_fields(), observe=observe,
                       sampler=SamplerParams(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, seed=seed))
         return self._drive(req)
 

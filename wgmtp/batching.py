@@ -30,6 +30,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from .drafters import GIVEN_DRAFTERS, MODEL_DRAFTER, AdaptiveN, NgramParams, NgramSimple, NgramTable, StepCosts
+from .engine import StepEvent
 from .errors import BadRequestError, ContextOverflowError, WgmtpError, raise_ctx_hint
 from .models.qwen35.draft_model import DraftModel
 from .models.qwen35.slots import Feed, Outcome, Round, SlotRunner
@@ -61,6 +62,9 @@ class Request:
     ngram: NgramParams = field(default_factory=NgramParams)
     n_min: int = 0                # --spec-draft-n-min: rounds of fewer drafts run as plain steps
     adaptive: bool = False        # --spec-adaptive: each round's n from this request's acceptance
+    # called on the engine thread after each step of this request with what it emitted and how
+    # (engine.StepEvent: the round's drafts where the host has them; no GPU timing here); None: no cost
+    observe: Callable[[StepEvent], None] | None = None
 
     @property
     def speculative(self) -> bool:
@@ -500,6 +504,8 @@ class BatchEngine:
         seq.t_first = time.perf_counter()
         seq.h.stats.prompt_s = seq.t_first - seq.t0
         self._emit(seq, [tok], out.cands[:1])
+        if seq.h.req.observe is not None and seq.h.stats.gen_tokens:
+            seq.h.req.observe(StepEvent([tok], first=True, t=seq.t_first))
 
     def _after_round(self, seq: _Seq, w: Round, out: Outcome) -> None:
         r = seq.h.req
@@ -516,11 +522,17 @@ class BatchEngine:
             toks = out.tokens
         k = len(toks) - 1
         self.hist[seq.slot].fed += [w.id_last] + toks[:k]
+        n_drafted = (out.n_valid if w.n_cand > 1 else min(out.n_valid, w.n)) if w.n else 0
         if seq.h.stats.spec is not None and w.n:
-            seq.h.stats.spec.record(out.n_valid if w.n_cand > 1 else min(out.n_valid, w.n), k)
+            seq.h.stats.spec.record(n_drafted, k)
         if seq.adaptive is not None and w.n:
             seq.adaptive.update(min(out.n_valid, w.n), k)
+        before = seq.h.stats.gen_tokens
         self._emit(seq, toks, cands)
+        if r.observe is not None:
+            drafts = w.drafts if w.drafts is not None else (out.drafts[:n_drafted] if out.drafts else None)
+            r.observe(StepEvent(toks[: seq.h.stats.gen_tokens - before], n_drafted, k, drafts=drafts,
+                                t=time.perf_counter()))
 
     def _is_stop(self, r: Request):
         stops = self.eog | r.stop_ids

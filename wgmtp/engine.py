@@ -43,6 +43,21 @@ class Backend(Protocol):
 
 
 @dataclass
+class StepEvent:
+    """What one generation step emitted and how, for an observer (`GenRequest.observe`, the batching
+    engine's `Request.observe`; the live view, wgmtp/view). Built only when an observer is attached,
+    so an unobserved run pays nothing and its output never depends on one."""
+    tokens: list[int]                 # emitted by the step, in order; the last is the target's own token
+    n_drafted: int = 0                # drafts verified (0: a plain step, or the first token after the prompt)
+    k: int = 0                        # of them accepted: tokens[:k] were drafts, tokens[k] is the verify's
+    drafts: list[int] | None = None   # the drafted ids where the host has them (None: they stayed on the GPU)
+    first: bool = False               # the first token of a generation, sampled from the prompt's logits
+    t: float = 0.0                    # time.perf_counter() when the step's tokens were known
+    gpu_s: dict[str, float] | None = None   # GPU seconds of the generation so far by part (draft_s,
+                                            # verify_s; timestamp queries), where the backend measures them
+
+
+@dataclass
 class GenStats:
     prompt_tokens: int = 0
     prompt_s: float = 0.0
@@ -79,6 +94,7 @@ class GenRequest:
     n_max: int = 3
     p_min: float = 0.0
     draft_vocab: int = 0      # draft over token ids < draft_vocab only (0: the whole vocabulary)
+    observe: Callable[[StepEvent], None] | None = None    # called on each step (StepEvent); None: no cost
 
 
 class Session:
@@ -158,6 +174,9 @@ class Session:
         st.prompt_s = t1 - t0
         emitted = 0
         is_eog = self.eog.__contains__
+        obs = req.observe
+        if obs is not None:
+            obs(StepEvent([tok], first=True, t=t1))
         try:
             while True:
                 emitted += 1
@@ -176,6 +195,9 @@ class Session:
                     out, n_drafted = self.be.spec_round(tok, max(n_max, 0), req.p_min, sampler, is_eog,
                                                         req.max_tokens - emitted, draft_vocab=req.draft_vocab)
                     st.spec.record(n_drafted, len(out) - 1)
+                    if obs is not None:
+                        obs(StepEvent(list(out), n_drafted, len(out) - 1, t=time.perf_counter(),
+                                      gpu_s=dict(timing) or None))
                     try:
                         for t in out[:-1]:
                             emitted += 1
@@ -189,6 +211,8 @@ class Session:
                 else:
                     ids, lg = self.be.decode(tok, n_cand)
                     tok = sampler.pick(ids, lg)
+                    if obs is not None:
+                        obs(StepEvent([tok], t=time.perf_counter()))
         finally:
             st.gen_s = time.perf_counter() - t1
             if req.spec and timing.get("draft_s", 0.0) + timing.get("verify_s", 0.0) > 0:

@@ -16,7 +16,7 @@ from ..drafters import ADAPTIVE_DEFAULT, NgramParams, SpecSettings, parse_spec_t
 from ..engine import N_DRAFT_MAX as SESSION_DRAFT_MAX
 from ..errors import BadRequestError, WgmtpError
 from ..models.qwen35.slots import N_LONG_MAX
-from .args import MAX_PROMPT_FILE, integer, integers, read_prompt_file, real, seed
+from .args import MAX_PROMPT_FILE, integer, integers, read_prompt_file, real, seed, writable_file
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -111,7 +111,36 @@ def add_parser(sub) -> None:
     add_spec_args(p)
     p.add_argument("--no-display-prompt", action="store_true", help="do not echo the prompt")
     p.add_argument("-v", "--verbose", action="store_true")
+    add_view_args(p)
     p.set_defaults(fn=cmd_run)
+
+
+def view_size(s: str) -> tuple[int, int]:
+    """--view-size WxH, each side 320..8192 pixels."""
+    w, sep, h = s.lower().partition("x")
+    try:
+        size = (int(w), int(h)) if sep else None
+    except ValueError:
+        size = None
+    if size is None or not all(320 <= v <= 8192 for v in size):
+        raise argparse.ArgumentTypeError(f"{s!r}: give WIDTHxHEIGHT, each 320..8192 pixels (e.g. 1280x800)")
+    return size
+
+
+def add_view_args(p: argparse.ArgumentParser) -> None:
+    """The live view (wgmtp/view, README "Live view: `--view`")."""
+    g = p.add_argument_group("live view (needs wgmtp[view])")
+    g.add_argument("--view", action="store_true",
+                   help="watch the generation in a window: each token coloured by how it came, acceptance, "
+                        "tok/s, GPU time per round")
+    g.add_argument("--view-png", type=writable_file, default=None, metavar="FILE",
+                   help="render the view offscreen (no display needed) and write the final frame to FILE, "
+                        "and the colour of every token to FILE's .json")
+    g.add_argument("--view-every", type=integer(1), default=0, metavar="N",
+                   help="with --view-png, also write a frame every N tokens (FILE-000NN.png)")
+    g.add_argument("--view-size", type=view_size, default=(1280, 800), metavar="WxH", help="view size in pixels")
+    g.add_argument("--view-linger", type=real(0), default=None, metavar="S",
+                   help="close the window S seconds after the generation ends (default: when you close it)")
 
 
 def load_from_args(a: argparse.Namespace, spec: SpecSettings | None = None):
@@ -159,13 +188,16 @@ def stats_line(st: dict) -> str:
     return s
 
 
-def _stream(m, prompt, kw: dict, out) -> bool:
-    """Write pieces as they come; True if interrupted by Ctrl-C. A failure mid-generation ends the
-    text's line first, so the error stands on a line of its own."""
+def _stream(m, prompt, kw: dict, out, stop=None) -> bool:
+    """Write pieces as they come; True if interrupted by Ctrl-C (or, with the view, when `stop()`
+    says so: Ctrl-C reaches the view's thread). A failure mid-generation ends the text's line
+    first, so the error stands on a line of its own."""
     try:
         for piece in m.generate(prompt, **kw):
             out.write(piece)
             out.flush()
+            if stop is not None and stop():
+                raise KeyboardInterrupt
     except KeyboardInterrupt:
         return True
     except WgmtpError:
@@ -175,9 +207,32 @@ def _stream(m, prompt, kw: dict, out) -> bool:
     return False
 
 
+def decoding_label(a: argparse.Namespace, s: SpecSettings) -> str:
+    """The view header's line of settings."""
+    spec = (f"{s.label}, n_max {s.n_max}{', adaptive' if s.adaptive else ''}"
+            f"{f', draft vocab {s.draft_vocab}' if s.draft_vocab else ''}") if s.types else "plain decoding"
+    return spec + (", greedy" if a.temp <= 0 else f", temp {a.temp:g}, seed {a.seed}")
+
+
+def open_view(a: argparse.Namespace, m, spec: SpecSettings, kw: dict):
+    """The live view when asked for (--view, --view-png); it watches through kw's `observe`."""
+    if not (a.view or a.view_png):
+        return None
+    from ..view.app import View
+    v = View(m, decoding_label(a, spec), window=a.view, png=a.view_png, every=a.view_every, size=a.view_size,
+             linger=-1.0 if a.view_linger is None else a.view_linger)
+    kw["observe"] = v.observe
+    return v
+
+
 def cmd_run(a: argparse.Namespace) -> int:
     if a.prompt is not None and a.file is not None:
         raise WgmtpError("give the prompt with -p or -f, not both")
+    if a.view_every and not a.view_png:
+        raise WgmtpError("--view-every N writes frames of --view-png FILE: give --view-png too")
+    if a.view or a.view_png:
+        from ..view.app import check_view
+        check_view(window=a.view)       # before the model loads: no display, or the view extra missing
     prompt = a.prompt
     if a.file is not None:
         prompt = read_prompt_file(a.file)
@@ -186,8 +241,10 @@ def cmd_run(a: argparse.Namespace) -> int:
     err = sys.stderr
     n = a.n_predict if a.n_predict > 0 else m.n_ctx
     kw = gen_kwargs(a, n, spec, engine=uses_engine(spec))
+    view = open_view(a, m, spec, kw)
     if a.chat:
-        return chat_loop(m, system=prompt, kw=kw)
+        job = lambda: chat_loop(m, system=prompt, kw=kw)     # noqa: E731
+        return run_viewed(a, view, job) if view else job()
     if prompt is None:
         try:
             prompt = "" if sys.stdin.isatty() else sys.stdin.read(MAX_PROMPT_FILE + 1)
@@ -198,17 +255,31 @@ def cmd_run(a: argparse.Namespace) -> int:
             raise WgmtpError(f"the prompt on standard input is too long (at most {MAX_PROMPT_FILE:,} characters)")
     if not prompt:
         raise WgmtpError("no prompt: give -p TEXT, -f FILE, or use --chat")
-    out = sys.stdout
-    if not a.no_display_prompt:
-        out.write(prompt)
+
+    def job() -> int:
+        out = sys.stdout
+        if not a.no_display_prompt:
+            out.write(prompt)
+            out.flush()
+        interrupted = _stream(m, prompt, kw, out, stop=view.stopping if view else None)
+        out.write("\n")
         out.flush()
-    interrupted = _stream(m, prompt, kw, out)
-    out.write("\n")
-    out.flush()
-    print(("(interrupted)\n" if interrupted else "") + stats_line(m.stats), file=err)
-    if a.verbose:
-        print(verbose_line(m, load_s), file=err)
-    return 0
+        print(("(interrupted)\n" if interrupted else "") + stats_line(m.stats), file=err)
+        if a.verbose:
+            print(verbose_line(m, load_s), file=err)
+        return 0
+    if view is None:
+        return job()
+    view.add_prompt(prompt)
+    return run_viewed(a, view, job)
+
+
+def run_viewed(a: argparse.Namespace, view, job) -> int:
+    """The generation `job` under the live view; then what the view wrote (or, with -v, drew)."""
+    rc = view.run(job)
+    if a.view_png or a.verbose:
+        print(view.summary(), file=sys.stderr)
+    return rc
 
 
 def verbose_line(m, load_s: float) -> str:
