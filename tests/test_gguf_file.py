@@ -223,7 +223,7 @@ def test_error_shape_mismatch(tmp_path, base_model):
 
 
 def test_error_unsupported_tensor_type(tmp_path):
-    """A tensor in a ggml type wgmtp has no kernel for (IQ2_XXS here) is named with its type."""
+    """A tensor in a ggml type wgmtp has no kernel for (TQ1_0 here) is named with its type."""
     src = make_model(tmp_path / "src.gguf", ModelSpec(n_embd=256, n_ff=256))
     r = gguf.GGUFReader(str(src))
     dst = tmp_path / "iq.gguf"
@@ -233,19 +233,19 @@ def test_error_unsupported_tensor_type(tmp_path):
             continue
         vt = f.types[0]
         w.add_key_value(key, f.contents(), vt, sub_type=f.types[-1] if vt == gguf.GGUFValueType.ARRAY else None)
-    blk, nb = gguf.GGML_QUANT_SIZES[QT.IQ2_XXS]
+    blk, nb = gguf.GGML_QUANT_SIZES[QT.TQ1_0]
     for t in r.tensors:
         if t.name == "blk.0.attn_gate.weight":
             cols = int(t.shape[0])
             rows = int(t.shape[1])
-            w.add_tensor(t.name, np.zeros((rows, cols // blk * nb), np.uint8), raw_dtype=QT.IQ2_XXS)
+            w.add_tensor(t.name, np.zeros((rows, cols // blk * nb), np.uint8), raw_dtype=QT.TQ1_0)
         else:
             w.add_tensor(t.name, np.array(t.data), raw_dtype=t.tensor_type)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
-    _err(dst, errors.UnsupportedTensorTypeError, "blk.0.attn_gate.weight", "IQ2_XXS")
+    _err(dst, errors.UnsupportedTensorTypeError, "blk.0.attn_gate.weight", "TQ1_0")
 
 
 @pytest.mark.parametrize("key,val,words", [

@@ -27,6 +27,7 @@ import pytest
 from gguf import GGMLQuantizationType as QT
 from gpu_util import ctx, read_f32, run  # noqa: F401
 
+from wgmtp import quants
 from wgmtp import tolerances as tol
 from wgmtp.check.cases import linear as S
 from wgmtp.gpu.device import open_context
@@ -101,7 +102,13 @@ def test_matvec_row_prefix(ctx, qt):
 SPLIT_BINDING = S.SPLIT_BINDING   # bytes: 1 (F32), 5 (Q8_0), 6 (Q6_K) rows per part at these widths
 
 
-@pytest.mark.parametrize("qt", [QT.F32, QT.Q8_0, QT.Q6_K], ids=lambda q: q.name)
+# the three original representatives, and every type added with issue 20 (each new decoder, and the
+# lattice types' extra codebook binding, through row parts and a shared arena)
+SPLIT_TYPES = [QT.F32, QT.Q8_0, QT.Q6_K, QT.Q2_K, QT.Q3_K, QT.IQ4_NL, QT.IQ4_XS, QT.MXFP4, QT.IQ3_XXS, QT.IQ3_S,
+               QT.IQ2_XXS, QT.IQ2_XS, QT.IQ2_S, QT.IQ1_S, QT.IQ1_M]
+
+
+@pytest.mark.parametrize("qt", SPLIT_TYPES, ids=lambda q: q.name)
 def test_split_parts(ctx, qt):
     """matvec, matmul and embed in one program on a device opened with a 4 KiB max_binding (12 to
     67 row parts), with X, Y, ids and the step records all in one arena buffer (as the model lays
@@ -109,6 +116,8 @@ def test_split_parts(ctx, qt):
     ctx = open_context(ctx.desc.index, subgroups=ctx.subgroups, f16=ctx.f16, max_binding=SPLIT_BINDING)
     assert ctx.max_binding == SPLIT_BINDING
     rows, cols = 67, S.default_cols(qt)
+    while quants.gpu_row_words(qt, cols) * 4 * 16 < SPLIT_BINDING:   # low-bit rows: widen to >= 4 parts
+        cols += quants.block_info(qt)[0]
     raw, Wd, Wt = S.make_weight(ctx, qt, rows, cols, seed=500 + int(qt))
     assert len(Wt.parts) >= 4 and all(p.buffer.size <= SPLIT_BINDING for p in Wt.parts)
     rng = np.random.default_rng(7)
@@ -153,5 +162,5 @@ def test_linear_picks_kernel(ctx):
     linear.linear(pb, Wt, Act(buf), Act(buf), Act(buf), max_tok=17)
     mv = "matvec_rowwise" if linear.row_per_thread(ctx) else "matvec"
     assert [it.shader for it in pb._items] == [mv, mv, "matmul"]
-    with pytest.raises(ValueError, match="IQ4_NL"):
-        linear.qtype_defines(QT.IQ4_NL)
+    with pytest.raises(ValueError, match="TQ1_0"):
+        linear.qtype_defines(QT.TQ1_0)

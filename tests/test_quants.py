@@ -16,7 +16,13 @@ from gguf import GGMLQuantizationType as QT
 
 from wgmtp import quants as Q
 
-BLOCK_TYPES = (QT.Q4_0, QT.Q4_1, QT.Q5_0, QT.Q5_1, QT.Q8_0, QT.Q4_K, QT.Q5_K, QT.Q6_K)
+BLOCK_TYPES = (QT.Q4_0, QT.Q4_1, QT.Q5_0, QT.Q5_1, QT.Q8_0, QT.Q4_K, QT.Q5_K, QT.Q6_K,
+               QT.Q2_K, QT.Q3_K, QT.IQ4_NL, QT.IQ4_XS, QT.MXFP4, QT.IQ3_XXS, QT.IQ3_S, QT.IQ2_XXS,
+               QT.IQ2_XS, QT.IQ2_S, QT.IQ1_S, QT.IQ1_M)
+# the types of issue 20, whose quantizers are plain round-to-nearest onto their levels / lattices
+NEW_TYPES = BLOCK_TYPES[8:]
+# f16-scale types (random f16 patterns in these fields); MXFP4 and IQ1_M are handled apart
+F16_TYPES = tuple(t for t in BLOCK_TYPES if t not in (QT.MXFP4, QT.IQ1_M))
 FLOAT_TYPES = (QT.F32, QT.F16, QT.BF16)
 GGUF_CAN_QUANTIZE = (QT.Q4_0, QT.Q4_1, QT.Q5_0, QT.Q5_1, QT.Q8_0)
 
@@ -24,7 +30,9 @@ GGUF_CAN_QUANTIZE = (QT.Q4_0, QT.Q4_1, QT.Q5_0, QT.Q5_1, QT.Q8_0)
 F16_FIELDS = {
     QT.Q4_0: (0,), QT.Q5_0: (0,), QT.Q8_0: (0,),
     QT.Q4_1: (0, 2), QT.Q5_1: (0, 2), QT.Q4_K: (0, 2), QT.Q5_K: (0, 2),
-    QT.Q6_K: (208,),
+    QT.Q6_K: (208,), QT.Q2_K: (80, 82), QT.Q3_K: (108,),
+    QT.IQ4_NL: (0,), QT.IQ4_XS: (0,), QT.IQ3_XXS: (0,), QT.IQ3_S: (0,), QT.IQ2_XXS: (0,), QT.IQ2_XS: (0,),
+    QT.IQ2_S: (0,), QT.IQ1_S: (0,), QT.MXFP4: (), QT.IQ1_M: (),
 }
 
 EDGE_F16 = (
@@ -45,6 +53,8 @@ ROUND_TRIP_BOUND = {
     QT.Q8_0: 1e-2, QT.Q6_K: 3e-2,
     QT.Q5_0: 6e-2, QT.Q5_1: 6e-2, QT.Q5_K: 6e-2,
     QT.Q4_0: 0.12, QT.Q4_1: 0.12, QT.Q4_K: 0.12,
+    QT.IQ4_NL: 0.1, QT.IQ4_XS: 0.1, QT.MXFP4: 0.14, QT.Q3_K: 0.19, QT.IQ3_S: 0.17, QT.IQ3_XXS: 0.24,
+    QT.Q2_K: 0.36, QT.IQ2_S: 0.31, QT.IQ2_XS: 0.35, QT.IQ2_XXS: 0.4, QT.IQ1_M: 0.56, QT.IQ1_S: 0.64,
 }
 
 
@@ -89,6 +99,12 @@ def _random_blocks(qt: QT, rows: int, blocks_per_row: int, seed: int) -> np.ndar
     b = rng.integers(0, 256, size=(rows, blocks_per_row, nbytes), dtype=np.uint8)
     for off in F16_FIELDS[qt]:
         _set_f16(b, off, _random_finite_f16(rng, rows * blocks_per_row).reshape(rows, blocks_per_row))
+    if qt == QT.MXFP4:              # e8m0 scales below the overflow of the largest level
+        b[..., 0] %= 250
+    if qt == QT.IQ1_M:              # a finite f16 d, its nibbles in the top of the 4 u16 scales
+        d = _random_finite_f16(rng, rows * blocks_per_row).reshape(rows, blocks_per_row)
+        for k in range(4):
+            b[..., 49 + 2 * k] = (b[..., 49 + 2 * k] & 0x0F) | (((d >> (4 * k)) & 0xF) << 4).astype(np.uint8)
     return b
 
 
@@ -102,7 +118,7 @@ def _as_rows(b: np.ndarray) -> np.ndarray:
 
 def test_supported_and_block_info() -> None:
     assert set(Q.SUPPORTED) == set(BLOCK_TYPES) | set(FLOAT_TYPES)
-    assert len(Q.SUPPORTED) == 11
+    assert len(Q.SUPPORTED) == 23
     for qt in Q.SUPPORTED:
         assert Q.block_info(qt) == tuple(gguf.GGML_QUANT_SIZES[qt])
         assert Q.block_info(int(qt)) == Q.block_info(qt)
@@ -153,7 +169,7 @@ def test_dequantize_random_blocks_bit_exact(qt: QT) -> None:
     _assert_bit_equal(ours, gguf.quants.dequantize(data, qt))
 
 
-@pytest.mark.parametrize("qt", BLOCK_TYPES, ids=lambda t: t.name)
+@pytest.mark.parametrize("qt", F16_TYPES, ids=lambda t: t.name)
 def test_dequantize_edge_scales_bit_exact(qt: QT) -> None:
     fields = F16_FIELDS[qt]
     combos = list(itertools.product(EDGE_F16, repeat=len(fields)))
@@ -180,7 +196,7 @@ def test_dequantize_edge_scales_bit_exact(qt: QT) -> None:
     assert np.all(zero == 0)
 
 
-@pytest.mark.parametrize("qt", BLOCK_TYPES, ids=lambda t: t.name)
+@pytest.mark.parametrize("qt", F16_TYPES, ids=lambda t: t.name)
 def test_dequantize_inf_nan_scales_match(qt: QT) -> None:
     fields = F16_FIELDS[qt]
     specials = (0x7C00, 0xFC00, 0x7E00, 0x3C00)
@@ -255,7 +271,7 @@ def test_dequantize_chunking(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_dequantize_errors() -> None:
     with pytest.raises(ValueError, match="not supported"):
-        Q.dequantize(np.zeros((1, 84), np.uint8), QT.Q2_K)
+        Q.dequantize(np.zeros((1, 54), np.uint8), QT.TQ1_0)
     with pytest.raises(ValueError, match="34-byte"):
         Q.dequantize(np.zeros((1, 35), np.uint8), QT.Q8_0)
     with pytest.raises(TypeError):
@@ -362,11 +378,64 @@ def test_quantize_edge_inputs(qt: QT) -> None:
     assert np.isfinite(out).all()
     assert np.all(out[0] == 0)
     assert np.all(np.abs(out[6]) <= 1e-20)
+    if qt in NEW_TYPES:       # coarse levels: checked by test_new_types_edge_inputs instead
+        return
     for r in (1, 2, 3, 4, 5):
         scale = np.abs(rows[r]).max()
         tol = {QT.Q8_0: 0.01, QT.Q6_K: 0.05}.get(qt, 0.1)
         assert np.abs(out[r] - rows[r]).max() <= tol * scale, r
     assert out[3, 17] == pytest.approx(50.0, rel=0.05)
+
+
+@pytest.mark.parametrize("qt", NEW_TYPES, ids=lambda t: t.name)
+def test_new_types_edge_inputs(qt: QT) -> None:
+    """The round-to-nearest writers of the new types: constant rows come back within a level
+    step (relative L2; the lattices hold few points with all coordinates equal, in ggml too), and
+    the outlier keeps its sign and most of its size."""
+    n = 256
+    rng = np.random.default_rng(int(qt))
+    outlier = rng.standard_normal(n).astype(np.float32) * 1e-3
+    outlier[17] = 50.0
+    rows = np.stack([np.full(n, 0.75, np.float32), np.full(n, -3.0, np.float32), outlier])
+    out = Q.dequantize(Q.quantize(rows, qt), qt)
+    coarse = {QT.Q2_K: 0.4, QT.IQ3_XXS: 0.6, QT.IQ3_S: 0.6, QT.IQ2_XXS: 0.7, QT.IQ2_XS: 0.7, QT.IQ2_S: 0.7,
+              QT.IQ1_S: 0.7, QT.IQ1_M: 0.7}
+    for r in (0, 1):
+        assert np.linalg.norm(out[r] - rows[r]) <= coarse.get(qt, 0.25) * np.linalg.norm(rows[r]), r
+    assert out[2, 17] == pytest.approx(50.0, rel=0.3)
+
+
+def test_dequantize_matches_ggml_blocks() -> None:
+    """Blocks written by ggml's own quantizer (ggml_quantize_chunk, with an importance vector; as
+    llama-quantize calls it), decoded here exactly as ggml's to_float decodes them: the SHA-256 of
+    ggml's float32 output is in the fixture (tools/check_llamacpp_quants.py --write-fixture made it
+    with the cached llama.cpp build, tools/llamacpp/ggml_blocks.cpp)."""
+    import hashlib
+    from pathlib import Path
+    data = np.load(Path(__file__).parent / "data" / "ggml_blocks.npz")
+    names = sorted(k for k in data.files if not k.endswith(".sha256"))
+    assert {QT[n] for n in names} == set(BLOCK_TYPES)
+    for name in names:
+        out = Q.dequantize(data[name], QT[name])
+        assert hashlib.sha256(out.astype("<f4").tobytes()).digest() == data[name + ".sha256"].tobytes(), name
+
+
+# digests of the codebooks as the GPU reads them (quants.gpu_codebook: ggml-common.h's tables, from
+# gguf-py); tools/check_llamacpp_quants.py compares every entry with ggml-common.h itself
+CODEBOOK_SHA256 = {"iq2xxs": "05826b5d3e472a3a", "iq2xs": "06e47aaca60b4dc1", "iq2s": "e1aa1473412b0552",
+                   "iq3xxs": "46e35f5a997efdee", "iq3s": "bd1af4945a1717c6", "iq1s": "e9ffebfc997ad602"}
+
+
+@pytest.mark.parametrize("name", ["iq2xxs", "iq2xs", "iq2s", "iq3xxs", "iq3s", "iq1s"])
+def test_codebooks(name: str) -> None:
+    import hashlib
+    shape = {"iq2xxs": (256, 8), "iq2xs": (512, 8), "iq2s": (1024, 8), "iq3xxs": (256, 4), "iq3s": (512, 4),
+             "iq1s": (2048, 8)}[name]
+    g = Q.lattice(name)
+    assert g.shape == shape and len(np.unique(g, axis=0)) == shape[0]
+    words = Q.gpu_codebook(name)
+    assert words.dtype == np.uint32 and words.size == (shape[0] // 2 if name == "iq1s" else shape[0] * shape[1] // 4)
+    assert hashlib.sha256(words.astype("<u4").tobytes()).hexdigest()[:16] == CODEBOOK_SHA256[name]
 
 
 def test_quantize_errors() -> None:
@@ -378,7 +447,7 @@ def test_quantize_errors() -> None:
     with pytest.raises(ValueError, match="non-finite"):
         Q.quantize(bad, QT.Q8_0)
     with pytest.raises(ValueError, match="not supported"):
-        Q.quantize(np.zeros((1, 256), np.float32), QT.Q3_K)
+        Q.quantize(np.zeros((1, 256), np.float32), QT.TQ1_0)
 
 
 def test_quantize_leading_dims() -> None:
@@ -451,6 +520,16 @@ def test_first_nonfinite_finds_the_bad_block(qt):
         else:
             flat.view(np.uint16)[300] = 0x7C00 if qt == QT.F16 else 0x7FC0
         want, elems = 300, 1
+    elif qt == QT.MXFP4:                      # the largest power-of-two scale overflows the levels
+        elems, bs = Q.block_info(qt)
+        r.view(np.uint8).reshape(-1)[5 * bs] = 255
+        want = 5
+    elif qt == QT.IQ1_M:                      # an f16 NaN spread over the 4 scale nibbles
+        elems, bs = Q.block_info(qt)
+        blk = r.view(np.uint8).reshape(-1, bs)[5]
+        for k, nib in enumerate((0xE, 0x0, 0xF, 0x7)):      # 0x7E0E, low nibble first
+            blk[49 + 2 * k] = (blk[49 + 2 * k] & 0x0F) | (nib << 4)
+        want = 5
     else:
         elems, bs = Q.block_info(qt)
         lo = Q._SCALE_BYTES[qt][0]

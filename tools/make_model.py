@@ -257,9 +257,16 @@ def build_weights(spec: ModelSpec, n_vocab: int) -> dict[str, np.ndarray]:
 # types
 
 _FILE_TYPES = {"F32": 0, "F16": 1, "BF16": 32, "Q4_0": 2, "Q4_1": 3, "Q8_0": 7, "Q5_0": 8, "Q5_1": 9,
-               "Q4_K": 14, "Q5_K": 16, "Q6_K": 18, "Q4_K_M": 15}
+               "Q4_K": 14, "Q5_K": 16, "Q6_K": 18, "Q4_K_M": 15,
+               # llama_ftype of each single type added with issue 20 (Q3_K: its _S mix, MXFP4: MXFP4_MOE)
+               "Q2_K": 10, "Q3_K": 11, "IQ2_XXS": 19, "IQ2_XS": 20, "IQ3_XXS": 23, "IQ1_S": 24, "IQ4_NL": 25,
+               "IQ3_S": 26, "IQ2_S": 28, "IQ4_XS": 30, "IQ1_M": 31, "MXFP4": 38}
 _F32_FORCED = ("ssm_conv1d", "ffn_gate_inp", "ffn_gate_inp_shexp")
-_KQUANT_FALLBACK = {QT.Q4_K: QT.Q5_0, QT.Q5_K: QT.Q5_1, QT.Q6_K: QT.Q8_0}
+_KQUANT_FALLBACK = {QT.Q4_K: QT.Q5_0, QT.Q5_K: QT.Q5_1, QT.Q6_K: QT.Q8_0,
+                    # llama.cpp's fallbacks for rows that are not whole 256-blocks
+                    QT.Q2_K: QT.Q4_0, QT.Q3_K: QT.Q4_0, QT.IQ4_XS: QT.IQ4_NL, QT.IQ3_XXS: QT.IQ4_NL,
+                    QT.IQ3_S: QT.IQ4_NL, QT.IQ2_XXS: QT.IQ4_NL, QT.IQ2_XS: QT.IQ4_NL, QT.IQ2_S: QT.IQ4_NL,
+                    QT.IQ1_S: QT.IQ4_NL, QT.IQ1_M: QT.IQ4_NL}
 
 
 def _use_more_bits(i: int, n: int) -> bool:
@@ -446,7 +453,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tokenizer-vocab", type=int)
     ap.add_argument("--experts", type=int, help="MoE: experts (0: dense)")
     ap.add_argument("--experts-used", type=int)
-    ap.add_argument("--type", default=None, help="F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q4_K Q5_K Q6_K Q4_K_M")
+    ap.add_argument("--type", default=None,
+                    help="F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q4_K Q5_K Q6_K Q4_K_M, and Q2_K Q3_K IQ4_NL IQ4_XS "
+                    "MXFP4 IQ3_XXS IQ3_S IQ2_XXS IQ2_XS IQ2_S IQ1_S IQ1_M (wgmtp's round-to-nearest writers)")
     ap.add_argument("--mtp", action=argparse.BooleanOptionalAction, default=None)
     ap.add_argument("--tied", action="store_true", default=None)
     ap.add_argument("--sidecar", action="store_true", default=None, help="write the MTP block to mtp-<name>.gguf")

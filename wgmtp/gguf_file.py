@@ -246,6 +246,11 @@ def tokenizer_info(reader: GGUFReader, path: str) -> TokenizerInfo:
     )
 
 
+def supported_types() -> str:
+    """The weight types wgmtp reads and runs on every GPU path, as one line (errors, inspect)."""
+    return ", ".join(t.name for t in quants.SUPPORTED)
+
+
 def check_tensor(info: TensorInfo, name: str, shape: tuple[int, ...]) -> None:
     """A catalog entry has the expected GGUF-order shape (trailing 1s allowed) and a type wgmtp
     reads (quants.SUPPORTED)."""
@@ -254,4 +259,5 @@ def check_tensor(info: TensorInfo, name: str, shape: tuple[int, ...]) -> None:
                                             f"expected {list(shape)} from the metadata")
     if info.qtype not in quants.SUPPORTED:
         raise UnsupportedTensorTypeError(info.path, f"tensor '{name}' has type {info.qtype.name}, "
-                                                    f"which wgmtp does not support")
+                                                    f"which wgmtp does not support (it reads "
+                                                    f"{supported_types()})")

@@ -1,4 +1,5 @@
-"""ggml block formats (F32/F16/BF16, Q4_0..Q8_0, Q4_K/Q5_K/Q6_K) in plain numpy.
+"""ggml block formats (F32/F16/BF16, Q4_0..Q8_0, the K-quants Q2_K..Q6_K, IQ4_NL/IQ4_XS, MXFP4 and
+the lattice types IQ3_XXS/IQ3_S/IQ2_XXS/IQ2_XS/IQ2_S/IQ1_S/IQ1_M) in plain numpy.
 
 Why this module exists rather than calling `gguf.quants`:
 - it is an *independent* implementation of the block layouts, written from the format
@@ -28,8 +29,10 @@ SUPPORTED: tuple[GGMLQuantizationType, ...] = (
     QT.F32, QT.F16, QT.BF16,
     QT.Q4_0, QT.Q4_1, QT.Q5_0, QT.Q5_1, QT.Q8_0,
     QT.Q4_K, QT.Q5_K, QT.Q6_K,
+    QT.Q2_K, QT.Q3_K, QT.IQ4_NL, QT.IQ4_XS, QT.MXFP4,
+    QT.IQ3_XXS, QT.IQ3_S, QT.IQ2_XXS, QT.IQ2_XS, QT.IQ2_S, QT.IQ1_S, QT.IQ1_M,
 )
-"""The ggml types wgmtp can dequantize and quantize."""
+"""The ggml types wgmtp can dequantize, quantize and run on the GPU (every kernel path)."""
 
 _FLOAT_TYPES = (QT.F32, QT.F16, QT.BF16)
 
@@ -234,10 +237,547 @@ def _deq_q6_k(b: np.ndarray) -> np.ndarray:
     return ((d * sc)[:, :, None] * q.reshape(n, 16, 16)).reshape(n, 256)
 
 
+# --------------------------------------------------------------------------------------------
+# Q2_K, Q3_K, the non-linear 4-bit types (IQ4_NL, IQ4_XS, MXFP4) and the lattice types
+# (IQ3_XXS, IQ3_S, IQ2_XXS, IQ2_XS, IQ2_S, IQ1_S, IQ1_M): dequantizers, written from ggml's
+# dequantize_row_* (ggml-quants.c) and checked bit for bit against ggml's own to_float on blocks
+# written by llama-quantize (tests/data/ggml_blocks.npz, tools/check_llamacpp_quants.py).
+#
+# Every one of these is exact in f32 except Q2_K's `- dmin*min`: the scale products are at most
+# 11 (f16) + 6 + 7 bits (IQ4_XS: d * (ls-32) * kvalue), the lattice values are small integers
+# (8/25/43, 4..62, 1..15) times sub-scales of 4-5 bits, IQ1's `grid + delta` is an exact multiple
+# of 1/8, and MXFP4 multiplies by a power of two. So any evaluation order gives ggml's bits.
+# --------------------------------------------------------------------------------------------
+
+IQ4NL_VALUES = np.array([-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113],
+                        dtype=np.int8)
+"""kvalues_iq4nl (ggml-common.h), the 16 levels of IQ4_NL and IQ4_XS."""
+MXFP4_VALUES = np.array([0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12], dtype=np.int8)
+"""kvalues_mxfp4 (ggml-common.h): the E2M1 values doubled (the scale is halved to match)."""
+IQ1S_DELTA = np.float32(0.125)
+"""IQ1S_DELTA (ggml-common.h): the offset IQ1_S/IQ1_M add to every lattice value."""
+
+
+def _lattice(cls_name: str) -> np.ndarray:
+    """A lattice codebook as small integers [entries, width] (uint8; int8 for IQ1's -1/0/1).
+
+    Taken from gguf-py's `gguf.quants.<TYPE>.grid` (its grid_hex is ggml-common.h's iq2xxs_grid,
+    iq2xs_grid, iq2s_grid, iq3xxs_grid, iq3s_grid, iq1s_grid re-encoded); tests/test_quants.py
+    pins a digest of each table, and tools/check_llamacpp_quants.py compares every entry with the
+    arrays parsed from ggml-common.h itself."""
+    import gguf.quants as gq
+    cls = getattr(gq, cls_name)
+    cls.init_grid()
+    g = np.asarray(cls.grid, dtype=np.float32).reshape(cls.grid_shape)
+    return g.astype(np.int8 if g.min() < 0 else np.uint8)
+
+
+_LATTICES: dict[str, np.ndarray] = {}
+
+
+def lattice(name: str) -> np.ndarray:
+    """The codebook `name` (iq2xxs, iq2xs, iq2s, iq3xxs, iq3s, iq1s), cached."""
+    cls = {"iq2xxs": "IQ2_XXS", "iq2xs": "IQ2_XS", "iq2s": "IQ2_S", "iq3xxs": "IQ3_XXS",
+           "iq3s": "IQ3_S", "iq1s": "IQ1_S"}[name]
+    if name not in _LATTICES:
+        _LATTICES[name] = _lattice(cls)
+    return _LATTICES[name]
+
+
+def _ksigns() -> np.ndarray:
+    """ksigns_iq2xs: 7 sign bits and an 8th that makes the count of minus signs even."""
+    i = np.arange(128, dtype=np.uint8)
+    par = np.unpackbits(i[:, None], axis=1).sum(axis=1) & 1
+    return i | (par.astype(np.uint8) << np.uint8(7))
+
+
+_KSIGNS = _ksigns()
+_BIT8 = (np.uint8(1) << np.arange(8, dtype=np.uint8))
+
+
+def _sign_pm(bits: np.ndarray) -> np.ndarray:
+    """uint8 sign bytes [...] -> float32 [..., 8] of +1/-1 (bit j set: element j negative)."""
+    return np.where((bits[..., None] & _BIT8) != 0, np.float32(-1), np.float32(1))
+
+
+def _u16(b: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(b).view("<u2").astype(np.uint32)
+
+
+def _u32(b: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(b).view("<u4")
+
+
+_SHIFT_8x = np.arange(8, dtype=np.uint8).reshape(1, 2, 4, 1)
+
+
+def _deq_q2_k(b: np.ndarray) -> np.ndarray:
+    # scales[16] (low nibble scale, high nibble min), qs[64], d, dmin. Element 128n + 32j + 16h + l
+    # (n 0..1, j 0..3, h 0..1, l 0..15): bits 2j of qs[32n + 16h + l], sub-block 8n + 2j + h.
+    n = b.shape[0]
+    sc = b[:, 0:16]
+    q = (b[:, 16:80].reshape(n, 2, 1, 32) >> _SHIFT_0246) & np.uint8(3)      # [n, 2, 4, 32]
+    d, dmin = _f16(b[:, 80:82]), _f16(b[:, 82:84])
+    dl = (d * (sc & np.uint8(15)).astype(np.float32))[:, :, None]
+    ml = (dmin * (sc >> np.uint8(4)).astype(np.float32))[:, :, None]
+    return (dl * q.reshape(n, 16, 16).astype(np.float32) - ml).reshape(n, 256)
+
+
+_K16 = np.arange(16)
+
+
+def _q3_k_scales(s: np.ndarray) -> np.ndarray:
+    """The 12 scale bytes of Q3_K -> float32 [n, 16] signed sub-scales (6 bits - 32): scale k has
+    its low 4 bits in nibble k//8 of byte k%8 and its high 2 bits at 2(k//4) of byte 8 + k%4."""
+    low = (s[:, _K16 % 8] >> (4 * (_K16 // 8)).astype(np.uint8)) & np.uint8(15)
+    high = (s[:, 8 + _K16 % 4] >> (2 * (_K16 // 4)).astype(np.uint8)) & np.uint8(3)
+    return (low | (high << np.uint8(4))).astype(np.float32) - np.float32(32)
+
+
+def _deq_q3_k(b: np.ndarray) -> np.ndarray:
+    # hmask[32], qs[64], scales[12], d. Element 128n + 32j + 16h + l: low 2 bits as Q2_K, the
+    # third from bit 4n + j of hmask[16h + l] (clear: subtract 4), sub-block 8n + 2j + h.
+    n = b.shape[0]
+    low = (b[:, 32:96].reshape(n, 2, 1, 32) >> _SHIFT_0246) & np.uint8(3)   # [n, 2, 4, 32]
+    hbit = (b[:, 0:32].reshape(n, 1, 1, 32) >> _SHIFT_8x) & np.uint8(1)
+    q = low.astype(np.float32) - np.float32(4) * (np.float32(1) - hbit.astype(np.float32))
+    dl = (_f16(b[:, 108:110]) * _q3_k_scales(b[:, 96:108]))[:, :, None]
+    return (dl * q.reshape(n, 16, 16)).reshape(n, 256)
+
+
+def _deq_iq4_nl(b: np.ndarray) -> np.ndarray:
+    d = _f16(b[:, 0:2])
+    return d * IQ4NL_VALUES[_nibbles(b[:, 2:18])].astype(np.float32)
+
+
+def _iq4_xs_scales(b: np.ndarray) -> np.ndarray:
+    """6-bit sub-scales ls of the 8 sub-blocks (low 4 bits in scales_l, high 2 in scales_h)."""
+    sh = _u16(b[:, 2:4])                                                      # [n, 1]
+    ib = np.arange(8)
+    lo = (b[:, 4 + ib // 2] >> (4 * (ib % 2)).astype(np.uint8)) & np.uint8(15)
+    hi = (sh >> (2 * ib).astype(np.uint32)) & np.uint32(3)
+    return lo.astype(np.uint32) | (hi << np.uint32(4))
+
+
+def _deq_iq4_xs(b: np.ndarray) -> np.ndarray:
+    # d, scales_h (u16), scales_l[4], qs[128]: sub-block ib is an IQ4_NL block of scale d*(ls-32)
+    n = b.shape[0]
+    dl = _f16(b[:, 0:2]) * (_iq4_xs_scales(b).astype(np.float32) - np.float32(32))
+    q = IQ4NL_VALUES[_nibbles(b[:, 8:136].reshape(n, 8, 16))].astype(np.float32)
+    return (dl[:, :, None] * q).reshape(n, 256)
+
+
+def e8m0_half(e: np.ndarray) -> np.ndarray:
+    """ggml_e8m0_to_fp32_half: 2^(e - 128) as float32 (e < 2 are f32 subnormals)."""
+    e = e.astype(np.uint32)
+    bits = np.where(e < 2, np.uint32(0x00200000) << e, (e - np.uint32(1)) << np.uint32(23))
+    return bits.astype(np.uint32).view(np.float32)
+
+
+def _deq_mxfp4(b: np.ndarray) -> np.ndarray:
+    d = e8m0_half(b[:, 0:1])
+    return MXFP4_VALUES[_nibbles(b[:, 1:17])].astype(np.float32) * d
+
+
+def _iq_db(d: np.ndarray, s: np.ndarray, mul: float) -> np.ndarray:
+    """IQ2/IQ3_XXS sub-block scale d * (0.5 + s) * mul, in ggml's order."""
+    return d * (np.float32(0.5) + s.astype(np.float32)) * np.float32(mul)
+
+
+def _deq_iq2_xxs(b: np.ndarray) -> np.ndarray:
+    # d, then per 32-element sub-block two u32: 4 grid indices (bytes), and 4 x 7 sign bits | s << 28
+    n = b.shape[0]
+    q = b[:, 2:66].reshape(n, 8, 8)
+    aux1 = _u32(q[:, :, 4:8])                                                  # [n, 8, 1]
+    db = _iq_db(_f16(b[:, 0:2])[:, :, None], aux1 >> np.uint32(28), 0.25)     # [n, 8, 1]
+    sidx = (aux1 >> np.array([0, 7, 14, 21], np.uint32)) & np.uint32(127)     # [n, 8, 4]
+    grid = lattice("iq2xxs")[q[:, :, 0:4]].astype(np.float32)                 # [n, 8, 4, 8]
+    return (db[..., None] * grid * _sign_pm(_KSIGNS[sidx])).reshape(n, 256)
+
+
+def _deq_iq2_xs(b: np.ndarray) -> np.ndarray:
+    # d, qs u16[32] (9-bit grid index | 7 sign bits << 9), scales[8] (a nibble per 16 elements)
+    n = b.shape[0]
+    qs = _u16(b[:, 2:66]).reshape(n, 8, 4)
+    sc = b[:, 66:74]
+    s = np.stack([sc & np.uint8(15), sc >> np.uint8(4)], axis=-1).repeat(2, axis=-1)   # [n, 8, 4]
+    db = _iq_db(_f16(b[:, 0:2])[:, :, None], s, 0.25)
+    grid = lattice("iq2xs")[qs & np.uint32(511)].astype(np.float32)
+    return (db[..., None] * grid * _sign_pm(_KSIGNS[qs >> np.uint32(9)])).reshape(n, 256)
+
+
+def _deq_iq2_s(b: np.ndarray) -> np.ndarray:
+    # d, qs[32] (grid index low bits), signs[32], qh[8] (2 high bits per index), scales[8]
+    n = b.shape[0]
+    qs = b[:, 2:34].reshape(n, 8, 4).astype(np.uint32)
+    signs = b[:, 34:66].reshape(n, 8, 4)
+    qh = b[:, 66:74].astype(np.uint32)[:, :, None]
+    idx = qs | (((qh >> np.array([0, 2, 4, 6], np.uint32)) & np.uint32(3)) << np.uint32(8))
+    sc = b[:, 74:82]
+    s = np.stack([sc & np.uint8(15), sc >> np.uint8(4)], axis=-1).repeat(2, axis=-1)
+    db = _iq_db(_f16(b[:, 0:2])[:, :, None], s, 0.25)
+    grid = lattice("iq2s")[idx].astype(np.float32)
+    return (db[..., None] * grid * _sign_pm(signs)).reshape(n, 256)
+
+
+def _deq_iq3_xxs(b: np.ndarray) -> np.ndarray:
+    # d, qs[64] (8-bit indices of 4-value entries), 8 u32: 4 x 7 sign bits | s << 28
+    n = b.shape[0]
+    idx = b[:, 2:66].reshape(n, 8, 4, 2)
+    aux = _u32(b[:, 66:98]).reshape(n, 8, 1)
+    db = _iq_db(_f16(b[:, 0:2])[:, :, None], aux >> np.uint32(28), 0.5)
+    sidx = (aux >> np.array([0, 7, 14, 21], np.uint32)) & np.uint32(127)
+    grid = lattice("iq3xxs")[idx].astype(np.float32).reshape(n, 8, 4, 8)
+    return (db[..., None] * grid * _sign_pm(_KSIGNS[sidx])).reshape(n, 256)
+
+
+def _deq_iq3_s(b: np.ndarray) -> np.ndarray:
+    # d, qs[64] (low 8 bits of 9-bit indices), qh[8] (bit k of qh[ib]: index k of sub-block ib),
+    # signs[32], scales[4] (a nibble per sub-block: d * (1 + 2s))
+    n = b.shape[0]
+    qs = b[:, 2:66].reshape(n, 8, 8).astype(np.uint32)
+    qh = b[:, 66:74].astype(np.uint32)[:, :, None]
+    idx = qs | (((qh >> np.arange(8, dtype=np.uint32)) & np.uint32(1)) << np.uint32(8))
+    signs = b[:, 74:106].reshape(n, 8, 4)
+    sc = b[:, 106:110]
+    s = np.stack([sc & np.uint8(15), sc >> np.uint8(4)], axis=-1).reshape(n, 8)
+    db = (_f16(b[:, 0:2]) * (1 + 2 * s.astype(np.int32)).astype(np.float32))[:, :, None]
+    grid = lattice("iq3s")[idx].astype(np.float32).reshape(n, 8, 4, 8)
+    return (db[..., None] * grid * _sign_pm(signs)).reshape(n, 256)
+
+
+def _iq1_values(idx: np.ndarray, neg: np.ndarray) -> np.ndarray:
+    """grid + delta of IQ1 entries: [..., 8] float32, delta = -1/8 where `neg`, else +1/8."""
+    delta = np.where(neg, -IQ1S_DELTA, IQ1S_DELTA).astype(np.float32)
+    return lattice("iq1s")[idx].astype(np.float32) + delta[..., None]
+
+
+def _deq_iq1_s(b: np.ndarray) -> np.ndarray:
+    # d, qs[32] (low 8 bits of 11-bit indices), qh u16[8]: 3 high bits per index, s << 12, delta sign << 15
+    n = b.shape[0]
+    qs = b[:, 2:34].reshape(n, 8, 4).astype(np.uint32)
+    qh = _u16(b[:, 34:50]).reshape(n, 8, 1)
+    idx = qs | (((qh >> np.array([0, 3, 6, 9], np.uint32)) & np.uint32(7)) << np.uint32(8))
+    dl = _f16(b[:, 0:2])[:, :, None] * (2 * ((qh >> np.uint32(12)) & np.uint32(7)) + 1).astype(np.float32)
+    vals = _iq1_values(idx, np.broadcast_to((qh & np.uint32(0x8000)) != 0, idx.shape))
+    return (dl[..., None] * vals).reshape(n, 256)
+
+
+def _iq1_m_d(b: np.ndarray) -> np.ndarray:
+    """IQ1_M's f16 scale, its 4 nibbles in the top bits of the 4 u16 scales -> float32 [n, 1]."""
+    sc = _u16(b[:, 48:56])
+    bits = ((sc[:, 0] >> 12) | ((sc[:, 1] >> 8) & 0x00F0) | ((sc[:, 2] >> 4) & 0x0F00)
+            | (sc[:, 3] & 0xF000)).astype("<u2")
+    return bits.view("<f2").astype(np.float32)[:, None]
+
+
+def _deq_iq1_m(b: np.ndarray) -> np.ndarray:
+    # qs[32], qh[16] (per 8 elements: 3 high index bits, delta sign in bit 3), scales u16[4]
+    # (3 bits per 16 elements: d * (2s + 1); the f16 d in the top nibbles)
+    n = b.shape[0]
+    qs = b[:, 0:32].reshape(n, 8, 4).astype(np.uint32)
+    qhb = (b[:, 32:48].reshape(n, 8, 2, 1) >> np.array([0, 4], np.uint8)).reshape(n, 8, 4).astype(np.uint32)
+    idx = qs | ((qhb & np.uint32(7)) << np.uint32(8))
+    sc = _u16(b[:, 48:56]).reshape(n, 4, 1)
+    s = ((sc >> np.array([0, 3, 6, 9], np.uint32)) & np.uint32(7)).reshape(n, 8, 2)
+    dl = _iq1_m_d(b)[:, :, None] * (2 * s + 1).astype(np.float32)              # [n, 8, 2]
+    vals = _iq1_values(idx, (qhb & np.uint32(8)) != 0).reshape(n, 8, 2, 2, 8)
+    return (dl[:, :, :, None, None] * vals).reshape(n, 256)
+
+
+# ---- quantizers of the new types: valid encodings by round-to-nearest (not ggml's searches) ----
+
+def _nearest(y: np.ndarray, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Index of the nearest codebook row to each row of y [m, w] (and its squared error)."""
+    g = grid.astype(np.float32)
+    gg = (g * g).sum(axis=1)
+    idx = np.empty(y.shape[0], np.int64)
+    err = np.empty(y.shape[0], np.float32)
+    step = 4096
+    for i in range(0, y.shape[0], step):
+        yc = y[i:i + step]
+        dist = gg[None, :] - 2 * (yc @ g.T)
+        j = dist.argmin(axis=1)
+        idx[i:i + step] = j
+        err[i:i + step] = dist[np.arange(len(j)), j] + (yc * yc).sum(axis=1)
+    return idx, err
+
+
+def _nearest_level(y: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """Index of the nearest of a few scalar levels to each element."""
+    return np.abs(y[..., None] - levels.astype(np.float32)).argmin(axis=-1).astype(np.uint8)
+
+
+def _q_q2_k(x: np.ndarray) -> np.ndarray:
+    n = x.shape[0]
+    xs = x.reshape(n, 16, 16)
+    off = -np.minimum(xs.min(axis=-1), np.float32(0))
+    scale = (xs.max(axis=-1) + off) / np.float32(3)
+    d = _f16_round(scale.max(axis=-1, keepdims=True) / np.float32(15))
+    dmin = _f16_round(off.max(axis=-1, keepdims=True) / np.float32(15))
+    sc = _rint_clip(scale * _inv(d), 0, 15, np.uint8)
+    mn = _rint_clip(off * _inv(dmin), 0, 15, np.uint8)
+    eff = (d * sc.astype(np.float32))[:, :, None]
+    q = _rint_clip((xs + (dmin * mn.astype(np.float32))[:, :, None]) * _inv(eff), 0, 3, np.uint8)
+    q = q.reshape(n, 2, 4, 32)                                  # [n, j, 16h + l]
+    out = np.empty((n, 84), np.uint8)
+    out[:, 0:16] = sc | (mn << np.uint8(4))
+    out[:, 16:80] = (q << _SHIFT_0246.reshape(1, 1, 4, 1)).sum(axis=2, dtype=np.uint8).reshape(n, 64)
+    out[:, 80:82] = _f16_bytes(d)
+    out[:, 82:84] = _f16_bytes(dmin)
+    return out
+
+
+def _q_q3_k(x: np.ndarray) -> np.ndarray:
+    n = x.shape[0]
+    xs = x.reshape(n, 16, 16)
+    scale = _signed_absmax(xs)[..., 0] / np.float32(-4)
+    d = _f16_round(np.abs(scale).max(axis=-1, keepdims=True) / np.float32(31))
+    sc = _rint_clip(scale * _inv(d), -32, 31, np.int8)
+    eff = (d * sc.astype(np.float32))[:, :, None]
+    u = (_rint_clip(xs * _inv(eff), -4, 3, np.int8) + np.int8(4)).view(np.uint8).reshape(n, 2, 4, 32)
+    out = np.empty((n, 110), np.uint8)
+    hb = (u >> np.uint8(2)) << _SHIFT_8x.reshape(1, 2, 4, 1)
+    out[:, 0:32] = hb.sum(axis=(1, 2), dtype=np.uint8)
+    out[:, 32:96] = ((u & np.uint8(3)) << _SHIFT_0246.reshape(1, 1, 4, 1)).sum(axis=2, dtype=np.uint8).reshape(n, 64)
+    ls = (sc.astype(np.int16) + 32).astype(np.uint8)           # [n, 16]
+    s = np.zeros((n, 12), np.uint8)
+    for k in range(16):
+        s[:, k % 8] |= (ls[:, k] & np.uint8(15)) << np.uint8(4 * (k // 8))
+        s[:, 8 + k % 4] |= (ls[:, k] >> np.uint8(4)) << np.uint8(2 * (k // 4))
+    out[:, 96:108] = s
+    out[:, 108:110] = _f16_bytes(d)
+    return out
+
+
+def _pack_nibbles32(q: np.ndarray) -> np.ndarray:
+    """4-bit codes [..., 32] -> [..., 16]: element j low nibble, j + 16 high (ggml order)."""
+    return q[..., :16] | (q[..., 16:] << np.uint8(4))
+
+
+def _q_iq4_nl(x: np.ndarray) -> np.ndarray:
+    d = _f16_round(_signed_absmax(x) / np.float32(-127))
+    out = np.empty((x.shape[0], 18), np.uint8)
+    out[:, 0:2] = _f16_bytes(d)
+    out[:, 2:18] = _pack_nibbles32(_nearest_level(x * _inv(d), IQ4NL_VALUES))
+    return out
+
+
+def _q_iq4_xs(x: np.ndarray) -> np.ndarray:
+    n = x.shape[0]
+    xs = x.reshape(n, 8, 32)
+    sb = _signed_absmax(xs)[..., 0] / np.float32(-127)
+    d = _f16_round(np.abs(sb).max(axis=-1, keepdims=True) / np.float32(31))
+    sc = _rint_clip(sb * _inv(d), -32, 31, np.int8)
+    eff = (d * sc.astype(np.float32))[:, :, None]
+    ls = (sc.astype(np.int16) + 32).astype(np.uint8)
+    out = np.empty((n, 136), np.uint8)
+    out[:, 0:2] = _f16_bytes(d)
+    sh = ((ls >> np.uint8(4)).astype(np.uint16) << (2 * np.arange(8)).astype(np.uint16)).sum(axis=1, dtype=np.uint16)
+    out[:, 2:4] = sh.astype("<u2").view(np.uint8).reshape(n, 2)
+    lo = ls & np.uint8(15)
+    out[:, 4:8] = lo[:, 0::2] | (lo[:, 1::2] << np.uint8(4))
+    out[:, 8:136] = _pack_nibbles32(_nearest_level(xs * _inv(eff), IQ4NL_VALUES)).reshape(n, 128)
+    return out
+
+
+def _q_mxfp4(x: np.ndarray) -> np.ndarray:
+    amax = np.abs(x).max(axis=-1, keepdims=True).astype(np.float64)
+    with np.errstate(divide="ignore"):
+        e = np.ceil(np.log2(amax / 12.0)) + 128
+    e = np.clip(np.nan_to_num(e, nan=2.0, neginf=2.0), 2, 254).astype(np.uint8)
+    d = e8m0_half(e)
+    out = np.empty((x.shape[0], 17), np.uint8)
+    out[:, 0:1] = e
+    out[:, 1:17] = _pack_nibbles32(_nearest_level(x / d, MXFP4_VALUES))
+    return out
+
+
+def _even_signs(x: np.ndarray) -> np.ndarray:
+    """Sign bits [..., 8] of x (1 = negative), with an even count: where odd, the element of
+    smallest magnitude takes the wrong sign (ksigns_iq2xs has even-parity patterns only)."""
+    neg = (x < 0).astype(np.uint8)
+    odd = neg.sum(axis=-1) % 2 == 1
+    j = np.abs(x).argmin(axis=-1)
+    flip = np.zeros_like(neg)
+    np.put_along_axis(flip, j[..., None], odd[..., None].astype(np.uint8), axis=-1)
+    return neg ^ flip
+
+
+def _sign_bits(neg: np.ndarray) -> np.ndarray:
+    """0/1 [..., 8] -> the byte with bit j = neg[j]."""
+    return (neg << np.arange(8, dtype=np.uint8)).sum(axis=-1, dtype=np.uint8)
+
+
+def _lattice_idx(a: np.ndarray, db: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Nearest codebook entries of |x| / db, groups a [..., w] and scales db broadcastable to it."""
+    w = grid.shape[1]
+    y = (a * _inv(np.broadcast_to(db, a.shape).astype(np.float32))).reshape(-1, w)
+    return _nearest(y, grid)[0].reshape(a.shape[:-1])
+
+
+def _iq_sub_scales(amax: np.ndarray, top: float, mul: float, smax: int = 15):
+    """(d [n,1], s uint8) with d * (0.5 + s) * mul ~= amax / top, s < 16: IQ2/IQ3_XXS scales."""
+    sf = amax / np.float32(top)
+    d = _f16_round(sf.max(axis=1, keepdims=True).reshape(sf.shape[0], 1) / np.float32((smax + 0.5) * mul))
+    dd = d.reshape((sf.shape[0],) + (1,) * (sf.ndim - 1))
+    s = _rint_clip(sf * _inv(dd * np.float32(mul)) - np.float32(0.5), 0, smax, np.uint8)
+    return d, s
+
+
+def _q_iq2_xxs(x: np.ndarray) -> np.ndarray:
+    n = x.shape[0]
+    xs = x.reshape(n, 8, 4, 8)
+    neg = _even_signs(xs)
+    a = np.abs(xs)
+    d, s = _iq_sub_scales(a.max(axis=(2, 3)), 43, 0.25)
+    db = _iq_db(d, s, 0.25)[:, :, None, None]
+    idx = _lattice_idx(a, db, lattice("iq2xxs")).astype(np.uint8)            # [n, 8, 4]
+    s7 = (_sign_bits(neg) & np.uint8(127)).astype(np.uint32)
+    aux1 = (s7 << np.array([0, 7, 14, 21], np.uint32)).sum(axis=-1, dtype=np.uint32) | (s.astype(np.uint32) << 28)
+    out = np.empty((n, 66), np.uint8)
+    out[:, 0:2] = _f16_bytes(d)
+    q = out[:, 2:66].reshape(n, 8, 8)
+    q[:, :, 0:4] = idx
+    q[:, :, 4:8] = aux1.astype("<u4").view(np.uint8).reshape(n, 8, 4)
+    return out
+
+
+def _q_iq2_xs(x: np.ndarray) -> np.ndarray:
+    n = x.shape[0]
+    xs = x.reshape(n, 8, 2, 2, 8)                                # [ib, half, l%2, j]
+    neg = _even_signs(xs)
+    a = np.abs(xs)
+    d, s = _iq_sub_scales(a.max(axis=(3, 4)).reshape(n, 16), 43, 0.25)
+    s = s.reshape(n, 8, 2)
+    db = _iq_db(d[:, :, None], s, 0.25)[..., None, None]
+    idx = _lattice_idx(a, db, lattice("iq2xs")).astype(np.uint32)             # [n, 8, 2, 2]
+    q = idx | ((_sign_bits(neg) & np.uint8(127)).astype(np.uint32) << np.uint32(9))
+    out = np.empty((n, 74), np.uint8)
+    out[:, 0:2] = _f16_bytes(d)
+    out[:, 2:66] = q.astype("<u2").view(np.uint8).reshape(n, 64)
+    out[:, 66:74] = s[:, :, 0] | (s[:, :, 1] << np.uint8(4))
+    return out
+
+
+def _q_iq2_s(x: np.ndarray) -> np.ndarray:
+    n = x.shape[0]
+    xs = x.reshape(n, 8, 2, 2, 8)
+    a = np.abs(xs)
+    d, s = _iq_sub_scales(a.max(axis=(3, 4)).reshape(n, 16), 43, 0.25)
+    s = s.reshape(n, 8, 2)
+    db = _iq_db(d[:, :, None], s, 0.25)[..., None, None]
+    idx = _lattice_idx(a, db, lattice("iq2s")).reshape(n, 8, 4).astype(np.uint32)
+    out = np.empty((n, 82), np.uint8)
+    out[:, 0:2] = _f16_bytes(d)
+    out[:, 2:34] = (idx & np.uint32(255)).astype(np.uint8).reshape(n, 32)
+    out[:, 34:66] = _sign_bits((xs < 0).astype(np.uint8)).reshape(n, 32)
+    out[:, 66:74] = ((idx >> np.uint32(8)) << np.array([0, 2, 4, 6], np.uint32)).sum(axis=-1).astype(np.uint8)
+    out[:, 74:82] = s[:, :, 0] | (s[:, :, 1] << np.uint8(4))
+    return out
+
+
+def _q_iq3_xxs(x: np.ndarray) -> np.ndarray:
+    n = x.shape[0]
+    xs = x.reshape(n, 8, 4, 8)
+    neg = _even_signs(xs)
+    a = np.abs(xs)
+    d, s = _iq_sub_scales(a.max(axis=(2, 3)), 62, 0.5)
+    db = _iq_db(d, s, 0.5)[:, :, None, None]
+    idx = _lattice_idx(a.reshape(n, 8, 4, 2, 4), db[..., None], lattice("iq3xxs")).astype(np.uint8)
+    s7 = (_sign_bits(neg) & np.uint8(127)).astype(np.uint32)
+    aux = (s7 << np.array([0, 7, 14, 21], np.uint32)).sum(axis=-1, dtype=np.uint32) | (s.astype(np.uint32) << 28)
+    out = np.empty((n, 98), np.uint8)
+    out[:, 0:2] = _f16_bytes(d)
+    out[:, 2:66] = idx.reshape(n, 64)
+    out[:, 66:98] = aux.astype("<u4").view(np.uint8).reshape(n, 32)
+    return out
+
+
+def _q_iq3_s(x: np.ndarray) -> np.ndarray:
+    n = x.shape[0]
+    xs = x.reshape(n, 8, 4, 8)
+    a = np.abs(xs)
+    sf = a.max(axis=(2, 3)) / np.float32(15)
+    d = _f16_round(sf.max(axis=1, keepdims=True) / np.float32(31))
+    s = _rint_clip((sf * _inv(d) - np.float32(1)) / np.float32(2), 0, 15, np.uint8)
+    db = (d * (1 + 2 * s.astype(np.int32)).astype(np.float32))[:, :, None, None, None]
+    idx = _lattice_idx(a.reshape(n, 8, 4, 2, 4), db, lattice("iq3s")).reshape(n, 8, 8).astype(np.uint32)
+    out = np.empty((n, 110), np.uint8)
+    out[:, 0:2] = _f16_bytes(d)
+    out[:, 2:66] = (idx & np.uint32(255)).astype(np.uint8).reshape(n, 64)
+    out[:, 66:74] = ((idx >> np.uint32(8)) << np.arange(8, dtype=np.uint32)).sum(axis=-1).astype(np.uint8)
+    out[:, 74:106] = _sign_bits((xs < 0).astype(np.uint8)).reshape(n, 32)
+    out[:, 106:110] = s[:, 0::2] | (s[:, 1::2] << np.uint8(4))
+    return out
+
+
+def _iq1_search(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest IQ1 entries of y [m, 8] under delta +1/8 and -1/8: (idx [m, 2], err [m, 2])."""
+    g = lattice("iq1s").astype(np.float32)
+    ip, ep = _nearest(y, g + IQ1S_DELTA)
+    im, em = _nearest(y, g - IQ1S_DELTA)
+    return np.stack([ip, im], axis=-1), np.stack([ep, em], axis=-1)
+
+
+def _iq1_scales(amax: np.ndarray):
+    """(d [n,1], s uint8) with d * (2s + 1) ~= amax / 1.125 (3-bit s)."""
+    sf = amax / np.float32(1.125)
+    d = _f16_round(sf.reshape(sf.shape[0], -1).max(axis=1, keepdims=True) / np.float32(15))
+    dd = d.reshape((sf.shape[0],) + (1,) * (sf.ndim - 1))
+    s = _rint_clip((sf * _inv(dd) - np.float32(1)) / np.float32(2), 0, 7, np.uint8)
+    return d, s
+
+
+def _q_iq1_s(x: np.ndarray) -> np.ndarray:
+    n = x.shape[0]
+    xs = x.reshape(n, 8, 4, 8)
+    d, s = _iq1_scales(np.abs(xs).max(axis=(2, 3)))
+    dl = (d * (2 * s.astype(np.int32) + 1).astype(np.float32))[:, :, None, None]
+    y = (xs * _inv(np.broadcast_to(dl, xs.shape).astype(np.float32))).reshape(-1, 8)
+    idx, err = _iq1_search(y)
+    neg = err.reshape(n, 8, 4, 2).sum(axis=2).argmin(axis=-1)              # delta per 32: [n, 8]
+    idx = np.take_along_axis(idx.reshape(n, 8, 4, 2), neg[:, :, None, None], axis=-1)[..., 0].astype(np.uint32)
+    qh = (((idx >> np.uint32(8)) << np.array([0, 3, 6, 9], np.uint32)).sum(axis=-1)
+          | (s.astype(np.uint32) << np.uint32(12)) | (neg.astype(np.uint32) << np.uint32(15)))
+    out = np.empty((n, 50), np.uint8)
+    out[:, 0:2] = _f16_bytes(d)
+    out[:, 2:34] = (idx & np.uint32(255)).astype(np.uint8).reshape(n, 32)
+    out[:, 34:50] = qh.astype("<u2").view(np.uint8).reshape(n, 16)
+    return out
+
+
+def _q_iq1_m(x: np.ndarray) -> np.ndarray:
+    n = x.shape[0]
+    xs = x.reshape(n, 8, 2, 2, 8)                                # [ib, half, l%2, j]
+    d, s = _iq1_scales(np.abs(xs).max(axis=(3, 4)))               # s [n, 8, 2]
+    dl = (d[:, :, None] * (2 * s.astype(np.int32) + 1).astype(np.float32))[..., None, None]
+    y = (xs * _inv(np.broadcast_to(dl, xs.shape).astype(np.float32))).reshape(-1, 8)
+    idx, err = _iq1_search(y)
+    neg = err.argmin(axis=-1)                                   # delta per 8
+    idx = idx[np.arange(len(neg)), neg].reshape(n, 8, 4).astype(np.uint32)
+    neg = neg.reshape(n, 8, 4).astype(np.uint32)
+    nib = (idx >> np.uint32(8)) | (neg << np.uint32(3))          # [n, 8, 4] 4-bit fields
+    out = np.empty((n, 56), np.uint8)
+    out[:, 0:32] = (idx & np.uint32(255)).astype(np.uint8).reshape(n, 32)
+    out[:, 32:48] = (nib[:, :, 0::2] | (nib[:, :, 1::2] << np.uint32(4))).astype(np.uint8).reshape(n, 16)
+    dbits = d.astype("<f2").view("<u2").astype(np.uint32)[:, 0]
+    s4 = s.reshape(n, 4, 4).astype(np.uint32)                    # 4 u16, each 2 sub-blocks x 2 halves
+    dnib = (dbits[:, None] >> (4 * np.arange(4, dtype=np.uint32))) & np.uint32(15)   # d bits 4k..4k+3
+    sc = (s4 << np.array([0, 3, 6, 9], np.uint32)).sum(axis=-1) | (dnib << np.uint32(12))
+    out[:, 48:56] = sc.astype("<u2").view(np.uint8).reshape(n, 8)
+    return out
+
+
 _DEQUANT: dict[GGMLQuantizationType, Callable[[np.ndarray], np.ndarray]] = {
     QT.Q8_0: _deq_q8_0, QT.Q4_0: _deq_q4_0, QT.Q4_1: _deq_q4_1,
     QT.Q5_0: _deq_q5_0, QT.Q5_1: _deq_q5_1,
     QT.Q4_K: _deq_q4_k, QT.Q5_K: _deq_q5_k, QT.Q6_K: _deq_q6_k,
+    QT.Q2_K: _deq_q2_k, QT.Q3_K: _deq_q3_k,
+    QT.IQ4_NL: _deq_iq4_nl, QT.IQ4_XS: _deq_iq4_xs, QT.MXFP4: _deq_mxfp4,
+    QT.IQ3_XXS: _deq_iq3_xxs, QT.IQ3_S: _deq_iq3_s,
+    QT.IQ2_XXS: _deq_iq2_xxs, QT.IQ2_XS: _deq_iq2_xs, QT.IQ2_S: _deq_iq2_s,
+    QT.IQ1_S: _deq_iq1_s, QT.IQ1_M: _deq_iq1_m,
 }
 
 
@@ -280,7 +820,26 @@ def _raw_to(data: np.ndarray, dtype: str, qt: GGMLQuantizationType) -> np.ndarra
 # Byte ranges of each block's f16 scales (d, and dmin where the type has one): a non-finite scale
 # is the only way a block of these types decodes to NaN/Inf (the quants themselves are integers).
 _SCALE_BYTES = {QT.Q8_0: (0, 2), QT.Q4_0: (0, 2), QT.Q5_0: (0, 2), QT.Q4_1: (0, 4), QT.Q5_1: (0, 4),
-                QT.Q4_K: (0, 4), QT.Q5_K: (0, 4), QT.Q6_K: (208, 210)}
+                QT.Q4_K: (0, 4), QT.Q5_K: (0, 4), QT.Q6_K: (208, 210), QT.Q2_K: (80, 84),
+                QT.Q3_K: (108, 110), QT.IQ4_NL: (0, 2), QT.IQ4_XS: (0, 2), QT.IQ3_XXS: (0, 2),
+                QT.IQ3_S: (0, 2), QT.IQ2_XXS: (0, 2), QT.IQ2_XS: (0, 2), QT.IQ2_S: (0, 2),
+                QT.IQ1_S: (0, 2)}
+
+
+def _nonfinite_blocks(blocks: np.ndarray, qt: GGMLQuantizationType) -> np.ndarray:
+    """Per block: does it decode to a NaN/inf? From the f16 scale bytes where the type has them;
+    IQ1_M's scale is scattered over 4 fields (rebuilt here); an MXFP4 block is non-finite only
+    when its power-of-two scale times a level overflows (e8m0 >= 253), so it is decoded."""
+    if qt == QT.IQ1_M:
+        return ~np.isfinite(_map_blocks(_iq1_m_d, blocks, 1, np.float32, 256)[:, 0])
+    if qt == QT.MXFP4:
+        bad = np.zeros(blocks.shape[0], bool)
+        big = np.flatnonzero(blocks[:, 0] >= 253)
+        with np.errstate(over="ignore"):
+            bad[big] = ~np.isfinite(_deq_mxfp4(blocks[big])).all(axis=1)
+        return bad
+    lo, hi = _SCALE_BYTES[qt]
+    return ~np.isfinite(np.ascontiguousarray(blocks[:, lo:hi]).view("<f2")).all(axis=1)
 
 
 def first_nonfinite(data: np.ndarray, qtype: GGMLQuantizationType | int) -> int | None:
@@ -292,10 +851,7 @@ def first_nonfinite(data: np.ndarray, qtype: GGMLQuantizationType | int) -> int 
     if qt in _FLOAT_TYPES:
         bad = ~np.isfinite(_float_view(data, qt).reshape(-1))
     else:
-        lo, hi = _SCALE_BYTES[qt]
-        blocks = _as_bytes(data, qt.name).reshape(-1, block_info(qt)[1])
-        scales = np.ascontiguousarray(blocks[:, lo:hi]).view("<f2")
-        bad = ~np.isfinite(scales).all(axis=1)
+        bad = _nonfinite_blocks(_as_bytes(data, qt.name).reshape(-1, block_info(qt)[1]), qt)
     i = np.flatnonzero(bad)
     return int(i[0]) if i.size else None
 
@@ -510,6 +1066,11 @@ _QUANT: dict[GGMLQuantizationType, Callable[[np.ndarray], np.ndarray]] = {
     QT.Q8_0: _q_q8_0, QT.Q4_0: _q_q4_0, QT.Q4_1: _q_q4_1,
     QT.Q5_0: _q_q5_0, QT.Q5_1: _q_q5_1,
     QT.Q4_K: _q_q4_k, QT.Q5_K: _q_q5_k, QT.Q6_K: _q_q6_k,
+    QT.Q2_K: _q_q2_k, QT.Q3_K: _q_q3_k,
+    QT.IQ4_NL: _q_iq4_nl, QT.IQ4_XS: _q_iq4_xs, QT.MXFP4: _q_mxfp4,
+    QT.IQ3_XXS: _q_iq3_xxs, QT.IQ3_S: _q_iq3_s,
+    QT.IQ2_XXS: _q_iq2_xxs, QT.IQ2_XS: _q_iq2_xs, QT.IQ2_S: _q_iq2_s,
+    QT.IQ1_S: _q_iq1_s, QT.IQ1_M: _q_iq1_m,
 }
 
 
@@ -556,9 +1117,10 @@ def quantize(x: np.ndarray, qtype: GGMLQuantizationType | int) -> np.ndarray:
 #
 # WGSL reads storage as u32 words and has no 8/16-bit types, so every block must start on a
 # word boundary. The repack is the smallest lossless change that gives that: blocks keep ggml's
-# field order and bytes, with 2 pad bytes inserted after the leading f16 `d` of Q8_0, Q4_0 and
-# Q5_0 (so the quants start word-aligned), and 2 pad bytes appended to Q6_K (d stays in the
-# low half of word 52). Q4_1, Q5_1, Q4_K, Q5_K are already aligned and are copied as they are.
+# field order and bytes, with 2 pad bytes inserted after the leading f16 `d` of Q8_0, Q4_0,
+# Q5_0, IQ4_NL and the d-first lattice types (so the quants start word-aligned), 3 after MXFP4's
+# e8m0 byte, and 2 pad bytes appended to Q6_K and Q3_K (d stays in the low half of their last
+# word). Q4_1, Q5_1, Q2_K, Q4_K, Q5_K, IQ4_XS, IQ1_M are already aligned and copied as they are.
 # Float types: F32 as is; F16/BF16 rows padded to an even number of elements (2 per word).
 # Rows stay contiguous, so a tensor can be split by rows across bindings.
 # --------------------------------------------------------------------------------------------
@@ -566,8 +1128,17 @@ def quantize(x: np.ndarray, qtype: GGMLQuantizationType | int) -> np.ndarray:
 #: words per repacked block (block types) -- the WGSL kernels hard-code the same numbers
 GPU_BLOCK_WORDS: dict[GGMLQuantizationType, int] = {
     QT.Q8_0: 9, QT.Q4_0: 5, QT.Q4_1: 5, QT.Q5_0: 6, QT.Q5_1: 6, QT.Q4_K: 36, QT.Q5_K: 44, QT.Q6_K: 53,
+    QT.Q2_K: 21, QT.Q3_K: 28, QT.IQ4_NL: 5, QT.IQ4_XS: 34, QT.MXFP4: 5,
+    QT.IQ3_XXS: 25, QT.IQ3_S: 28, QT.IQ2_XXS: 17, QT.IQ2_XS: 19, QT.IQ2_S: 21, QT.IQ1_S: 13, QT.IQ1_M: 14,
 }
-_PAD_AFTER_D = (QT.Q8_0, QT.Q4_0, QT.Q5_0)
+# (head bytes, pad bytes): the block's first `head` bytes (its f16 d; MXFP4's e8m0 byte) are
+# followed by `pad` zero bytes so that the rest starts on a word; every other type is copied
+# as is and zero-padded at its end to whole words (Q6_K, Q3_K: 2 bytes).
+_HEAD_PAD: dict[GGMLQuantizationType, tuple[int, int]] = {
+    **{t: (2, 2) for t in (QT.Q8_0, QT.Q4_0, QT.Q5_0, QT.IQ4_NL, QT.IQ3_XXS, QT.IQ3_S, QT.IQ2_XXS,
+                           QT.IQ2_XS, QT.IQ2_S, QT.IQ1_S)},
+    QT.MXFP4: (1, 3),
+}
 
 
 def gpu_row_words(qtype: GGMLQuantizationType | int, n_cols: int) -> int:
@@ -595,9 +1166,10 @@ def repack_for_gpu(data: np.ndarray, qtype: GGMLQuantizationType | int, n_cols: 
     b = _as_bytes(np.ascontiguousarray(data), qt.name).reshape(-1, nbytes)
     words = GPU_BLOCK_WORDS[qt]
     out = np.zeros((b.shape[0], words * 4), np.uint8)
-    if qt in _PAD_AFTER_D:
-        out[:, 0:2] = b[:, 0:2]
-        out[:, 4:4 + nbytes - 2] = b[:, 2:]
+    if qt in _HEAD_PAD:
+        head, pad = _HEAD_PAD[qt]
+        out[:, 0:head] = b[:, 0:head]
+        out[:, head + pad:pad + nbytes] = b[:, head:]
     else:
         out[:, :nbytes] = b
     rows = b.shape[0] * elems // n_cols
@@ -615,8 +1187,29 @@ def unpack_from_gpu(words: np.ndarray, qtype: GGMLQuantizationType | int, n_cols
         return np.ascontiguousarray(b[:, : n_cols * item])
     elems, nbytes = block_info(qt)
     blk = b.reshape(-1, GPU_BLOCK_WORDS[qt] * 4)
-    if qt in _PAD_AFTER_D:
-        raw = np.concatenate([blk[:, 0:2], blk[:, 4:4 + nbytes - 2]], axis=1)
+    if qt in _HEAD_PAD:
+        head, pad = _HEAD_PAD[qt]
+        raw = np.concatenate([blk[:, 0:head], blk[:, head + pad:pad + nbytes]], axis=1)
     else:
         raw = blk[:, :nbytes]
     return np.ascontiguousarray(raw).reshape(rows, row_bytes(qt, n_cols))
+
+
+
+CODEBOOK: dict[GGMLQuantizationType, str] = {
+    QT.IQ2_XXS: "iq2xxs", QT.IQ2_XS: "iq2xs", QT.IQ2_S: "iq2s", QT.IQ3_XXS: "iq3xxs", QT.IQ3_S: "iq3s",
+    QT.IQ1_S: "iq1s", QT.IQ1_M: "iq1s",
+}
+"""The lattice codebook each type's decoder reads (the GPU binds it as a storage buffer)."""
+
+
+def gpu_codebook(name: str) -> np.ndarray:
+    """The u32 words of a codebook as the shaders index it: iq2xxs/iq2xs/iq2s entries as two
+    little-endian words (8 bytes, ggml's uint64), iq3xxs/iq3s as one word (4 bytes), iq1s as 16
+    bits per entry (2 bits per value, value + 1), two entries per word."""
+    g = lattice(name)
+    if name == "iq1s":
+        e = ((g.astype(np.int32) + 1).astype(np.uint32) << (2 * np.arange(8, dtype=np.uint32))).sum(axis=1)
+        e = e.astype(np.uint32)
+        return e[0::2] | (e[1::2] << np.uint32(16))
+    return np.ascontiguousarray(g.astype(np.uint8)).view("<u4").reshape(-1).astype(np.uint32)

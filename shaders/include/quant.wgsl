@@ -5,12 +5,21 @@
 // Provides: struct D8 (8 f32 as two vec4: lo, hi), deq8(base, u) -> D8, deq1(base, c) -> f32 and
 //   the block size QK (elements) of the selected type; with SCALED also struct DS and
 //   deq8s(base, u) -> DS; the helpers f16lo, f16hi, byte4, nib4, hi4, nib8, sbytes4, kscale, kdm,
-//   knib8 (their names are taken in the including shader).
+//   knib8, wbyte, ubytes4, sgn4, ksign, iqdb, iq1v, and per type KV4/kv4, KVF4/kvf4 and the
+//   codebook binding CB (their names are taken in the including shader).
 // Expects: no bindings of its own -- the including shader declares the weight words as
 //     var<storage, read> W: array<u32>;
 //   and exactly one define Q_<NAME> (Q_F32, Q_F16, Q_BF16, Q_Q8_0, Q_Q4_0, Q_Q4_1, Q_Q5_0, Q_Q5_1,
-//   Q_Q4_K, Q_Q5_K, Q_Q6_K), with FLOAT as well for F32/F16/BF16 and SCALED for Q8_0, Q4_0, Q5_0,
-//   Q6_K (kernels/linear.qtype_defines sets them).
+//   Q_Q2_K, Q_Q3_K, Q_Q4_K, Q_Q5_K, Q_Q6_K, Q_IQ4_NL, Q_IQ4_XS, Q_MXFP4, Q_IQ3_XXS, Q_IQ3_S, Q_IQ2_XXS,
+//   Q_IQ2_XS, Q_IQ2_S, Q_IQ1_S, Q_IQ1_M), with FLOAT as well for F32/F16/BF16, SCALED for the
+//   symmetric types (all block types but Q4_1, Q5_1, Q2_K, Q4_K, Q5_K), and for the lattice types
+//   (IQ3_XXS, IQ3_S, IQ2_XXS, IQ2_XS, IQ2_S, IQ1_S, IQ1_M) CODEBOOK with CB_BINDING, the binding
+//   number of their codebook (kernels/linear.qtype_defines and linear.with_codebook set them).
+// Binding (lattice types only): CB_BINDING, the codebook words (storage read, array<u32>,
+//   quants.gpu_codebook), one past the including kernel's own bindings. A storage buffer rather
+//   than `const` arrays: naga turns each dynamic index of a const array into a private copy of the
+//   whole table, which made lavapipe take ~100 s to compile matmul.wgsl for one type and ran the
+//   mat-vec slower (README, "Weight types").
 //
 // The unit of decoding is 8 consecutive elements of a row ("unit" u = elements 8u .. 8u+7): in
 // every block format those 8 share one scale (and min), and their quant bits come from 2
@@ -19,7 +28,8 @@
 //   deq1(base, c) -> f32  element c of that row (row tails of the float types, cols % 8 != 0)
 // Results equal quants.dequantize bit for bit: every scale x quant product is exact in f32 and
 // the one offset (Q4_1/Q5_1 "+ m", K-quants "- dmin*min") is added to an exact product, so a
-// fused multiply-add rounds it the same way.
+// fused multiply-add rounds it the same way (the lattice values, IQ1's grid + delta and MXFP4's
+// power-of-two scale are exact too).
 
 struct D8 { lo: vec4<f32>, hi: vec4<f32> };
 
@@ -226,6 +236,251 @@ fn deq8s(base: u32, u: u32) -> DS {
     let q0 = byte4(W[wl], sh, 15u) | (byte4(W[wh], hsh, 3u) << vec4<u32>(4u));
     let q1 = byte4(W[wl + 1u], sh, 15u) | (byte4(W[wh + 1u], hsh, 3u) << vec4<u32>(4u));
     return DS(D8(vec4<f32>(q0) - 32.0, vec4<f32>(q1) - 32.0), f16lo(W[o + 52u]) * sc);
+}
+#endif
+
+// ---- Q2_K, Q3_K, IQ4_NL, IQ4_XS, MXFP4 and the lattice types (IQ3_XXS .. IQ1_M) ----------------
+// Byte i of the words from W[w]: (W[w + i/4] >> 8 (i%4)) & 255.
+fn wbyte(w: u32, i: u32) -> u32 { return (W[w + (i >> 2u)] >> (8u * (i & 3u))) & 255u; }
+
+// 4 bytes of w as floats.
+fn ubytes4(w: u32) -> vec4<f32> { return vec4<f32>(byte4(w, 0u, 255u)); }
+
+// +1 / -1 for sign bits b0 .. b0+3 of s (bit set: negative).
+fn sgn4(s: u32, b0: u32) -> vec4<f32> {
+    return vec4<f32>(1.0) - 2.0 * vec4<f32>((vec4<u32>(s) >> vec4<u32>(b0, b0 + 1u, b0 + 2u, b0 + 3u)) & vec4<u32>(1u));
+}
+
+// ksigns_iq2xs[i]: 7 stored sign bits and the 8th that makes their count even.
+fn ksign(i: u32) -> u32 { return i | ((countOneBits(i) & 1u) << 7u); }
+
+#if CODEBOOK
+// The lattice codebook of the selected type (quants.gpu_codebook), bound after the kernel's own
+// bindings (the including kernel's wrapper appends it and sets CB_BINDING, linear.with_codebook).
+@group(0) @binding({{CB_BINDING}}) var<storage, read> CB: array<u32>;
+#endif
+
+// IQ2/IQ3_XXS sub-block scale d * (0.5 + s) * mul (exact in f32, as ggml computes it).
+fn iqdb(d: f32, s: u32, mul: f32) -> f32 { return d * (0.5 + f32(s)) * mul; }
+
+#if Q_Q2_K
+// 21 words: [0..3] scales[16] (low nibble scale, high nibble min), [4..19] qs[64], [20] d | dmin << 16.
+// Unit s (0..31) = elements 8s..: n = s/16, j = (s/4)%4, h = (s/2)%2: 2-bit fields 2j of qs bytes
+// 32n + 16h + 8(s%2) ..+8; its sub-block (scale byte) is s/2. value d*sc*q - dmin*m (ggml order).
+const QK: u32 = 256u;
+fn deq8(base: u32, u: u32) -> D8 {
+    let o = base + (u >> 5u) * 21u;
+    let s = u & 31u;
+    let w = o + 4u + 8u * (s >> 4u) + 4u * ((s >> 1u) & 1u) + 2u * (s & 1u);
+    let sh = 2u * ((s >> 2u) & 3u);
+    let sc = wbyte(o, s >> 1u);
+    let dm = unpack2x16float(W[o + 20u]);
+    let dl = dm.x * f32(sc & 15u);
+    let ml = dm.y * f32(sc >> 4u);
+    return D8(dl * vec4<f32>(byte4(W[w], sh, 3u)) - ml, dl * vec4<f32>(byte4(W[w + 1u], sh, 3u)) - ml);
+}
+#endif
+
+#if Q_Q3_K
+// 28 words: [0..7] hmask[32], [8..23] qs[64], [24..26] scales[12], [27] d (low half). Unit s as
+// Q2_K: low 2 bits from qs, the third from bit 4n + j of hmask[16h + 8(s%2) ..] (clear: minus 4);
+// sub-block k = s/2 with the 6-bit scale (scales[k%8] >> 4(k/8)) & 15 | ((scales[8 + k%4] >> 2(k/4)) & 3) << 4.
+const QK: u32 = 256u;
+fn deq8s(base: u32, u: u32) -> DS {
+    let o = base + (u >> 5u) * 28u;
+    let s = u & 31u;
+    let n = s >> 4u;
+    let j = (s >> 2u) & 3u;
+    let hw = o + 4u * ((s >> 1u) & 1u) + 2u * (s & 1u);
+    let w = hw + 8u + 8u * n;
+    let hb = 4u * n + j;
+    let q0 = vec4<f32>(byte4(W[w], 2u * j, 3u) + (byte4(W[hw], hb, 1u) << vec4<u32>(2u))) - 4.0;
+    let q1 = vec4<f32>(byte4(W[w + 1u], 2u * j, 3u) + (byte4(W[hw + 1u], hb, 1u) << vec4<u32>(2u))) - 4.0;
+    let k = s >> 1u;
+    let ls = ((wbyte(o + 24u, k & 7u) >> (4u * (k >> 3u))) & 15u) | (((wbyte(o + 24u, 8u + (k & 3u)) >> (2u * (k >> 2u))) & 3u) << 4u);
+    return DS(D8(q0, q1), f16lo(W[o + 27u]) * (f32(ls) - 32.0));
+}
+#endif
+
+#if Q_IQ4_NL
+// 5 words: [0] d, [1..4] qs[16] as Q4_0; each nibble indexes kvalues_iq4nl.
+const QK: u32 = 32u;
+const KV4 = array<f32, 16>(-127.0, -104.0, -83.0, -65.0, -49.0, -35.0, -22.0, -10.0, 1.0, 13.0, 25.0, 38.0, 53.0, 69.0, 89.0, 113.0);
+fn kv4(v: vec4<u32>) -> vec4<f32> { return vec4<f32>(KV4[v.x], KV4[v.y], KV4[v.z], KV4[v.w]); }
+fn deq8s(base: u32, u: u32) -> DS {
+    let o = base + (u >> 2u) * 5u;
+    let s = u & 3u;
+    let w = o + 1u + 2u * (s & 1u);
+    let sh = (s >> 1u) * 4u;
+    return DS(D8(kv4(byte4(W[w], sh, 15u)), kv4(byte4(W[w + 1u], sh, 15u))), f16lo(W[o]));
+}
+#endif
+
+#if Q_IQ4_XS
+// 34 words: [0] d | scales_h << 16, [1] scales_l[4], [2..33] qs[128]; sub-block ib = s/4 is an IQ4_NL
+// block (qs at word 2 + 4 ib) of scale d * (ls - 32), ls = (scales_l >> 4 ib) & 15 | ((scales_h >> 2 ib) & 3) << 4.
+const QK: u32 = 256u;
+const KV4 = array<f32, 16>(-127.0, -104.0, -83.0, -65.0, -49.0, -35.0, -22.0, -10.0, 1.0, 13.0, 25.0, 38.0, 53.0, 69.0, 89.0, 113.0);
+fn kv4(v: vec4<u32>) -> vec4<f32> { return vec4<f32>(KV4[v.x], KV4[v.y], KV4[v.z], KV4[v.w]); }
+fn deq8s(base: u32, u: u32) -> DS {
+    let o = base + (u >> 5u) * 34u;
+    let s = u & 31u;
+    let ib = s >> 2u;
+    let w = o + 2u + 4u * ib + 2u * (s & 1u);
+    let sh = ((s >> 1u) & 1u) * 4u;
+    let ls = ((W[o + 1u] >> (4u * ib)) & 15u) | (((W[o] >> (16u + 2u * ib)) & 3u) << 4u);
+    return DS(D8(kv4(byte4(W[w], sh, 15u)), kv4(byte4(W[w + 1u], sh, 15u))), f16lo(W[o]) * (f32(ls) - 32.0));
+}
+#endif
+
+#if Q_MXFP4
+// 5 words: [0] e (byte 0, E8M0), [1..4] qs[16] as Q4_0; nibbles index kvalues_mxfp4 (E2M1 doubled),
+// scale 2^(e - 128) (ggml_e8m0_to_fp32_half; e < 2 give f32 subnormals, which a GPU may flush).
+const QK: u32 = 32u;
+const KVF4 = array<f32, 16>(0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 0.0, -1.0, -2.0, -3.0, -4.0, -6.0, -8.0, -12.0);
+fn kvf4(v: vec4<u32>) -> vec4<f32> { return vec4<f32>(KVF4[v.x], KVF4[v.y], KVF4[v.z], KVF4[v.w]); }
+fn deq8s(base: u32, u: u32) -> DS {
+    let o = base + (u >> 2u) * 5u;
+    let s = u & 3u;
+    let w = o + 1u + 2u * (s & 1u);
+    let sh = (s >> 1u) * 4u;
+    let e = W[o] & 255u;
+    let d = bitcast<f32>(select((e - 1u) << 23u, 0x00200000u << e, e < 2u));
+    return DS(D8(kvf4(byte4(W[w], sh, 15u)), kvf4(byte4(W[w + 1u], sh, 15u))), d);
+}
+#endif
+
+#if Q_IQ2_XXS
+// 17 words: [0] d, [1..16] per 32-element sub-block ib two words: 4 grid indices (bytes) and
+// 4 x 7 sign bits | s << 28. Unit s = 4 ib + l: entry byte l of word 1 + 2 ib of the codebook (8 bytes).
+const QK: u32 = 256u;
+fn deq8s(base: u32, u: u32) -> DS {
+    let o = base + (u >> 5u) * 17u;
+    let s = u & 31u;
+    let ib = s >> 2u;
+    let l = s & 3u;
+    let a1 = W[o + 2u + 2u * ib];
+    let g = 2u * ((W[o + 1u + 2u * ib] >> (8u * l)) & 255u);
+    let sg = ksign((a1 >> (7u * l)) & 127u);
+    return DS(D8(ubytes4(CB[g]) * sgn4(sg, 0u), ubytes4(CB[g + 1u]) * sgn4(sg, 4u)),
+              iqdb(f16lo(W[o]), a1 >> 28u, 0.25));
+}
+#endif
+
+#if Q_IQ2_XS
+// 19 words: [0] d, [1..16] qs u16[32] (9-bit grid index | 7 sign bits << 9), [17..18] scales[8]
+// (nibble l/2 of byte ib: the scale of 16 elements). Unit s = 4 ib + l reads qs[s].
+const QK: u32 = 256u;
+fn deq8s(base: u32, u: u32) -> DS {
+    let o = base + (u >> 5u) * 19u;
+    let s = u & 31u;
+    let q = (W[o + 1u + (s >> 1u)] >> (16u * (s & 1u))) & 0xffffu;
+    let g = 2u * (q & 511u);
+    let sg = ksign(q >> 9u);
+    let sc = (wbyte(o + 17u, s >> 2u) >> (4u * ((s >> 1u) & 1u))) & 15u;
+    return DS(D8(ubytes4(CB[g]) * sgn4(sg, 0u), ubytes4(CB[g + 1u]) * sgn4(sg, 4u)),
+              iqdb(f16lo(W[o]), sc, 0.25));
+}
+#endif
+
+#if Q_IQ2_S
+// 21 words: [0] d, [1..8] qs[32] (low 8 index bits), [9..16] signs[32], [17..18] qh[8] (bits 2l..2l+1
+// of qh[ib]: index bits 8..9), [19..20] scales[8] (nibble l/2 of byte ib). Unit s = 4 ib + l.
+const QK: u32 = 256u;
+fn deq8s(base: u32, u: u32) -> DS {
+    let o = base + (u >> 5u) * 21u;
+    let s = u & 31u;
+    let ib = s >> 2u;
+    let l = s & 3u;
+    let g = 2u * (wbyte(o + 1u, s) | (((wbyte(o + 17u, ib) >> (2u * l)) & 3u) << 8u));
+    let sg = wbyte(o + 9u, s);
+    let sc = (wbyte(o + 19u, ib) >> (4u * (l >> 1u))) & 15u;
+    return DS(D8(ubytes4(CB[g]) * sgn4(sg, 0u), ubytes4(CB[g + 1u]) * sgn4(sg, 4u)),
+              iqdb(f16lo(W[o]), sc, 0.25));
+}
+#endif
+
+#if Q_IQ3_XXS
+// 25 words: [0] d, [1..16] qs[64] (indices of 4-value codebook entries, 2 per unit), [17..24] per
+// sub-block 4 x 7 sign bits | s << 28. Unit s = 4 ib + l: qs[8 ib + 2l], qs[8 ib + 2l + 1].
+const QK: u32 = 256u;
+fn deq8s(base: u32, u: u32) -> DS {
+    let o = base + (u >> 5u) * 25u;
+    let s = u & 31u;
+    let ib = s >> 2u;
+    let l = s & 3u;
+    let a = W[o + 17u + ib];
+    let qw = W[o + 1u + 2u * ib + (l >> 1u)] >> (16u * (l & 1u));
+    let sg = ksign((a >> (7u * l)) & 127u);
+    return DS(D8(ubytes4(CB[qw & 255u]) * sgn4(sg, 0u), ubytes4(CB[(qw >> 8u) & 255u]) * sgn4(sg, 4u)),
+              iqdb(f16lo(W[o]), a >> 28u, 0.5));
+}
+#endif
+
+#if Q_IQ3_S
+// 28 words: [0] d, [1..16] qs[64] (low 8 bits of 9-bit indices), [17..18] qh[8] (bit k of qh[ib]:
+// bit 8 of index k of sub-block ib), [19..26] signs[32], [27] scales[4] (nibble ib: d * (1 + 2 sc)).
+const QK: u32 = 256u;
+fn deq8s(base: u32, u: u32) -> DS {
+    let o = base + (u >> 5u) * 28u;
+    let s = u & 31u;
+    let ib = s >> 2u;
+    let l = s & 3u;
+    let qw = W[o + 1u + 2u * ib + (l >> 1u)] >> (16u * (l & 1u));
+    let qh = wbyte(o + 17u, ib) >> (2u * l);
+    let g1 = (qw & 255u) | ((qh & 1u) << 8u);
+    let g2 = ((qw >> 8u) & 255u) | ((qh & 2u) << 7u);
+    let sg = wbyte(o + 19u, s);
+    let sc = (W[o + 27u] >> (4u * ib)) & 15u;
+    return DS(D8(ubytes4(CB[g1]) * sgn4(sg, 0u), ubytes4(CB[g2]) * sgn4(sg, 4u)),
+              f16lo(W[o]) * f32(1u + 2u * sc));
+}
+#endif
+
+#if CODEBOOK
+// IQ1_S / IQ1_M: the 8 values grid + delta of codebook entry g (2 bits per value, value + 1).
+fn iq1v(g: u32, neg: bool) -> D8 {
+    let e = CB[g >> 1u] >> (16u * (g & 1u));
+    let dl = select(0.125, -0.125, neg);
+    let lo = vec4<f32>((vec4<u32>(e) >> vec4<u32>(0u, 2u, 4u, 6u)) & vec4<u32>(3u)) - 1.0;
+    let hi = vec4<f32>((vec4<u32>(e) >> vec4<u32>(8u, 10u, 12u, 14u)) & vec4<u32>(3u)) - 1.0;
+    return D8(lo + dl, hi + dl);
+}
+#endif
+
+#if Q_IQ1_S
+// 13 words: [0] d, [1..8] qs[32] (low 8 bits of 11-bit indices), [9..12] qh u16[8]: per sub-block ib
+// bits 3l..3l+2 the high index bits of unit l, s << 12 (scale d * (2s + 1)), delta sign << 15.
+const QK: u32 = 256u;
+fn deq8s(base: u32, u: u32) -> DS {
+    let o = base + (u >> 5u) * 13u;
+    let s = u & 31u;
+    let ib = s >> 2u;
+    let l = s & 3u;
+    let qh = (W[o + 9u + (ib >> 1u)] >> (16u * (ib & 1u))) & 0xffffu;
+    let g = wbyte(o + 1u, s) | (((qh >> (3u * l)) & 7u) << 8u);
+    return DS(iq1v(g, (qh & 0x8000u) != 0u), f16lo(W[o]) * f32(2u * ((qh >> 12u) & 7u) + 1u));
+}
+#endif
+
+#if Q_IQ1_M
+// 14 words: [0..7] qs[32], [8..11] qh[16] (nibble l%2 of byte 2 ib + l/2: 3 high index bits, delta
+// sign in bit 3), [12..13] scales u16[4]: 3 bits at 6(ib%2) + 3(l/2) of u16 ib/2 (d * (2s + 1)), and
+// the f16 d in their top nibbles (u16 k holds bits 4k..4k+3).
+const QK: u32 = 256u;
+fn deq8s(base: u32, u: u32) -> DS {
+    let o = base + (u >> 5u) * 14u;
+    let s = u & 31u;
+    let ib = s >> 2u;
+    let l = s & 3u;
+    let qn = (wbyte(o + 8u, s >> 1u) >> (4u * (l & 1u))) & 15u;
+    let g = wbyte(o, s) | ((qn & 7u) << 8u);
+    let s01 = W[o + 12u];
+    let s23 = W[o + 13u];
+    let dbits = ((s01 >> 12u) & 0xfu) | ((s01 >> 24u) & 0xf0u) | ((s23 >> 4u) & 0xf00u) | ((s23 >> 16u) & 0xf000u);
+    let sc16 = (W[o + 12u + (ib >> 2u)] >> (16u * ((ib >> 1u) & 1u))) & 0xffffu;
+    let sc = (sc16 >> (6u * (ib & 1u) + 3u * (l >> 1u))) & 7u;
+    return DS(iq1v(g, (qn & 8u) != 0u), f16lo(dbits) * f32(2u * sc + 1u));
 }
 #endif
 

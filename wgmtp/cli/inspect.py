@@ -33,7 +33,7 @@ def cmd_inspect(a: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from ..gguf_file import open_reader
+    from ..gguf_file import open_reader, supported_types
     from ..models.qwen35 import GGUFModel
 
     con = Console()
@@ -50,6 +50,7 @@ def cmd_inspect(a: argparse.Namespace) -> int:
         except GGUFError:
             pass
         con.print(f"supported: [red]no[/] ({e.cause})")
+        con.print(f"[cyan]weight types wgmtp runs[/] {supported_types()}")
         return 1
     c = gm.config
     con.print(f"[bold]{gm.path}[/]" + (f"  +  MTP sidecar {gm.mtp_path}" if gm.mtp_path else ""))
@@ -94,6 +95,7 @@ def cmd_inspect(a: argparse.Namespace) -> int:
     for k, (cnt, b) in sorted(by_type.items(), key=lambda kv: -kv[1][1]):
         tt.add_row(k, str(cnt), _human(b))
     con.print(tt)
+    con.print(f"[cyan]weight types wgmtp runs[/] {supported_types()}")
 
     ti = gm.tokenizer_info()
     con.print(f"[cyan]tokenizer[/] {ti.model} / pre '{ti.pre}': {ti.n_tokens} tokens, {ti.n_merges} merges, "

@@ -15,6 +15,7 @@ Twins: reference.linear.matvec / matmul / embed (= ops.matvec_rows / quants.dequ
 from __future__ import annotations
 
 import os
+import weakref
 from typing import Any
 
 from gguf import GGMLQuantizationType as QT
@@ -33,7 +34,9 @@ MATMUL_TILE_ROWS, MATMUL_TILE_TOK = 64, 64
 _FLOAT = (QT.F32, QT.F16, QT.BF16)
 
 
-_SCALED = (QT.Q8_0, QT.Q4_0, QT.Q5_0, QT.Q6_K)
+# symmetric block types: a unit is (scale, integer or lattice values), see quant.wgsl's DS
+_SCALED = (QT.Q8_0, QT.Q4_0, QT.Q5_0, QT.Q6_K, QT.Q3_K, QT.IQ4_NL, QT.IQ4_XS, QT.MXFP4, QT.IQ3_XXS,
+           QT.IQ3_S, QT.IQ2_XXS, QT.IQ2_XS, QT.IQ2_S, QT.IQ1_S, QT.IQ1_M)
 
 
 def _linear_name(a: dict) -> str:
@@ -44,13 +47,35 @@ def _linear_name(a: dict) -> str:
 
 
 def qtype_defines(qtype: QT | int) -> dict[str, bool]:
-    """Shader defines selecting the decoder of `qtype` in quant.wgsl (Q_<NAME>, FLOAT, and
-    SCALED for the symmetric block types whose units are scale x integer quants)."""
+    """Shader defines selecting the decoder of `qtype` in quant.wgsl (Q_<NAME>, FLOAT, SCALED
+    for the symmetric block types whose units are scale x integer or lattice values, CODEBOOK for
+    the lattice types, whose wrapper binds the codebook: with_codebook)."""
     qt = QT(qtype)
     if qt not in quants.SUPPORTED:
         raise ValueError(f"no GPU kernel for weight type {qt.name} "
                          f"(supported: {', '.join(t.name for t in quants.SUPPORTED)})")
-    return {f"Q_{qt.name}": True, "FLOAT": qt in _FLOAT, "SCALED": qt in _SCALED}
+    return {f"Q_{qt.name}": True, "FLOAT": qt in _FLOAT, "SCALED": qt in _SCALED, "CODEBOOK": qt in quants.CODEBOOK}
+
+
+_CODEBOOKS: "weakref.WeakKeyDictionary[Any, dict[str, Any]]" = weakref.WeakKeyDictionary()
+
+
+def codebook_buffer(ctx, name: str) -> Any:
+    """The GPU copy of codebook `name` (quants.gpu_codebook), uploaded once per device."""
+    per_ctx = _CODEBOOKS.setdefault(ctx.device, {})
+    if name not in per_ctx:
+        per_ctx[name] = ctx.upload(quants.gpu_codebook(name))
+    return per_ctx[name]
+
+
+def with_codebook(ctx, qtype: QT | int, buffers: list, defs: dict[str, Any]) -> tuple[list, dict[str, Any]]:
+    """A dispatch's buffers and defines with the lattice codebook of `qtype` appended (binding
+    len(buffers) + 1, after the params uniform and the kernel's own buffers); unchanged for the
+    other types. Every kernel that decodes weights passes its buffers through here."""
+    name = quants.CODEBOOK.get(QT(qtype))
+    if name is None:
+        return buffers, defs
+    return list(buffers) + [codebook_buffer(ctx, name)], dict(defs, CB_BINDING=len(buffers) + 1)
 
 
 def _check(W: GPUTensor) -> dict[str, bool]:
@@ -105,10 +130,11 @@ def matvec(pb: ProgramBuilder, W: GPUTensor, x: Act, y: Act, step: Act, *,
         n_rows = min(part.rows, limit - part.row0)
         if n_rows <= 0:
             break
-        pb.add("matvec_rowwise" if rowwise else "matvec", [part.buffer, x.buffer, y.buffer, step.buffer] + extra,
+        bufs, d = with_codebook(pb.ctx, W.qtype, [part.buffer, x.buffer, y.buffer, step.buffer] + extra, defs)
+        pb.add("matvec_rowwise" if rowwise else "matvec", bufs,
                pack(W.cols, part.row0, n_rows, W.row_words, x.offset, xs, y.offset, ys, step.offset, eps, nw_off,
                     half),
-               -(-(half or n_rows) // per_wg), defines=defs,
+               -(-(half or n_rows) // per_wg), defines=d,
                label=label or f"matvec:{W.name}[{part.row0}]")
 
 
@@ -164,9 +190,10 @@ def matmul(pb: ProgramBuilder, W: GPUTensor, x: Act, y: Act, step: Act, *, max_t
         tr = -(-part.rows // MATMUL_TILE_ROWS)
         if tt > MAX_WG or tr > MAX_WG:
             raise ValueError(f"matmul {W.name}: {part.rows} rows x {max_tok} tokens exceed one grid")
-        pb.add("matmul", [part.buffer, x.buffer, y.buffer, step.buffer],
+        bufs, d = with_codebook(pb.ctx, W.qtype, [part.buffer, x.buffer, y.buffer, step.buffer], defs)
+        pb.add("matmul", bufs,
                pack(W.cols, part.row0, part.rows, W.row_words, x.offset, xs, y.offset, ys, step.offset),
-               (tt, tr, 1), defines=defs, label=label or f"matmul:{W.name}[{part.row0}]")
+               (tt, tr, 1), defines=d, label=label or f"matmul:{W.name}[{part.row0}]")
 
 
 @records("linear", _linear_name)
@@ -195,7 +222,8 @@ def embed(pb: ProgramBuilder, table: GPUTensor, ids: Act, out: Act, step: Act, *
     defs = _check(table)
     os_ = table.cols if out_stride is None else int(out_stride)
     for part in table.parts:
-        pb.add("embed", [part.buffer, ids.buffer, out.buffer, step.buffer],
+        bufs, d = with_codebook(pb.ctx, table.qtype, [part.buffer, ids.buffer, out.buffer, step.buffer], defs)
+        pb.add("embed", bufs,
                pack(table.cols, part.row0, part.rows, table.row_words, ids.offset, out.offset, os_, step.offset,
                     int(ids_stride)),
-               int(max_tok), defines=defs, label=label or f"embed:{table.name}[{part.row0}]")
+               int(max_tok), defines=d, label=label or f"embed:{table.name}[{part.row0}]")

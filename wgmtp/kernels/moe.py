@@ -132,10 +132,11 @@ def expert_matvec(pb: ProgramBuilder, W: GPUTensor, x: Act, y: Act, worklist: Ac
         if not any(e * ers + row_offset < hi and lo < e * ers + row_offset + rows_per_expert
                    for e in range(max(0, lo // ers - 1), min(n_expert, hi // ers + 1))):
             continue
-        pb.add("moe", [part.buffer, x.buffer, y.buffer, worklist.buffer],
+        bufs, d = linear.with_codebook(pb.ctx, W.qtype, [part.buffer, x.buffer, y.buffer, worklist.buffer], defs)
+        pb.add("moe", bufs,
                pack(W.cols, part.row0, part.rows, W.row_words, rows_per_expert, ers, row_offset, k,
                     x.offset, x_tok, x_slot, y.offset, k * ys, ys, worklist.offset, ns, ng),
-               grid, defines=defs, label=label or f"moe_matvec:{W.name}[{part.row0}]")
+               grid, defines=d, label=label or f"moe_matvec:{W.name}[{part.row0}]")
 
 
 @records("moe_combine")
