@@ -31,9 +31,8 @@ def main() -> int:
     ap.add_argument("--top", type=int, default=0, help="also list the N slowest dispatches by label (weight names)")
     a = ap.parse_args()
 
-    import wgpu
-
     from wgmtp.engine import GenRequest, Session
+    from wgmtp.gpu.program import DispatchTime, by_kernel
     from wgmtp.models.qwen35 import GGUFModel
     from wgmtp.models.qwen35.runner import Qwen35Runner
     from wgmtp.models.qwen35.step_data import Batch
@@ -50,38 +49,27 @@ def main() -> int:
         [m.feed(1, False, 1)]
     n_tok = a.verify + 1 if spec else 1
     head = be.lay.head(Batch.of_sequence(0, be.n_past, n_tok, be.src_plane), [1] * n_tok, a.verify)
-    dispatches = [(p.label, d) for p in progs for d in p.dispatches]
-    ctx = be.ctx
-    qs = ctx.device.create_query_set(type=wgpu.QueryType.timestamp, count=2 * len(dispatches))
-    qbuf = ctx.buffer(16 * len(dispatches), usage=wgpu.BufferUsage.QUERY_RESOLVE | wgpu.BufferUsage.COPY_SRC)
-    times = defaultdict(list)
-    for rep in range(a.reps + 1):
-        ctx.queue.write_buffer(be.model.step_buf.buffer, 0, head)
-        enc = ctx.device.create_command_encoder()
-        for i, (_, d) in enumerate(dispatches):
-            cp = enc.begin_compute_pass(timestamp_writes={"query_set": qs, "beginning_of_pass_write_index": 2 * i,
-                                                          "end_of_pass_write_index": 2 * i + 1})
-            cp.set_pipeline(d.pipeline)
-            cp.set_bind_group(0, d.bind_group)
-            cp.dispatch_workgroups(*d.grid)
-            cp.end()
-        enc.resolve_query_set(qs, 0, 2 * len(dispatches), qbuf, 0)
-        ctx.queue.submit([enc.finish()])
-        t = np.frombuffer(ctx.read(qbuf), np.uint64).astype(np.float64).reshape(-1, 2)
+    runs = []
+    for rep in range(a.reps + 1):       # every dispatch in its own timed pass (gpu/program.py: Runner.profile_next)
+        be.runner.profile_next()
+        be.runner.run(progs, writes=[(m.step_buf.buffer, 0, head)])
         if rep:
-            for (prog, d), (t0, t1) in zip(dispatches, t):
-                times[(prog, d.label)].append((t1 - t0) * 1e-6)
-    rows = sorted(((k, float(np.median(v)), len(v) // a.reps) for k, v in times.items()), key=lambda r: -r[1] * r[2])
-    agg, per_prog = defaultdict(float), defaultdict(float)
-    for (prog, label), ms, n in rows:
-        agg[label.split(":")[0]] += ms * n
-        per_prog[prog] += ms * n
-    total = sum(agg.values())
-    print(f"{a.model}: {len(dispatches)} dispatches, {total:.2f} ms GPU "
+            runs.append(be.runner.last_dispatches)
+    med = [DispatchTime(d.program, d.label, float(np.median([r[i].seconds for r in runs])))
+           for i, d in enumerate(runs[0])]
+    per_prog = defaultdict(float)
+    for d in med:
+        per_prog[d.program] += d.seconds * 1e3
+    total = sum(per_prog.values())
+    print(f"{a.model}: {len(med)} dispatches, {total:.2f} ms GPU "
           f"({'verify of %d' % n_tok if spec else 'decode'} step"
           + (": " + ", ".join(f"{k} {v:.2f} ms" for k, v in per_prog.items()) if spec else "") + ")")
-    for label, ms in sorted(agg.items(), key=lambda kv: -kv[1]):
-        print(f"  {label:28s} {ms:9.3f} ms  {100 * ms / total:5.1f}%")
+    for kernel, sec, n in by_kernel(med):
+        print(f"  {kernel:28s} {sec * 1e3:9.3f} ms  {100 * sec * 1e3 / total:5.1f}%  x{n}")
+    by_label = defaultdict(list)
+    for d in med:
+        by_label[(d.program, d.label)].append(d.seconds * 1e3)
+    rows = sorted(((k, float(np.median(v)), len(v)) for k, v in by_label.items()), key=lambda r: -r[1] * r[2])
     for (prog, label), ms, n in rows[:a.top]:
         print(f"  {prog:10s} {label:48s} {ms:8.3f} ms x{n}")
     return 0

@@ -505,7 +505,7 @@ class BatchEngine:
         seq.h.stats.prompt_s = seq.t_first - seq.t0
         self._emit(seq, [tok], out.cands[:1])
         if seq.h.req.observe is not None and seq.h.stats.gen_tokens:
-            seq.h.req.observe(StepEvent([tok], first=True, t=seq.t_first))
+            seq.h.req.observe(StepEvent([tok], first=True, t=seq.t_first, slot=seq.slot))
 
     def _after_round(self, seq: _Seq, w: Round, out: Outcome) -> None:
         r = seq.h.req
@@ -532,7 +532,7 @@ class BatchEngine:
         if r.observe is not None:
             drafts = w.drafts if w.drafts is not None else (out.drafts[:n_drafted] if out.drafts else None)
             r.observe(StepEvent(toks[: seq.h.stats.gen_tokens - before], n_drafted, k, drafts=drafts,
-                                t=time.perf_counter()))
+                                t=time.perf_counter(), slot=seq.slot))
 
     def _is_stop(self, r: Request):
         stops = self.eog | r.stop_ids

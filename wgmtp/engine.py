@@ -55,6 +55,7 @@ class StepEvent:
     t: float = 0.0                    # time.perf_counter() when the step's tokens were known
     gpu_s: dict[str, float] | None = None   # GPU seconds of the generation so far by part (draft_s,
                                             # verify_s; timestamp queries), where the backend measures them
+    slot: int = 0                     # the engine slot the step ran in (the batching engine; 0 on one sequence)
 
 
 @dataclass

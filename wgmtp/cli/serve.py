@@ -10,8 +10,8 @@ import json
 from pathlib import Path
 
 from ..errors import WgmtpError
-from .args import integer
-from .run import add_model_args, add_spec_args, spec_settings
+from .args import integer, real, writable_file
+from .run import add_model_args, add_spec_args, spec_settings, view_size
 
 
 def add_parser(sub) -> None:
@@ -32,6 +32,16 @@ def add_parser(sub) -> None:
     p.add_argument("-a", "--alias", default=None, help="the model name clients see (default: the file name)")
     p.add_argument("--max-queue", type=integer(0), default=64, help="requests that may wait for a slot; more get 503")
     p.add_argument("--prefill-chunk", type=integer(1, 4096), default=64)
+    g = p.add_argument_group("live view (needs wgmtp[view])")
+    g.add_argument("--view", action="store_true",
+                   help="watch the requests in a window: a lane per slot (its text coloured by how each token came, "
+                        "its acceptance), requests running and queued, tok/s over all slots")
+    g.add_argument("--view-png", type=writable_file, default=None, metavar="FILE",
+                   help="render the view offscreen (no display needed) and write a frame to FILE at shutdown, "
+                        "and every request's tokens and classes to FILE's .json")
+    g.add_argument("--view-every", type=real(0, above=True), default=0.0, metavar="S",
+                   help="with --view-png, also write a frame every S seconds (FILE-00001.png, ...)")
+    g.add_argument("--view-size", type=view_size, default=(1280, 800), metavar="WxH", help="view size in pixels")
     p.set_defaults(fn=cmd_serve)
 
 
@@ -73,8 +83,51 @@ def cmd_serve(a: argparse.Namespace) -> int:
     except ImportError as e:
         raise WgmtpError(f"wgmtp serve needs the serving libraries ({e.name} is missing): "
                          "pip install 'wgmtp[serve]'") from None
+    if a.view_every and not a.view_png:
+        raise WgmtpError("--view-every S writes frames of --view-png FILE: give --view-png too")
+    view = open_view(a)         # before the model loads: no display, or the view extra missing
     cfg = config_from_args(a)
     print(f"wgmtp serve: http://{cfg.host}:{cfg.port} (loading the model; GET /health answers 200 when ready)",
           flush=True)
-    uvicorn.run(create_app(cfg), host=cfg.host, port=cfg.port, log_level="warning")
-    return 0
+    if view is None:
+        uvicorn.run(create_app(cfg), host=cfg.host, port=cfg.port, log_level="warning")
+        return 0
+    cfg.observer = view.observer
+    return serve_viewed(a, cfg, view, create_app(cfg))
+
+
+def open_view(a: argparse.Namespace):
+    """The server's live view when asked for (--view, --view-png), checked before anything loads."""
+    if not (a.view or a.view_png):
+        return None
+    from ..view.app import check_view
+    check_view(window=a.view)
+    from ..view.serve import ServeView
+    spec = spec_settings(a)
+    label = (f"{spec.label}, n_max {spec.n_max}{', adaptive' if spec.adaptive else ''}" if spec.types
+             else "plain decoding") + f", {a.parallel} slots (each request's own sampling)"
+    return ServeView(label, window=a.view, png=a.view_png, every_s=a.view_every, size=a.view_size)
+
+
+def serve_viewed(a: argparse.Namespace, cfg, view, app) -> int:
+    """uvicorn on a worker thread (the view's frames need the main thread), until Ctrl-C, SIGTERM or
+    the window closes; then what the view wrote."""
+    import sys
+
+    import uvicorn
+
+    from ..api import EngineModel
+    server = uvicorn.Server(uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="warning"))
+    b = app.state.backend
+    model: list = []
+
+    def loaded():
+        if b.engine is not None and not model:
+            model.append(EngineModel(b.engine))
+        return model[0] if model else None
+
+    def stop() -> None:
+        server.should_exit = True
+    rc = view.run(server.run, stop, loaded, lambda: b.error)
+    print(view.summary(), file=sys.stderr)
+    return rc

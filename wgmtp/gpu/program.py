@@ -230,6 +230,33 @@ class Pending:
     staging: Any
     parts: list[tuple[int, int]]
     timed: bool
+    dispatches: list[tuple[int, str, str]] | None = None    # a profiled step's (program, its label, dispatch label)
+
+
+@dataclass(frozen=True)
+class DispatchTime:
+    """GPU time of one dispatch of a profiled step (each dispatch in a compute pass of its own, with
+    timestamps: the time includes one pass boundary, so shares matter more than sums)."""
+    program: str
+    label: str          # the dispatch's label: kernel, then ':' and what it reads, '[i]' a part of a split
+    seconds: float
+
+    @property
+    def kernel(self) -> str:
+        return self.label.split(":")[0].split("[")[0]
+
+
+def by_kernel(times: Iterable[DispatchTime]) -> list[tuple[str, float, int]]:
+    """(kernel, seconds, dispatches) of a profiled step, the slowest kernel first."""
+    agg: dict[str, list] = {}
+    for t in times:
+        a = agg.setdefault(t.kernel, [0.0, 0])
+        a[0] += t.seconds
+        a[1] += 1
+    return sorted(((k, s, n) for k, (s, n) in agg.items()), key=lambda r: -r[1])
+
+
+QUERIES_MAX = 4096      # timestamps per query set (wgpu's limit)
 
 
 @dataclass
@@ -250,6 +277,8 @@ class Runner:
         self.gpu_wait_s = 0.0
         self.host_s = 0.0                     # Python time writing, encoding and submitting
         self.last_gpu_s: list[float] = []     # per program, from the last timed run
+        self.last_dispatches: list[DispatchTime] | None = None     # the last profiled step's (profile_next)
+        self._profile = False
         self._qs: dict[int, tuple[Any, Any]] = {}
 
     @property
@@ -263,6 +292,43 @@ class Runner:
             buf = self.ctx.buffer(n * 8, usage=wgpu.BufferUsage.QUERY_RESOLVE | wgpu.BufferUsage.COPY_SRC)
             self._qs[n] = (qs, buf)
         return self._qs[n]
+
+    def profile_next(self) -> None:
+        """Time every dispatch of the next submission (`last_dispatches` once it is collected): each
+        in its own compute pass with timestamps, the same dispatches in the same order, so the step's
+        results do not change. Call it from the thread that submits (between steps)."""
+        if self.can_time:
+            self._profile = True
+
+    def _encode_profiled(self, enc: Any, programs: list) -> tuple[list[tuple[int, str, str]], list[Readback]]:
+        """Every dispatch in its own timed pass (copies between passes where they come); returns
+        (program index, program label, dispatch label) per dispatch and the timestamp reads."""
+        import wgpu
+        n = sum(len(p) for p in programs if isinstance(p, Program))
+        sets = []
+        for q0 in range(0, 2 * n, QUERIES_MAX):
+            count = min(QUERIES_MAX, 2 * n - q0)
+            qs = self.ctx.device.create_query_set(type=wgpu.QueryType.timestamp, count=count)
+            buf = self.ctx.buffer(count * 8, usage=wgpu.BufferUsage.QUERY_RESOLVE | wgpu.BufferUsage.COPY_SRC)
+            sets.append((qs, buf, count))
+        out: list[tuple[int, str, str]] = []
+        i_prog = 0
+        for p in programs:
+            if not isinstance(p, Program):
+                p(enc)
+                continue
+            for i, d in enumerate(p.dispatches):
+                q = 2 * len(out)
+                cpass = enc.begin_compute_pass(timestamp_writes={
+                    "query_set": sets[q // QUERIES_MAX][0], "beginning_of_pass_write_index": q % QUERIES_MAX,
+                    "end_of_pass_write_index": q % QUERIES_MAX + 1})
+                p.encode(cpass, i, i + 1)
+                cpass.end()
+                out.append((i_prog, p.label, d.label))
+            i_prog += 1
+        for qs, buf, count in sets:
+            enc.resolve_query_set(qs, 0, count, buf, 0)
+        return out, [Readback(buf, 0, count * 8) for _, buf, count in sets]
 
     def run_range(self, program: Program, start: int, stop: int) -> None:
         """Submit dispatches start..stop-1 of a program on their own (the op-by-op checker)."""
@@ -298,6 +364,12 @@ class Runner:
         n = 0
         n_prog = sum(isinstance(p, Program) for p in programs)
         timed = timed and self.can_time and n_prog > 0
+        profiled, self._profile = self._profile and n_prog > 0, self._profile and not n_prog
+        if profiled:                # every dispatch timed (profile_next): in place of the per-program timing
+            dispatches, qreads = self._encode_profiled(enc, programs)
+            n, timed = len(dispatches), False
+            reads = list(reads) + qreads
+            programs = []
         if timed:
             qs, qbuf = self._query(2 * n_prog)
         cpass, i = None, 0
@@ -339,6 +411,8 @@ class Runner:
         self.host_s += time.perf_counter() - t_start
         self.submissions += 1
         self.dispatches += n
+        if profiled:
+            return Pending(st, stagings, False, dispatches)
         return Pending(st, stagings, timed)
 
     def collect(self, h: "Pending") -> list[bytes]:
@@ -348,9 +422,23 @@ class Runner:
         blob = map_read(h.staging, sum((s + 3) // 4 * 4 for _, s in h.parts))
         self.gpu_wait_s += time.perf_counter() - t0
         out = [blob[o:o + s] for o, s in h.parts]
+        if h.dispatches is not None:
+            self._profiled(h.dispatches, out)
         if h.timed:
             # timestamps are device ticks; WebGPU defines them in ns (a period of 1 on the
             # adapters measured here: lavapipe, NVIDIA)
             t = np.frombuffer(out.pop(), np.uint64).astype(np.float64)
             self.last_gpu_s = [max(0.0, (t[2 * i + 1] - t[2 * i]) * 1e-9) for i in range(len(t) // 2)]
         return out
+
+    def _profiled(self, dispatches: list[tuple[int, str, str]], out: list[bytes]) -> None:
+        """A profiled step's times (popped off `out`): last_dispatches, and per program their sum."""
+        n_sets = -(-2 * len(dispatches) // QUERIES_MAX)
+        blobs = [out.pop() for _ in range(n_sets)][::-1]
+        t = np.concatenate([np.frombuffer(b, np.uint64) for b in blobs]).astype(np.float64).reshape(-1, 2)
+        secs = np.maximum(0.0, (t[:, 1] - t[:, 0]) * 1e-9)
+        self.last_dispatches = [DispatchTime(prog, label, float(x)) for (_, prog, label), x in zip(dispatches, secs)]
+        per = [0.0] * (max((i for i, _, _ in dispatches), default=-1) + 1)
+        for (i, _, _), x in zip(dispatches, secs):
+            per[i] += float(x)
+        self.last_gpu_s = per

@@ -152,6 +152,8 @@ class Backend:
             self._inflight += 1
         job = Job(self, asyncio.get_running_loop())
         req.notify = job.notify
+        if self.cfg.observer is not None:
+            req.observe = self.cfg.observer(req)
         try:
             job.handle = self.engine.submit(req)
         except Exception:

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from ..drafters import ADAPTIVE_DEFAULT, NgramParams, SpecSettings, parse_spec_types
+from ..engine import StepEvent
 
 
 @dataclass
@@ -34,6 +35,10 @@ class ServerConfig:
     max_body_bytes: int = 8 << 20
     prefill_chunk: int = 64
     check_tensors: bool = False           # --check-tensors: refuse NaN/Inf weights at load
+    # called with each Request the server submits (before the engine sees it), returning its observer
+    # (Request.observe: called on the engine thread after each step) or None; None: no observer, no cost.
+    # The CLI gives the live view's (serve --view); the server knows nothing of what watches.
+    observer: Callable[[Any], Callable[[StepEvent], None] | None] | None = None
 
     def spec(self) -> SpecSettings:
         """The server's speculative defaults; a request may change n_max, n_min and p_min."""

@@ -50,6 +50,30 @@ def png_path(base: str, tokens: int) -> str:
     return str(p.with_name(f"{p.stem}-{tokens:05d}{p.suffix or '.png'}"))
 
 
+def write_final(off: Any, path: str, colour_map: Callable[[tuple[int, ...]], dict]) -> None:
+    """A final frame as PNG and, next to it (FILE.json), what it shows token by token."""
+    off.snapshot()
+    img = off.snapshot()        # the layout of a frame's new text settles in one more frame
+    write_png(path, img)
+    Path(path).with_suffix(".json").write_text(json.dumps(colour_map(img.shape)))
+
+
+def drawn(win: Any, size: tuple[int, int], png: str | None, json_what: str, frames: list[str], every: str) -> list[str]:
+    """What a view drew and wrote, for the line at the end of its command."""
+    parts = []
+    if win is not None:
+        parts.append(f"{win.frames} frames in a {size[0]}x{size[1]} window (at most {win.fps:g} per second)")
+    if png:
+        parts.append(f"final frame {png} ({size[0]}x{size[1]}), {json_what} {Path(png).with_suffix('.json')}"
+                     + (f", {len(frames)} frames every {every}" if every else ""))
+    return parts
+
+
+def palette_map() -> dict:
+    """Every class's text and bar colours (the colour maps' "palette")."""
+    return {c: {"text": list(palette.TEXT[c]), "bar": list(palette.bar(c))} for c in palette.TEXT}
+
+
 class View:
     """The live view of one command's generations: `observe` goes to generate(), `run(job)` runs them."""
 
@@ -64,7 +88,7 @@ class View:
                                flush=dec.flush)
         # imgui-bundle is imported only once a view is wanted (check_view says so when it is missing)
         from .draw import Frame
-        self.frame = Frame(self.state, run_info(model, settings))
+        self.frame = Frame(self.state, run_info(model, settings), profiler=self.tap.profiler)
         self.adapter = model_adapter(model)
         self.frames_written: list[str] = []
         self._win = None
@@ -153,30 +177,20 @@ class View:
 
     def summary(self) -> str:
         """One line for the end of the run: what the view drew and wrote."""
-        parts = []
-        if self._win is not None:
-            parts.append(f"{self._win.frames} frames in a {self.size[0]}x{self.size[1]} window "
-                         f"(at most {self._win.fps:g} per second)")
-        if self.png:
-            parts.append(f"final frame {self.png} ({self.size[0]}x{self.size[1]}), token colours "
-                         f"{Path(self.png).with_suffix('.json')}"
-                         + (f", {len(self.frames_written)} frames every {self.every} tokens" if self.every else ""))
-        return "view: " + "; ".join(parts)
+        every = f"{self.every} tokens" if self.every else ""
+        return "view: " + "; ".join(drawn(self._win, self.size, self.png, "token colours", self.frames_written, every))
 
     def write_final(self, path: str) -> None:
         """The final frame as PNG, and next to it (FILE.json) the colour of every token."""
-        img = self._offscreen().snapshot()
-        img = self._offscreen().snapshot()      # the layout of a frame's new text settles in one more frame
-        write_png(path, img)
-        Path(path).with_suffix(".json").write_text(json.dumps(self.colour_map(img.shape)))
+        write_final(self._offscreen(), path, self.colour_map)
 
     def colour_map(self, shape: tuple[int, ...]) -> dict:
         """What the final frame shows, token by token: for tests and tools that check the picture."""
         st = self.state
         return {
             "image": {"width": int(shape[1]), "height": int(shape[0]), "text_area": list(self.frame.text_area)},
-            "palette": {c: {"text": list(palette.TEXT[c]), "bar": list(palette.bar(c))} for c in palette.TEXT},
-            "items": [{"class": it.cls, "id": it.id, "text": it.text, "step": it.step} for it in st.items],
+            "palette": palette_map(),
+            "items": st.items_map(),
             "counts": st.counts(),
             "stats": st.stats(),
             "info": self.frame.info.lines(),

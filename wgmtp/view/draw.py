@@ -4,7 +4,7 @@ draws the window and the offscreen PNG; it reads ViewState and never touches the
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from imgui_bundle import imgui, implot
@@ -13,11 +13,14 @@ from . import palette
 from .info import RunInfo
 from .layout import Layout
 from .state import ROLL, ViewState
+from .tap import Profiler
 
 BAR_GAP, BAR_H = 1.0, 2.0       # the underline: this far below the glyphs, this tall
 LINE_GAP = 5.0                  # extra height of a text line (room for the underline)
 RECENT = 48                     # rounds in the time-split plot
 GREY = (0.62, 0.62, 0.62, 1.0)
+ROOT_FLAGS = (imgui.WindowFlags_.no_decoration | imgui.WindowFlags_.no_move | imgui.WindowFlags_.no_background
+              | imgui.WindowFlags_.no_saved_settings | imgui.WindowFlags_.no_bring_to_front_on_focus)
 SPLIT = {"draft": (0.27, 0.75, 0.85, 1.0), "verify": (0.95, 0.55, 0.2, 1.0), "other": (0.5, 0.5, 0.5, 1.0)}
 
 
@@ -26,60 +29,21 @@ def _vec(rgb: palette.RGB, a: float = 1.0) -> imgui.ImVec4:
 
 
 @dataclass
-class Frame:
-    """The drawing state kept between frames, and what the last frame measured."""
-    state: ViewState
-    info: RunInfo
-    show_rejected: bool = True
+class TextPanel:
+    """One scrolling panel of coloured text (a ViewState's items), laid out incrementally."""
     follow: bool = True                 # keep the newest text in sight
     layout: Layout | None = None
-    text_area: tuple[int, int, int, int] = (0, 0, 0, 0)    # the text panel's pixels (x0, y0, x1, y1)
+    area: tuple[int, int, int, int] = (0, 0, 0, 0)     # its pixels (x0, y0, x1, y1) in the last frame
     _seen: int = 0
 
-    def draw(self) -> None:
-        """Build the whole frame (called between imgui.new_frame and imgui.render)."""
-        io = imgui.get_io()
-        W, H = io.display_size.x, io.display_size.y
-        imgui.set_next_window_pos(imgui.ImVec2(0, 0))
-        imgui.set_next_window_size(imgui.ImVec2(W, H))
-        flags = (imgui.WindowFlags_.no_decoration | imgui.WindowFlags_.no_move | imgui.WindowFlags_.no_background
-                 | imgui.WindowFlags_.no_saved_settings | imgui.WindowFlags_.no_bring_to_front_on_focus)
-        imgui.begin("wgmtp view", None, flags)
-        self._header()
-        avail = imgui.get_content_region_avail()
-        left = max(200.0, avail.x * 0.6)
-        imgui.begin_group()
-        self._text_panel(left, avail.y - 3 * imgui.get_frame_height_with_spacing())
-        self._legend_row(left)
-        imgui.end_group()
-        style = imgui.get_style()
-        imgui.same_line(style.window_padding.x + left + style.item_spacing.x)     # the panel's column, fixed
-        imgui.begin_group()
-        self._stats_panel(avail.x - left - style.item_spacing.x, avail.y)
-        imgui.end_group()
-        imgui.end()
-
-    # ---- header
-
-    def _header(self) -> None:
-        i = self.info
-        imgui.text_colored(_vec(palette.TEXT[palette.PLAIN]), "wgmtp live view")
-        imgui.same_line()
-        imgui.text_colored(imgui.ImVec4(*GREY), f"  model {i.model}")
-        imgui.text_colored(imgui.ImVec4(*GREY), f"adapter {i.adapter}   |   {i.settings}   |   "
-                                                 f"kill switches: {i.kill_switches}")
-        imgui.separator()
-
-    # ---- the text
-
-    def _text_panel(self, width: float, height: float) -> None:
-        imgui.begin_child("text", imgui.ImVec2(width, height), imgui.ChildFlags_.borders)
+    def draw(self, st: ViewState, width: float, height: float, show_rejected: bool, name: str = "text") -> None:
+        imgui.begin_child(name, imgui.ImVec2(width, height), imgui.ChildFlags_.borders)
         wp, ws = imgui.get_window_pos(), imgui.get_window_size()
-        self.text_area = (int(wp.x), int(wp.y), int(wp.x + ws.x), int(wp.y + ws.y))
+        self.area = (int(wp.x), int(wp.y), int(wp.x + ws.x), int(wp.y + ws.y))
         font_h = imgui.get_font_size()
         if self.layout is None:
             self.layout = Layout(lambda s: imgui.calc_text_size(s).x, font_h + LINE_GAP)
-        st, lay = self.state, self.layout
+        lay = self.layout
         at_bottom = imgui.get_scroll_y() >= imgui.get_scroll_max_y() - 1
         lay.update(st.items, max(50.0, imgui.get_content_region_avail().x))
         origin = imgui.get_cursor_screen_pos()
@@ -89,7 +53,7 @@ class Frame:
             it = st.items[r.item]
             x, y = origin.x + r.x, origin.y + r.y
             if it.cls == palette.REJECTED:
-                if not self.show_rejected:
+                if not show_rejected:
                     continue
                 col = palette.u32(palette.TEXT[it.cls])
                 dl.add_text(imgui.ImVec2(x, y), col, r.text)
@@ -106,21 +70,126 @@ class Frame:
         self._seen = len(st.items)
         imgui.end_child()
 
+
+def header(info: RunInfo, title: str = "wgmtp live view") -> None:
+    imgui.text_colored(_vec(palette.TEXT[palette.PLAIN]), title)
+    imgui.same_line()
+    imgui.text_colored(imgui.ImVec4(*GREY), f"  model {info.model}")
+    imgui.text_colored(imgui.ImVec4(*GREY), f"adapter {info.adapter}   |   {info.settings}   |   "
+                                             f"kill switches: {info.kill_switches}")
+    imgui.separator()
+
+
+def legend_row(classes: set[str], drafted: bool, width: float) -> None:
+    """The classes present, wrapped at `width`."""
+    present = palette.legend(classes) or [palette.PLAIN]
+    if drafted:
+        present.append(palette.REJECTED)
+    x0 = imgui.get_cursor_pos_x()
+    for i, c in enumerate(present):
+        label = palette.legend_label(c)
+        if i and imgui.get_cursor_pos_x() + imgui.calc_text_size(label).x > x0 + width:
+            imgui.new_line()
+        imgui.text_colored(_vec(palette.TEXT[c]), label)
+        imgui.same_line(0, 14)
+    imgui.new_line()
+
+
+def per_position_plot(per: list[float], width: float, h: float) -> None:
+    """Acceptance per draft position, one bar each in its position's colour."""
+    if implot.begin_plot("acceptance per draft position", imgui.ImVec2(width, h),
+                         implot.Flags_.no_legend | implot.Flags_.no_menus | implot.Flags_.no_inputs):
+        n = max(1, len(per))
+        implot.setup_axes("position", "", 0, 0)
+        implot.setup_axis_limits(implot.ImAxis_.x1, 0.4, n + 0.6, imgui.Cond_.always)
+        implot.setup_axis_limits(implot.ImAxis_.y1, 0.0, 1.0, imgui.Cond_.always)
+        for i, v in enumerate(per):
+            s = implot.Spec()
+            s.fill_color = _vec(palette.TEXT[palette.draft(i + 1)])
+            s.line_color = s.fill_color
+            implot.plot_bars(f"pos {i + 1}", np.array([i + 1.0]), np.array([v]), 0.6, s)
+        implot.end_plot()
+
+
+def profile_button(prof: Profiler | None) -> None:
+    """'profile a step (p)': ask for the next step's per-kernel times (the key p does the same)."""
+    if prof is None:
+        return
+    if imgui.button("profile a step (p)") or (imgui.is_key_pressed(imgui.Key.p) and not imgui.get_io().want_text_input):
+        prof.ask()
+    imgui.same_line()
+    imgui.text_colored(imgui.ImVec4(*GREY), prof.status())
+
+
+def profile_window(prof: Profiler | None) -> None:
+    """The last profiled step's GPU time by kernel (tools/profile_step.py's table), in a window of its own."""
+    if prof is None or prof.result is None or not prof.shown:
+        return
+    res = prof.result
+    imgui.set_next_window_size(imgui.ImVec2(480, 0), imgui.Cond_.first_use_ever)
+    imgui.set_next_window_pos(imgui.ImVec2(20, imgui.get_io().display_size.y * 0.4), imgui.Cond_.first_use_ever)
+    opened, prof.shown = imgui.begin("per-kernel GPU time of one step", prof.shown)
+    if opened:
+        imgui.text(f"{res.dispatches} dispatches, {res.total_s * 1e3:.2f} ms GPU, one pass each (shares, not sums)")
+        imgui.text_colored(imgui.ImVec4(*GREY), "programs: " + ", ".join(res.programs))
+        flags = imgui.TableFlags_.borders_inner_h | imgui.TableFlags_.row_bg
+        if imgui.begin_table("kernels", 4, flags):
+            for name in ("kernel", "ms", "share", "dispatches"):
+                imgui.table_setup_column(name)
+            imgui.table_headers_row()
+            for kernel, sec, n in res.kernels:
+                imgui.table_next_row()
+                for col, txt in enumerate((kernel, f"{sec * 1e3:.3f}", f"{100 * sec / res.total_s:.1f}%"
+                                           if res.total_s else "-", str(n))):
+                    imgui.table_set_column_index(col)
+                    imgui.text(txt)
+            imgui.end_table()
+    imgui.end()
+
+
+@dataclass
+class Frame:
+    """The drawing state kept between frames, and what the last frame measured."""
+    state: ViewState
+    info: RunInfo
+    show_rejected: bool = True
+    panel: TextPanel = field(default_factory=TextPanel)
+    profiler: Profiler | None = None
+
+    @property
+    def text_area(self) -> tuple[int, int, int, int]:
+        """The text panel's pixels (x0, y0, x1, y1)."""
+        return self.panel.area
+
+    def draw(self) -> None:
+        """Build the whole frame (called between imgui.new_frame and imgui.render)."""
+        io = imgui.get_io()
+        W, H = io.display_size.x, io.display_size.y
+        imgui.set_next_window_pos(imgui.ImVec2(0, 0))
+        imgui.set_next_window_size(imgui.ImVec2(W, H))
+        imgui.begin("wgmtp view", None, ROOT_FLAGS)
+        header(self.info)
+        avail = imgui.get_content_region_avail()
+        left = max(200.0, avail.x * 0.6)
+        imgui.begin_group()
+        self.panel.draw(self.state, left, avail.y - 3 * imgui.get_frame_height_with_spacing(), self.show_rejected)
+        self._legend_row(left)
+        imgui.end_group()
+        style = imgui.get_style()
+        imgui.same_line(style.window_padding.x + left + style.item_spacing.x)     # the panel's column, fixed
+        imgui.begin_group()
+        self._stats_panel(avail.x - left - style.item_spacing.x, avail.y)
+        imgui.end_group()
+        imgui.end()
+        profile_window(self.profiler)
+
     def _legend_row(self, width: float) -> None:
-        present = palette.legend(self.state.classes) or [palette.PLAIN]
-        if self.state.spec.drafted:
-            present.append(palette.REJECTED)
-        x0 = imgui.get_cursor_pos_x()
-        for i, c in enumerate(present):     # wrapped at the text panel's width
-            label = palette.legend_label(c)
-            if i and imgui.get_cursor_pos_x() + imgui.calc_text_size(label).x > x0 + width:
-                imgui.new_line()
-            imgui.text_colored(_vec(palette.TEXT[c]), label)
-            imgui.same_line(0, 14)
-        imgui.new_line()
+        legend_row(self.state.classes, bool(self.state.spec.drafted), width)
         _, self.show_rejected = imgui.checkbox("rejected drafts", self.show_rejected)
         imgui.same_line()
-        _, self.follow = imgui.checkbox("follow", self.follow)
+        _, self.panel.follow = imgui.checkbox("follow", self.panel.follow)
+        imgui.same_line()
+        profile_button(self.profiler)
 
     # ---- the numbers
 
@@ -140,19 +209,7 @@ class Frame:
         self._times(width, h)
 
     def _per_position(self, width: float, h: float) -> None:
-        per = self.state.spec.acceptance_per_pos
-        if implot.begin_plot("acceptance per draft position", imgui.ImVec2(width, h),
-                             implot.Flags_.no_legend | implot.Flags_.no_menus | implot.Flags_.no_inputs):
-            n = max(1, len(per))
-            implot.setup_axes("position", "", 0, 0)
-            implot.setup_axis_limits(implot.ImAxis_.x1, 0.4, n + 0.6, imgui.Cond_.always)
-            implot.setup_axis_limits(implot.ImAxis_.y1, 0.0, 1.0, imgui.Cond_.always)
-            for i, v in enumerate(per):
-                s = implot.Spec()
-                s.fill_color = _vec(palette.TEXT[palette.draft(i + 1)])
-                s.line_color = s.fill_color
-                implot.plot_bars(f"pos {i + 1}", np.array([i + 1.0]), np.array([v]), 0.6, s)
-            implot.end_plot()
+        per_position_plot(self.state.spec.acceptance_per_pos, width, h)
 
     def _rolling(self, width: float, h: float) -> None:
         st = self.state

@@ -162,6 +162,10 @@ class ViewState:
             ys.append(sum(k for _, k, _ in w) / d if d else 0.0)
         return xs, ys
 
+    def items_map(self) -> list[dict]:
+        """Every item as the colour maps (FILE.json) list it."""
+        return [{"class": it.cls, "id": it.id, "text": it.text, "step": it.step} for it in self.items]
+
     def counts(self) -> dict[str, int]:
         """Items per class."""
         out: dict[str, int] = {}

@@ -130,6 +130,7 @@ class SlotRunner:
         self.ctx.queue.write_buffer(self.model.slot_step.buffer, self.model.slot_eog * 4, w.tobytes())
         self.slots = [SlotState(p_row=self.model.state.zero_row) for _ in range(n_seq)]
         self.last_gpu_s = 0.0
+        self._rounds: dict[int, tuple[int, int, int]] = {}     # the last step's rounds: slot -> (region, row0, n)
 
     # ---- per-slot state
 
@@ -178,6 +179,7 @@ class SlotRunner:
         reads: list[Readback] = []
         decoders = []
         region = 0
+        self._rounds = {}
 
         def claim() -> int:
             nonlocal region
@@ -293,6 +295,7 @@ class SlotRunner:
             segs.append(Seg(w.slot, s.pos, R, j * R, s.src_plane, w.max_emit if n_cand <= 1 else 0, s.p_row,
                             self.cand_base(w.slot)))
         host = part[0].drafts is not None
+        self._rounds.update((w.slot, (r, j * R, n)) for j, w in enumerate(part))
         writes += L.round_words(segs, n, [w.id_last for w in part], n,
                                 [w.drafts for w in part] if host else None)
         first = len(reads)
@@ -345,6 +348,7 @@ class SlotRunner:
         planes = [s.src_plane] + [q for q in range(m.state.n_planes) if q != s.src_plane]
         seg = Seg(w.slot, s.pos, R, 0, s.src_plane, w.max_emit, s.p_row, self.cand_base(w.slot))
         writes += L.long_round_words(seg, [w.id_last] + list(w.drafts or []), planes, LONG_SUB)
+        self._rounds[w.slot] = (r, 0, w.n)
         first = len(reads)
         reads.append(Readback(m.slot_step.buffer, L.result(0) * 4, (2 + R) * 4))
 
@@ -359,6 +363,18 @@ class SlotRunner:
             order[id(w)] = out
             return i
         return decode
+
+    def round_drafts(self, slot: int) -> list[int] | None:
+        """The n drafts the last step's round of `slot` verified (None: it had no drafted round), read
+        from its verify rows' ids in the slot step buffer: a greedy MTP round's drafts otherwise never
+        leave the GPU (docs/ARCHITECTURE.md, "GPU-resident hot loop"). One read of n words, made only
+        when asked; call it before the next step, which may overwrite the buffer. Beyond a p-min
+        gate's n_valid the words are ids the verify did not weigh."""
+        r, row0, n = self._rounds.get(slot, (0, 0, 0))
+        if not n:
+            return None
+        at = (self.model.slot_lays[r].input_ids + row0 + 1) * 4
+        return [int(x) for x in np.frombuffer(self.ctx.read(self.model.slot_step.buffer, at, n * 4), np.uint32)]
 
     def memory_bytes(self) -> int:
         return self.model.weight_bytes() + self.model.state_bytes()
