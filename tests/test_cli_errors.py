@@ -32,7 +32,7 @@ BAD_FLAGS = [  # (argv, words the one line must hold)
     (["run", "--spec-adaptive=yes", "-p", "hi"], ["--spec-adaptive"]),
     (["run", "--device", "cpu", "--spec-type", "ngram-simple", "-p", "hi"], ["--device cpu", "ngram-simple"]),
     (["run", "--spec-type", "draft-mtp", "--spec-draft-n-max", "100", "-p", "hi"], ["--spec-draft-n-max", "1..48"]),
-    (["run", "--spec-type", "draft-mtp", "--spec-draft-n-max", "20", "-p", "hi"],
+    (["run", "--spec-type", "draft-simple", "-md", "/nonexistent.gguf", "--spec-draft-n-max", "20", "-p", "hi"],
      ["--spec-draft-n-max 20", "at most 15", "ngram-simple"]),
     (["run", "--spec-draft-p-min", "1.5", "-p", "hi"], ["--spec-draft-p-min"]),
     (["run", "--spec-draft-vocab", "-1", "-p", "hi"], ["--spec-draft-vocab"]),

@@ -44,6 +44,12 @@ def _state(rn: SlotRunner, slot: int) -> list[np.ndarray]:
     return out
 
 
+def _pending(rn: SlotRunner, slot: int) -> np.ndarray:
+    """The MTP head's pending hidden of a slot (its cand_hidden row), as bits."""
+    E = rn.cfg.n_embd
+    return rn.ctx.read_array(rn.model.state.cand_hidden, np.uint32, E, rn.slots[slot].p_row * E)
+
+
 def _wrong(tok: int, V: int) -> int:
     return (tok + 1) % V
 
@@ -118,15 +124,121 @@ def test_long_rounds_mixed_with_other_work_are_lossless(synth, variant, kind):
 
 
 @pytest.mark.parametrize("variant", ctx_params()[:1])
+@pytest.mark.parametrize("n", [16, N_LONG_MAX])
+def test_mtp_long_round_state_is_plain_decodings_after_every_acceptance(synth, variant, n):
+    """Greedy MTP rounds of n > 15 drafts, the chain drafting on the GPU in the round's submission,
+    their acceptance cut at every count k by the token budget (max_emit) on a model whose MTP
+    drafts are all right (tied embeddings: it repeats one token): each emits plain decoding's
+    k + 1 tokens and leaves the recurrent state and the MTP pending hidden bit-identical to plain
+    decoding's after the same tokens; the next token is plain decoding's too."""
+    rn = _runner(synth(**dict(MODEL, tied=True)), variant, mtp=True, n_seq=1)
+    V = rn.cfg.n_vocab
+    prompt = [int(x) for x in np.random.default_rng(7).integers(0, V, 5)]
+    rn.start(0)
+    want = [rn.step([Feed(0, prompt)])[0].tokens[0]]
+    plain = {1: (_state(rn, 0), _pending(rn, 0))}
+    for i in range(1, n + 3):
+        want.append(rn.step([Round(0, want[-1])])[0].tokens[0])
+        plain[i + 1] = (_state(rn, 0), _pending(rn, 0))
+    for k in range(n + 1):
+        rn.start(0)
+        rn.step([Feed(0, prompt)])
+        out = rn.step([Round(0, want[0], n=n, max_emit=k + 1)])[0]
+        assert out.k == k and out.tokens == want[1:k + 2], f"k={k}: {out.k} {out.tokens[:4]}"
+        emitted = 1 + len(out.tokens)
+        got, want_state = _state(rn, 0), plain[emitted][0]
+        for a, b in zip(got, want_state):
+            assert np.array_equal(a, b), f"k={k}: the state after the MTP round is not plain decoding's"
+        assert np.array_equal(_pending(rn, 0), plain[emitted][1]), f"k={k}: the pending hidden differs"
+        nxt = rn.step([Round(0, out.tokens[-1])])[0].tokens
+        assert nxt == [want[emitted]], f"k={k}: the next token after the round differs"
+
+
+@pytest.mark.parametrize("variant", ctx_params()[:1])
+def test_mtp_long_rounds_from_every_position_roll_back_exactly(synth, variant):
+    """Greedy MTP rounds of 20 drafts from every position of a plain decoding (a checkpoint there,
+    restored after each), their drafts rejected where the MTP head is wrong and cut by max_emit
+    at every count below: each emits plain decoding's tokens and leaves plain decoding's state and
+    pending hidden, bit for bit."""
+    rn = _runner(synth(**MODEL), variant, mtp=True, n_seq=1)
+    V = rn.cfg.n_vocab
+    prompt = [int(x) for x in np.random.default_rng(7).integers(0, V, 5)]
+    P, n = 30, 20
+    rn.start(0)
+    want = [rn.step([Feed(0, prompt)])[0].tokens[0]]
+    plain = {1: (_state(rn, 0), _pending(rn, 0))}
+    while len(want) < P + n + 2:
+        want.append(rn.step([Round(0, want[-1])])[0].tokens[0])
+        plain[len(want)] = (_state(rn, 0), _pending(rn, 0))
+    rn.start(0)
+    rn.step([Feed(0, prompt)])
+    ks = []
+    for e in range(1, P + 1):         # e tokens emitted, want[e - 1] pending
+        rn.checkpoint(0)
+        k0 = None
+        for cap in [0] + list(range(1, 16)):
+            if k0 is not None and cap > k0:
+                break
+            out = rn.step([Round(0, want[e - 1], n=n, max_emit=cap)])[0]
+            k0 = out.k if k0 is None else k0
+            assert out.tokens == want[e: e + out.k + 1], f"e={e} cap={cap}: {out.k} {out.tokens[:4]}"
+            done = e + len(out.tokens)
+            for a, b in zip(_state(rn, 0), plain[done][0]):
+                assert np.array_equal(a, b), f"e={e} k={out.k}: the state after the MTP round is not plain decoding's"
+            assert np.array_equal(_pending(rn, 0), plain[done][1]), f"e={e} k={out.k}: the pending hidden differs"
+            ks.append(out.k)
+            rn.restore(0)
+        assert rn.step([Round(0, want[e - 1])])[0].tokens == [want[e]]
+    assert max(ks) >= 4 and 0 in ks, f"the MTP drafts were never or always accepted: {ks}"
+
+
+@pytest.mark.parametrize("variant", ctx_params()[:1])
+@pytest.mark.parametrize("kind", ["dense", "moe"])
+def test_mtp_long_rounds_are_lossless(synth, variant, kind):
+    """Greedy MTP rounds of 16 and 20 drafts (long rounds: sub-batched verify, rerun) in the same
+    submissions as another sequence's short MTP rounds, plain steps and a long MTP round with a
+    p-min gate and a draft vocabulary: both sequences' output is plain decoding's, token for token."""
+    rn = _runner(synth(**(dict(MODEL) if kind == "dense" else dict(MOE, mtp_copy=True))), variant, mtp=True)
+    V = rn.cfg.n_vocab
+    ps = [[int(x) for x in np.random.default_rng(s).integers(0, V, 6)] for s in range(2)]
+    N = 80
+    want = [_plain(rn, s, p, N) for s, p in enumerate(ps)]
+    for n in (16, 20):
+        for s in range(2):
+            rn.start(s)
+        got = [[o.tokens[0]] for o in rn.step([Feed(s, p) for s, p in enumerate(ps)])]
+        seen, i = [], 0
+        while min(len(g) for g in got) < N:
+            room = [rn.n_ctx - rn.slots[s].pos - 2 for s in range(2)]
+            other = (Round(1, got[1][-1], n=min(20, room[1]), p_min=0.3, vocab=V // 2) if i % 3 == 0 else
+                     Round(1, got[1][-1], n=min(3, room[1])) if i % 3 == 1 else Round(1, got[1][-1]))
+            work = [Round(0, got[0][-1], n=min(n, room[0])), other]
+            outs = rn.step(work)
+            for s, o in enumerate(outs):
+                got[s] += o.tokens
+                assert 0 <= o.k <= o.n_valid <= work[s].n, f"n={n}: k {o.k}, n_valid {o.n_valid}, n {work[s].n}"
+            seen.append((work[0].n, outs[0].k))
+            i += 1
+        for s in range(2):
+            assert got[s][:N] == want[s], f"{kind} n={n}: slot {s}: MTP long rounds changed the output ({seen})"
+        assert any(m > 15 and k > 0 for m, k in seen), f"no long MTP round accepted a draft: {seen}"
+
+
+@pytest.mark.parametrize("variant", ctx_params()[:1])
 def test_long_rounds_are_greedy_and_bounded(synth, variant):
-    """A sampled round keeps to the planes (15 drafts), and the engine's n_max bounds a long round,
-    both as one-line errors; an n_max that the prefill chunk cannot hold is refused at load."""
-    rn = _runner(synth(**MODEL), variant, mtp=False, n_seq=1)
+    """A sampled round keeps to the planes (15 drafts), host or MTP drafts, and the engine's n_max
+    bounds a long round, all as one-line errors; an n_max that the prefill chunk cannot hold is
+    refused at load."""
+    rn = _runner(synth(**MODEL), variant, mtp=True, n_seq=1)
     rn.step([Feed(0, [1, 2, 3])])
     with pytest.raises(WgmtpError, match="a sampled round drafts at most 15"):
         rn.step([Round(0, 4, n_cand=8, drafts=[1] * 20)])
+    with pytest.raises(WgmtpError, match="a sampled round drafts at most 15"):
+        rn.step([Round(0, 4, n=16, n_cand=8)])
     with pytest.raises(WgmtpError, match="exceeds the engine's --spec-draft-n-max 48"):
         rn.step([Round(0, 4, drafts=[1] * 49)])
+    with pytest.raises(WgmtpError, match="exceeds the engine's --spec-draft-n-max 48"):
+        rn.step([Round(0, 4, n=49)])
     gm = GGUFModel(synth(**MODEL))
     with pytest.raises(WgmtpError, match="must fit the prefill chunk of 32 tokens; use at most 30"):
         SlotRunner(gm, n_ctx=64, n_seq=1, n_max=40, prefill_chunk=32, eog=eog_ids(gm), progress=False,
@@ -136,9 +248,10 @@ def test_long_rounds_are_greedy_and_bounded(synth, variant):
 @pytest.mark.parametrize("model", ["dense", "moe"])
 def test_engine_ngram_drafts_up_to_48_are_lossless(synth, model):
     """The batching engine with --spec-draft-n-max 16, 32 and 48: ngram-simple, ngram-mod and
-    draft-mtp + ngram-simple (MTP's own rounds stay at 15), greedy, and sampled (long matches cut to
-    15: a sampled round keeps to the planes), in mixed batches: every request's tokens are plain
-    decoding's, and long rounds ran (and on the dense model accepted past one sub-batch)."""
+    draft-mtp + ngram-simple, greedy, and sampled (long matches and MTP chains cut to 15: a sampled
+    round keeps to the planes), and draft-mtp alone at 16 and 48, greedy (MTP's own long rounds)
+    and sampled, in mixed batches: every request's tokens are plain decoding's, and long rounds
+    ran, of n-gram and of MTP drafts (and on the dense model accepted past one sub-batch)."""
     from wgmtp.batching import BatchEngine, Request
     from wgmtp.drafters import NgramParams, SpecSettings
     from wgmtp.sampling import SamplerParams
@@ -154,11 +267,14 @@ def test_engine_ngram_drafts_up_to_48_are_lossless(synth, model):
     prompt = base + h.result() + base
     ng = NgramParams(size_n=3, size_m=48)
     seen: list[tuple[int, int]] = []
+    mtp_long: list[tuple[int, int]] = []
     step = rn.step
 
     def record(work, **kw):
         outs = step(work, **kw)
         seen.extend((w.n, o.k) for w, o in zip(work, outs) if isinstance(w, Round))
+        mtp_long.extend((w.n, o.k) for w, o in zip(work, outs) if isinstance(w, Round) and w.n > 15
+                        and w.drafts is None)
         return outs
     rn.step = record
     sampled = SamplerParams(temperature=0.8, top_k=20, seed=5)
@@ -168,11 +284,16 @@ def test_engine_ngram_drafts_up_to_48_are_lossless(synth, model):
     for types in [("ngram-simple",), ("ngram-mod",), ("draft-mtp", "ngram-simple")]:
         for n in (16, 32, 48):
             runs[types, n, "greedy"] = SpecSettings(types, n_max=n, ngram=ng).request_fields()
+    for n in (16, 48):
+        runs[("draft-mtp",), n, "greedy"] = SpecSettings(("draft-mtp",), n_max=n).request_fields()
+    runs[("draft-mtp",), 16, "sampled"] = dict(SpecSettings(("draft-mtp",), n_max=16).request_fields(),
+                                               sampler=sampled)
     hs = {k: eng.submit(Request(prompt=prompt, max_tokens=64, **f)) for k, f in runs.items()}
     eng.run_until_idle()
     for k, h in hs.items():
         assert h.result() == hs["plain", k[-1]].result(), f"{model}: {k} changed the output"
     assert any(n > 15 for n, _ in seen), f"no long round ran: {sorted(set(seen))}"
+    assert any(k > 0 for _, k in mtp_long), f"no long MTP round accepted a draft: {sorted(set(mtp_long))}"
     if model == "dense":    # the MoE model's repetition is too short for long matches to hold
         assert any(k > 15 for n, k in seen), f"no long round accepted past one sub-batch: {sorted(set(seen))}"
 

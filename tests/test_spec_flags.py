@@ -221,3 +221,20 @@ def test_serve_drafters_and_per_request_fields():
         r = tc.post("/completion", json={"prompt": "x", "speculative.n_min": -1})
         assert r.status_code == 400 and "speculative.n_min" in r.json()["error"]["message"]
     assert DEMO_MODEL.exists()
+
+
+@pytest.mark.parametrize("types,n_max,ok", [
+    (("draft-mtp",), 48, True),                     # greedy MTP: a long round past the planes
+    (("ngram-simple",), 48, True),
+    (("draft-mtp", "ngram-mod"), 24, True),
+    (("draft-simple",), 15, True),
+    (("draft-simple",), 20, False),                 # a draft model's chain: snapshot planes only
+])
+def test_long_draft_lengths_are_checked_per_drafter(types, n_max, ok):
+    """No GPU: which drafters may draft past the snapshot planes' 15 (SpecSettings.check)."""
+    s = SpecSettings(types, n_max=n_max)
+    if ok:
+        s.check()
+    else:
+        with pytest.raises(Exception, match=f"--spec-draft-n-max {n_max}.*at most 15"):
+            s.check()

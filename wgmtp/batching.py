@@ -297,7 +297,7 @@ class BatchEngine:
         n_max = min(n_max, self.rn.n_max)
         shapes = [Round(0, 0)] + [Round(0, 0, drafts=[0] * n) for n in range(1, n_max + 1)]
         if self.rn.mtp:
-            shapes += [Round(0, 0, n=n, p_min=p_min, vocab=vocab) for n in range(1, min(n_max, self.rn.n_chain) + 1)]
+            shapes += [Round(0, 0, n=n, p_min=p_min, vocab=vocab) for n in range(1, n_max + 1)]
         for w in shapes:
             self.rn.start(0)
             self.rn.step([Feed(0, [0])])
@@ -352,8 +352,8 @@ class BatchEngine:
 
     def _n_room(self, seq: _Seq, chain: bool = False) -> int:
         """Drafts a round of `seq` may have: its n_max, within the context and the runner. Only a
-        greedy round of host drafts may go past the snapshot planes (a long round); the MTP chain,
-        a draft model and sampled rounds stop at rn.n_chain."""
+        greedy round of host or MTP drafts may go past the snapshot planes (a long round); a draft
+        model and sampled rounds stop at rn.n_chain."""
         r, st = seq.h.req, self.rn.slots[seq.slot]
         cap = self.rn.n_chain if chain or not r.sampler.greedy else self.rn.n_max
         return max(0, min(r.n_max, self.rn.n_ctx - st.pos - 2, cap)) if r.speculative else 0
@@ -394,8 +394,7 @@ class BatchEngine:
             n = len(drafts)
         elif not r.spec:
             n = 0                               # no n-gram match and no MTP: a plain step
-        else:                                   # MTP's chain: rolled back by planes
-            n = min(n, self.rn.n_chain)
+        else:                                   # MTP's chain (greedy past rn.n_chain: a long round)
             if ad is not None and n:
                 n = ad.pick(n, chain=True)
         if n < max(1, r.n_min):

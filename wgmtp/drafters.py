@@ -29,8 +29,8 @@ from .errors import BadRequestError
 
 SPEC_TYPES = ("none", "draft-mtp", "mtp", "ngram-simple", "ngram-mod", "draft-simple")
 HOST_DRAFTERS = ("ngram-simple", "ngram-mod")     # drafted on the host: no MTP block, no GPU time
-CHAIN_DRAFT_MAX = 15    # drafts a round of MTP or a draft model holds (rolled back by snapshot planes)
-LONG_DRAFT_MAX = 48     # drafts an n-gram round holds (a long round: models/qwen35/slots.N_LONG_MAX)
+CHAIN_DRAFT_MAX = 15    # drafts a draft model's or a sampled round holds (rolled back by snapshot planes)
+LONG_DRAFT_MAX = 48     # drafts a greedy n-gram or MTP round holds (a long round: models/qwen35/slots.N_LONG_MAX)
 MODEL_DRAFTER = "draft-simple"                    # a separate draft model (-md), its drafts given with the round
 GIVEN_DRAFTERS = HOST_DRAFTERS + (MODEL_DRAFTER,)  # drafts that come with a round (Round.drafts): no MTP chain
 # --spec-adaptive's default in run and serve (bench: only when asked). Off: on the demo model on
@@ -187,10 +187,10 @@ class SpecSettings:
         """One-line errors for values that do not go together (ranges are the flags' own)."""
         if self.n_min > max(self.n_max, 0):
             raise BadRequestError(f"--spec-draft-n-min {self.n_min} exceeds --spec-draft-n-max {self.n_max}")
-        if self.n_max > CHAIN_DRAFT_MAX and not any(t in HOST_DRAFTERS for t in self.types):
-            raise BadRequestError(f"--spec-draft-n-max {self.n_max}: MTP and draft models draft at most "
-                                  f"{CHAIN_DRAFT_MAX} tokens a round; longer drafts are the n-gram drafters' "
-                                  "(--spec-type ngram-simple or ngram-mod, alone or combined)")
+        if self.n_max > CHAIN_DRAFT_MAX and not any(t in HOST_DRAFTERS or t == "draft-mtp" for t in self.types):
+            raise BadRequestError(f"--spec-draft-n-max {self.n_max}: draft models and sampled rounds draft at most "
+                                  f"{CHAIN_DRAFT_MAX} tokens a round; longer drafts are greedy MTP's and the n-gram "
+                                  "drafters' (--spec-type draft-mtp, ngram-simple or ngram-mod, alone or combined)")
         if any(t in HOST_DRAFTERS for t in self.types):
             self.ngram.check()
 

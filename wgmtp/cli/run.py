@@ -52,13 +52,13 @@ def add_spec_args(p: argparse.ArgumentParser, *, default: str = "none", n_max_lo
                    help="adapter of draft-simple's model (index or name substring; default: the model's)")
     if n_max_list:
         p.add_argument("--spec-draft-n-max", type=integers(0, N_LONG_MAX), default="0,1,2,3",
-                       help=f"comma-separated draft lengths (0..{N_LONG_MAX}; MTP and draft models 0..15); "
+                       help=f"comma-separated draft lengths (0..{N_LONG_MAX}; draft models and sampled rounds 0..15); "
                             "0 = plain decoding "
                             "(--spec-type none: only 0)")
     else:
         p.add_argument("--spec-draft-n-max", type=integer(n_max_lo, N_LONG_MAX), default=3,
-                       help=f"drafts per round at most ({n_max_lo}..{N_LONG_MAX}: n-gram drafts; MTP and draft "
-                            "models draft at most 15; with --spec-adaptive the cap)")
+                       help=f"drafts per round at most ({n_max_lo}..{N_LONG_MAX}: greedy MTP and n-gram drafts; draft "
+                            "models and sampled rounds draft at most 15; with --spec-adaptive the cap)")
     p.add_argument("--spec-draft-n-min", type=integer(0, N_LONG_MAX), default=0,
                    help="rounds that would draft fewer tokens run as plain steps")
     p.add_argument("--spec-draft-p-min", type=real(0, 1), default=0.0,

@@ -202,7 +202,7 @@ class Qwen35GPU:
             ffn_act=buf(T * F, "ffn_act"), ffn_up=buf(T * F, "ffn_up"), mtp_concat=buf(T * 2 * E, "mtp_concat"),
             logits=buf(rows * c.n_vocab, "logits"), top_vals=buf(rows * TOPK_MAX * (self.n_regions + 1), "top_vals"),
             top_ids=Act(ctx.buffer(rows * TOPK_MAX * (self.n_regions + 1) * 4, label="top_ids")),
-            p_top=buf(self.lay.n_draft_max + 1 + 2 * SEG_MAX, "p_top"),
+            p_top=buf(max(self.lay.n_draft_max + 1 + 2 * SEG_MAX, T), "p_top"),   # a long round's chain: < T drafts
             sample_scratch=Act(ctx.buffer(max(sample.argmax_scratch_words(c.n_vocab, rows),
                                               sample.topk_scratch_words(c.n_vocab, rows, TOPK_MAX)) * 4,
                                           label="sample_scratch")),
@@ -668,20 +668,28 @@ class Qwen35GPU:
                           for i in range(c.n_layer) if c.is_gdn[i]}
         return self._keep
 
-    def slot_long_round(self, n: int, mtp: bool, region: int) -> Program:
-        """A greedy round of one sequence with n host drafts, n + 1 rows in sub-batches of
-        LONG_SUB rows (each bit-identical to plain decoding's rows: the mat-vec's width), whose
-        rollback needs no plane per row. Sub-batch c runs the trunk from plane P_c and stores only
-        its final state, into P_(c+1); its GDN in-projections stay in long_keep. After the
-        acceptance, rerun_record names the sub-batch c holding the last kept row k, and ssm_conv +
-        gdn run again over that sub-batch's kept rows from P_c (no weights read), the final state
-        into plane 0: the state after row k, bit for bit a plain decode's. With mtp, the MTP KV
-        refill per sub-batch and the pending hidden (row k + 1's final hidden) into the slot's
-        first cand_hidden row."""
-        return self._cached(("slot_long_round", n, mtp, self.n_eog, region),
-                            lambda: self._build_slot_long_round(n, mtp, region))
+    def slot_long_round(self, n: int, mtp: bool, region: int, *, chain: bool = False, vocab: int = 0,
+                        p_min: float = 0.0) -> Program:
+        """A greedy round of one sequence with n drafts, n + 1 rows in sub-batches of LONG_SUB rows
+        (each bit-identical to plain decoding's rows: the mat-vec's width), whose rollback needs
+        no plane per row. The drafts come from the host, or with `chain` from the MTP chain in the
+        same submission (as slot_round's, one row per step; `vocab` and the p_min gate as there).
+        Sub-batch c runs the trunk from plane P_c and stores only its final state, into P_(c+1);
+        its GDN in-projections stay in long_keep. After the acceptance, rerun_record names the
+        sub-batch c holding the last kept row k, and ssm_conv + gdn run again over that
+        sub-batch's kept rows from P_c (no weights read), the final state into plane 0: the state
+        after row k, bit for bit a plain decode's. With mtp, the MTP KV refill per sub-batch and
+        the pending hidden (row k + 1's final hidden) into the slot's first cand_hidden row."""
+        if chain and not mtp:
+            raise ValueError("a long round's MTP chain needs the MTP block")
+        vocab = vocab or self.cfg.n_vocab
+        key = ("slot_long_round", n, mtp, self.n_eog, region, chain, vocab if chain else 0,
+               float(p_min) if chain else 0.0)
+        return self._cached(key, lambda: self._build_slot_long_round(n, mtp, region, chain, vocab,
+                                                                     float(p_min) if chain else 0.0))
 
-    def _build_slot_long_round(self, n: int, mtp: bool, region: int) -> Program:
+    def _build_slot_long_round(self, n: int, mtp: bool, region: int, chain: bool = False, vocab: int = 0,
+                               p_min: float = 0.0) -> Program:
         pb = ProgramBuilder(self.ctx, f"slot_long_round{n}")
         L, E, c, b, sb = self.slot_lays[region], self.cfg.n_embd, self.cfg, self.buf, self.slot_step.buffer
         R = n + 1
@@ -689,6 +697,22 @@ class Qwen35GPU:
             raise ValueError(f"a long round of {R} rows exceeds the step's {self.t_max} rows")
         subs = [(r0, min(LONG_SUB, R - r0)) for r0 in range(0, R, LONG_SUB)]
         cand = Act(self.state.cand_hidden)
+        if chain:   # the MTP chain from the pending hidden, its hiddens alternating in two draft_hidden rows
+            vocab, gate = vocab or c.n_vocab, p_min > 0
+            spec.copy_row(pb, sb, L.seg(0) + 6, 0, cand, E, b.draft_hidden, E)
+            for i in range(n):
+                st, dseg = self.slot_at(L.long_chain(i)), Segs(self.slot_at(L.long_chain(i) + STEP_WORDS), 1)
+                h_in, h_out = b.draft_hidden.at((i % 2) * E), b.draft_hidden.at((1 - i % 2) * E)
+                self._mtp_rows(pb, st, 1, self.slot_at(L.input_ids + i), h_in, E, h_out, where=f"draft{i + 1}",
+                               segs=dseg)
+                self._logits(pb, st, h_out, 1, mtp=True, vocab=vocab)
+                sample.argmax(pb, st, b.logits, self.slot_at(L.input_ids + i + 1), vocab, 1, scratch=b.sample_scratch)
+                if gate:
+                    sample.topk(pb, st, b.logits, b.top_ids, b.top_vals, 10, vocab, 1, scratch=b.sample_scratch,
+                                p_top=b.p_top.at(i), op_name="p_top")
+            if gate:
+                pb.at("draft")
+                spec.draft_gate(pb, sb, b.p_top, n, L.n_valid, p_min)
         if mtp:     # mtp_hprev row r: the hidden that predicted row r (row 0: the pending hidden)
             spec.copy_row(pb, sb, L.seg(0) + 6, 0, cand, E, b.mtp_hprev, E)
         for ci, (r0, rows) in enumerate(subs):

@@ -33,7 +33,7 @@ from .program import LONG_SUB, MATVEC_MAX_TOK, Qwen35GPU
 from .step_data import N_EOG, SEG_MAX, Seg
 
 N_DRAFT_MAX = 15      # drafts of a round whose rollback is by snapshot planes (every drafter)
-N_LONG_MAX = 48       # drafts of a long round (host drafts, greedy: program.slot_long_round)
+N_LONG_MAX = 48       # drafts of a long round (greedy, host or MTP drafts: program.slot_long_round)
 
 
 def planes_for(n_max: int) -> int:
@@ -106,8 +106,8 @@ class SlotRunner:
             raise WgmtpError("draft-mtp needs an MTP block: this model has none (give the MTP sidecar with "
                              "-md mtp-*.gguf, or use --spec-type none)")
         if not 0 <= n_max <= N_LONG_MAX:
-            raise WgmtpError(f"--spec-draft-n-max {n_max}: must be in 0..{N_LONG_MAX} (MTP and draft models "
-                             f"draft at most {N_DRAFT_MAX} a round)")
+            raise WgmtpError(f"--spec-draft-n-max {n_max}: must be in 0..{N_LONG_MAX} (draft models and sampled "
+                             f"rounds draft at most {N_DRAFT_MAX} a round)")
         if n_max > N_DRAFT_MAX and n_max + 2 > max(prefill_chunk, 16):
             raise WgmtpError(f"--spec-draft-n-max {n_max}: a round's rows must fit the prefill chunk of "
                              f"{prefill_chunk} tokens; use at most {max(prefill_chunk, 16) - 2} or a larger chunk")
@@ -121,7 +121,7 @@ class SlotRunner:
         self.model.state.zero()
         self.runner = Runner(self.ctx)
         self.n_ctx, self.n_seq, self.n_max, self.mtp = n_ctx, n_seq, n_max, mtp
-        self.n_chain = min(n_max, N_DRAFT_MAX)      # drafts of an MTP or draft-model round at most
+        self.n_chain = min(n_max, N_DRAFT_MAX)      # drafts of a draft-model or sampled round at most
         self.chunk = self.model.t_max
         self.eog = sorted(eog or [])[:N_EOG]
         self.model.n_eog = len(self.eog)
@@ -200,14 +200,14 @@ class SlotRunner:
                 host = w.drafts is not None
                 if w.n > 0 and not host and not self.mtp:
                     raise WgmtpError("an MTP round needs the engine loaded with draft-mtp")
-                if w.n > (self.n_max if host else self.n_chain):
-                    raise WgmtpError(f"a round of {w.n} drafts exceeds the engine's --spec-draft-n-max "
-                                     f"{self.n_max if host else self.n_chain}")
-                if w.n > N_DRAFT_MAX:
+                if w.n > self.n_max:
+                    raise WgmtpError(f"a round of {w.n} drafts exceeds the engine's --spec-draft-n-max {self.n_max}")
+                if w.n > N_DRAFT_MAX:      # greedy, host or MTP drafts: a long round
                     if w.n_cand > 1:
                         raise WgmtpError(f"a sampled round drafts at most {N_DRAFT_MAX} tokens (got {w.n})")
                     r = claim()
-                    programs.append(m.slot_long_round(w.n, self.mtp, r))
+                    programs.append(m.slot_long_round(w.n, self.mtp, r, chain=not host,
+                                                      vocab=w.vocab or self.cfg.n_vocab, p_min=w.p_min))
                     decoders.append(self._long_io(w, r, writes, reads, order))
                     continue
                 groups.setdefault((w.n, w.n_cand, w.vocab, w.p_min, host), []).append(w)
@@ -338,8 +338,10 @@ class SlotRunner:
 
     def _long_io(self, w: Round, r: int, writes: list, reads: list, order: dict):
         """A long round's step data and readback (program.slot_long_round): the sub-batches start
-        from the slot's plane and then from other planes; the round ends with the state in plane 0
-        and, with MTP, the pending hidden in the slot's first cand_hidden row."""
+        from the slot's plane and then from other planes (and without host drafts, the MTP chain's
+        step records); the round ends with the state in plane 0 and, with MTP, the pending hidden
+        in the slot's first cand_hidden row. One read from the drafts-valid word (a p-min gate's
+        count) through the result."""
         m, L = self.model, self.model.slot_lays[r]
         s, R = self.slots[w.slot], w.n + 1
         if s.pos + R > self.n_ctx:
@@ -347,14 +349,17 @@ class SlotRunner:
                                        f"context {self.n_ctx}; {raise_ctx_hint(self.n_ctx, self.cfg.n_ctx_train)}")
         planes = [s.src_plane] + [q for q in range(m.state.n_planes) if q != s.src_plane]
         seg = Seg(w.slot, s.pos, R, 0, s.src_plane, w.max_emit, s.p_row, self.cand_base(w.slot))
-        writes += L.long_round_words(seg, [w.id_last] + list(w.drafts or []), planes, LONG_SUB)
+        host = w.drafts is not None
+        writes += L.long_round_words(seg, [w.id_last] + list(w.drafts or []), planes, LONG_SUB,
+                                     chain=0 if host else w.n)
         self._rounds[w.slot] = (r, 0, w.n)
         first = len(reads)
-        reads.append(Readback(m.slot_step.buffer, L.result(0) * 4, (2 + R) * 4))
+        reads.append(Readback(m.slot_step.buffer, L.n_valid * 4, (L.result(0) + 2 + R - L.n_valid) * 4))
 
         def decode(blobs: list[bytes], i: int) -> int:
-            res = np.frombuffer(blobs[first], np.uint32)
-            out = Outcome(w.slot, n=w.n, k=int(res[0]), n_valid=w.n)
+            words = np.frombuffer(blobs[first], np.uint32)
+            res = words[L.result(0) - L.n_valid:]
+            out = Outcome(w.slot, n=w.n, k=int(res[0]), n_valid=int(words[0]))
             out.tokens = [int(x) for x in res[2: 2 + int(res[1])]]
             s.pos += out.k + 1
             s.src_plane = 0

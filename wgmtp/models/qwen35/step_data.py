@@ -219,24 +219,26 @@ class SlotLayout:
         out.append((self.n_valid, np.full(m, n_valid, np.uint32)))
         return out
 
-    # ---- a long round (program.slot_long_round): one sequence, its verify in sub-batches; their
-    # records sit where a host-drafted round has no draft-step records
+    # ---- a long round (program.slot_long_round): one sequence, its verify in sub-batches, so
+    # every record is one record and one segment; they sit packed where a long round has no
+    # draft-step records (the draft-step blocks): the sub-batches', the rerun's template, table
+    # and record, then the MTP chain's steps (a greedy MTP round past the snapshot planes)
 
     @property
     def long_subs_max(self) -> int:
-        """Sub-batches a long round's records have room for (two draft blocks hold the rerun's)."""
-        return self.n_draft_max - 2
+        """Sub-batches a long round's records have room for."""
+        return max(0, self.n_draft_max - 2)
 
     def long_sub(self, c: int) -> int:
         """Record of sub-batch c (n_tok = its rows); its one segment record follows it."""
         if not 0 <= c < self.long_subs_max:
             raise WgmtpError(f"a long round holds at most {self.long_subs_max} sub-batches")
-        return self.draft(c)
+        return self._draft0 + 2 * c * STEP_WORDS
 
     @property
     def long_tmpl(self) -> int:
         """The rerun record's template (slot, position; rerun_record sets n_tok, word 2, row0)."""
-        return self.draft(self.long_subs_max)
+        return self._draft0 + 2 * self.long_subs_max * STEP_WORDS
 
     @property
     def long_table(self) -> int:
@@ -245,14 +247,28 @@ class SlotLayout:
 
     @property
     def long_rerun(self) -> int:
-        return self.draft(self.long_subs_max + 1)
+        return self.long_table + -(-self.long_subs_max // STEP_WORDS) * STEP_WORDS
 
-    def long_round_words(self, seg: Seg, ids: list[int], planes: list[int], sub: int) -> list[tuple[int, np.ndarray]]:
+    @property
+    def long_chain_max(self) -> int:
+        """MTP chain steps a long round's records have room for (the rest of the draft blocks)."""
+        end = self._draft0 + self.n_draft_max * (1 + SEG_MAX) * STEP_WORDS
+        return max(0, (end - self.long_rerun - STEP_WORDS) // (2 * STEP_WORDS))
+
+    def long_chain(self, i: int) -> int:
+        """Record of a long round's MTP chain step i (one row at pos0 + i); its segment follows it."""
+        if not 0 <= i < self.long_chain_max:
+            raise WgmtpError(f"a long round's MTP chain holds at most {self.long_chain_max} drafts")
+        return self.long_rerun + STEP_WORDS + 2 * i * STEP_WORDS
+
+    def long_round_words(self, seg: Seg, ids: list[int], planes: list[int], sub: int,
+                         chain: int = 0) -> list[tuple[int, np.ndarray]]:
         """A long round of one sequence (`seg`: its n + 1 rows from position pos0, max_emit, pending
-        hidden rows) with ids [id_last, d1..dn]: the round's segment (the acceptance's max_emit
-        and the MTP rows), per sub-batch of `sub` rows its record and segment (from planes[c];
-        the final state into planes[c + 1], the last sub-batch none), the rerun's template and
-        table, the ids and the drafts-valid word."""
+        hidden rows) with ids [id_last, d1..dn] (an MTP chain's: [id_last], the chain writes the
+        rest): the round's segment (the acceptance's max_emit and the MTP rows), per sub-batch of
+        `sub` rows its record and segment (from planes[c]; the final state into planes[c + 1], the
+        last sub-batch none), the rerun's template and table, with `chain` the records of the MTP
+        chain's steps (one row each at pos0 + i), the ids and the drafts-valid word."""
         R = seg.n_tok
         subs = [(r0, min(sub, R - r0)) for r0 in range(0, R, sub)]
         if len(planes) < len(subs):
@@ -266,6 +282,9 @@ class SlotLayout:
         tmpl = np.asarray(Seg(seg.slot, seg.pos0, 0, 0, 0, 0, seg.p_row, seg.cand_base).words(), np.uint32)
         table = np.array([store_word(planes[c], STORE_FINAL, 0) for c in range(len(subs))], np.uint32)
         out.append((self.long_tmpl, np.concatenate([tmpl, table])))
+        for i in range(chain):
+            row = Seg(seg.slot, seg.pos0 + i, 1, 0, 0, 0, seg.p_row, seg.cand_base)
+            out.append((self.long_chain(i), np.concatenate([self.record(1), np.asarray(row.words(), np.uint32)])))
         out.append((self.input_ids, np.asarray(ids, np.uint32)))
         out.append((self.n_valid, np.array([R - 1], np.uint32)))
         return out
