@@ -102,6 +102,21 @@ def test_offscreen_frame_and_colour_map_match_the_runs_stats(tmp_path, plain_tex
     assert "view: final frame" in r.stderr
 
 
+def test_bench_view_png_watches_the_tg_runs(tmp_path):
+    """`wgmtp bench --view-png`: the frame and colour map of the tg runs (reps x draft lengths), their
+    acceptance the MTP row's, and the rows still printed (marked as measured under the view)."""
+    png = tmp_path / "b.png"
+    r = wgmtp_cli("bench", "-p", "8", "-n", "8", "-r", "1", "--spec-draft-n-max", "0,2", "--json",
+                  "--view-png", str(png), "--view-size", "640x400")
+    assert r.returncode == 0, r.stderr
+    rows = {row["test"]: row for row in json.loads(r.stdout)}
+    assert set(rows) == {"pp8", "tg8", "tg8+mtp2"} and all(row["viewed"] for row in rows.values())
+    assert read_png(png).shape == (400, 640, 3)
+    st = json.loads(png.with_suffix(".json").read_text())["stats"]
+    assert st["gen_tokens"] == 16                     # two tg runs of 8 tokens watched
+    assert st["acceptance"] == pytest.approx(rows["tg8+mtp2"]["acceptance"])
+
+
 @pytest.fixture
 def xvfb():
     """A display of our own: Xvfb on a free display number (it picks one, -displayfd)."""

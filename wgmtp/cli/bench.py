@@ -5,6 +5,9 @@ submissions per token, host (Python) time per token, and the verify/decode time 
 n-gram drafters or adaptive n in --spec-type's list, the speculative rows come from a one-slot
 batching engine (bench_parallel.py), the only place those run.
 
+With --view / --view-png the live view (wgmtp/view) watches the one-sequence generation runs
+(the tg rows), so its figures then include the view's cost; the engine rows are not watched.
+
 Performance is measured side by side in one run; nothing here is ever asserted in a test.
 """
 from __future__ import annotations
@@ -13,12 +16,13 @@ import argparse
 import json
 import sys
 import time
+from typing import Any, Callable
 
 import numpy as np
 
 from ..errors import WgmtpError
 from .args import integer, integers, ints_of, real
-from .run import add_spec_args, spec_settings, uses_engine
+from .run import add_spec_args, add_view_args, spec_settings, uses_engine
 
 
 def add_parser(sub) -> None:
@@ -40,6 +44,7 @@ def add_parser(sub) -> None:
                         "and the GPU time of a batched step over a one-sequence step (n-gram drafters and "
                         "adaptive n: 1 unless given)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
+    add_view_args(p)
     p.set_defaults(fn=cmd_bench)
 
 
@@ -101,9 +106,10 @@ def synthetic_runner(base: type) -> type:
     return SyntheticAcceptance
 
 
-def run_bench(a: argparse.Namespace) -> tuple[list[dict], dict]:
-    from ..api import resolve_model
-    from ..engine import GenRequest, Session
+def run_bench(a: argparse.Namespace, viewer: Callable[[Any], Any] | None = None) -> tuple[list[dict], dict]:
+    """The rows and what explains them. `viewer(model)` makes a live view (view.app.View) that
+    watches the tg runs; the measurement then runs under it (View.run)."""
+    from ..api import Model, resolve_model
     from ..kernels import bandwidth
     from ..models.qwen35 import GGUFModel
     from ..models.qwen35.runner import Qwen35Runner
@@ -128,10 +134,38 @@ def run_bench(a: argparse.Namespace) -> tuple[list[dict], dict]:
     adapter = be.ctx.name
     wtype = _weight_type(gm)
     rng = np.random.default_rng(0)
-    V = gm.config.n_vocab
     rows: list[dict] = []
     base = {"engine": "wgmtp", "model": path, "weight_type": wtype, "adapter": adapter,
             "weights_bytes": gm.weight_bytes(mtp=False), "peak_gb_s": bw["gb_s"]}
+    view = viewer(Model(gm, be, adapter, n_ctx)) if viewer is not None else None
+    if view is not None:
+        base["viewed"] = True
+    observe = view.observe if view is not None else None
+
+    def measure() -> int:
+        _measure(a, gm, be, n_ctx=n_ctx, rng=rng, n_max_list=n_max_list, base=base, bw=bw, rows=rows,
+                 observe=observe)
+        return 0
+    if view is None:
+        measure()
+    else:
+        view.run(measure)
+        print(view.summary(), file=sys.stderr)
+    if a.parallel or engine:
+        from .bench_parallel import run_parallel
+        unwatched = {k: v for k, v in base.items() if k != "viewed"}      # the view watches no engine row
+        rows += run_parallel(a, gm, unwatched, counts=None if a.parallel else [1])
+    info = {"adapter": adapter, "bandwidth": bw, "model": path, "weight_type": wtype,
+            "weights_bytes": base["weights_bytes"]}
+    return rows, info
+
+
+def _measure(a: argparse.Namespace, gm, be, *, n_ctx: int, rng: np.random.Generator, n_max_list: list[int],
+             base: dict, bw: dict, rows: list[dict], observe: Callable[[Any], None] | None) -> None:
+    """The one-sequence rows (pp, then tg per draft length) into `rows`; `observe` watches the tg
+    generations (the live view), None: nothing does."""
+    from ..engine import GenRequest, Session
+    V = gm.config.n_vocab
 
     # warm-up: compile every pipeline the measured runs use (not timed)
     sess = Session(be, n_ctx, set())
@@ -161,7 +195,7 @@ def run_bench(a: argparse.Namespace) -> tuple[list[dict], dict]:
             t0 = time.perf_counter()
             out = list(sess.generate(prompt, GenRequest(max_tokens=a.n_gen, spec=spec, n_max=max(1, n_max),
                                                         p_min=a.spec_draft_p_min,
-                                                        draft_vocab=a.spec_draft_vocab)))
+                                                        draft_vocab=a.spec_draft_vocab, observe=observe)))
             st = sess.stats
             wall = time.perf_counter() - t0 - st.prompt_s
             n_tok = max(1, len(out) - 1)
@@ -192,18 +226,26 @@ def run_bench(a: argparse.Namespace) -> tuple[list[dict], dict]:
             if a.spec_draft_vocab:
                 row["draft_vocab"] = a.spec_draft_vocab
         rows.append(row)
-    if a.parallel or engine:
-        from .bench_parallel import run_parallel
-        rows += run_parallel(a, gm, base, counts=None if a.parallel else [1])
-    info = {"adapter": adapter, "bandwidth": bw, "model": path, "weight_type": wtype,
-            "weights_bytes": base["weights_bytes"]}
-    return rows, info
+
+
+def bench_viewer(a: argparse.Namespace) -> Callable[[Any], Any] | None:
+    """The live view's factory when --view or --view-png asks for one (checked before any load)."""
+    if a.view_every and not a.view_png:
+        raise WgmtpError("--view-every N writes frames of --view-png FILE: give --view-png too")
+    if not (a.view or a.view_png):
+        return None
+    from ..view.app import View, check_view
+    check_view(window=a.view)
+    label = (f"wgmtp bench: tg{a.n_gen} with {a.spec_type}, n_max {a.spec_draft_n_max}, "
+             f"{a.reps} reps each, greedy on random prompts")
+    return lambda model: View(model, label, window=a.view, png=a.view_png, every=a.view_every, size=a.view_size,
+                              linger=-1.0 if a.view_linger is None else a.view_linger)
 
 
 def cmd_bench(a: argparse.Namespace) -> int:
     if a.spec_type == "none":
         a.spec_draft_n_max = "0"
-    rows, info = run_bench(a)
+    rows, info = run_bench(a, bench_viewer(a))
     if a.json:
         print(json.dumps(rows, indent=1))
         return 0
