@@ -151,7 +151,7 @@ def validate(doc: dict) -> list[str]:
 @pytest.fixture(scope="module")
 def full(tmp_path_factory):
     out = tmp_path_factory.mktemp("check") / "out.json"
-    p = cli("--json", str(out), "-q")
+    p = cli("--json", str(out), "-q", timeout=900)   # every case on every adapter: about 130 s alone, cold
     assert out.exists(), p.stdout + p.stderr
     return p, json.loads(out.read_text())
 
