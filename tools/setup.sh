@@ -5,9 +5,11 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-if ! ls /usr/share/vulkan/icd.d/*.json /etc/vulkan/icd.d/*.json >/dev/null 2>&1 \
-   || ! ldconfig -p 2>/dev/null | grep -q 'libvulkan.so.1' \
-   || ! ldconfig -p 2>/dev/null | grep -q 'libEGL.so.1'; then
+# (compgen: one existing folder of ICDs is enough; the libraries from one ldconfig listing, since
+# `ldconfig -p | grep -q` under pipefail fails whenever grep stops reading first)
+LIBS=$(ldconfig -p 2>/dev/null || true)
+if ! { compgen -G "/usr/share/vulkan/icd.d/*.json" || compgen -G "/etc/vulkan/icd.d/*.json"; } >/dev/null \
+   || [[ "$LIBS" != *libvulkan.so.1* ]] || [[ "$LIBS" != *libEGL.so.1* ]]; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   echo "== installing Mesa's lavapipe Vulkan driver and the Vulkan/EGL loaders (apt)"
   $SUDO apt-get update -qq
