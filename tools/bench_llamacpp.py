@@ -630,7 +630,7 @@ def mtp_check(bin_dir: Path, greedy: Path | None, vk: str | None, wdev: str | No
                 g = llama_greedy(greedy, model, backend, vk, w["prompt_ids"], a.check_tokens, a)
                 res[f"greedy llama.cpp {backend}"] = g
                 if g.get("ok"):
-                    res[f"wgmtp vs llama.cpp {backend}"] = compare({"tokens": w["plain"]}, g)
+                    res[f"wgmtp vs llama.cpp {backend}"] = compare({"tokens": w["plain"]}, g, end_ids(model))
                     res["same_prompt_ids"] = g.get("text_ids") == w["prompt_ids"]
             gc, gv = res.get("greedy llama.cpp cpu", {}), res.get("greedy llama.cpp vulkan", {})
             if gc.get("ok") and gv.get("ok"):
@@ -657,8 +657,19 @@ def prompt_ids(model: Path) -> list[int]:
     return [int(t) for t in Tokenizer.from_gguf(GGUFModel(str(model))).encode(PROMPT_TEXT)]
 
 
-def compare(ref: dict, other: dict) -> dict:
-    """First position where two greedy sequences differ, with both engines' top-2 margins there."""
+def end_ids(model: Path) -> set[int]:
+    """The file's end-of-generation ids as wgmtp reads them (wgmtp stops after emitting one;
+    llama.cpp's greedy helper does not stop)."""
+    sys.path.insert(0, str(ROOT))
+    from wgmtp.api import eog_ids
+    from wgmtp.models.qwen35 import GGUFModel
+    return eog_ids(GGUFModel(str(model)))
+
+
+def compare(ref: dict, other: dict, eog: set[int] = frozenset()) -> dict:
+    """First position where two greedy sequences differ, with both engines' top-2 margins there.
+    A shorter sequence that ends in an end token (`eog`) and is a prefix of the other agrees: both
+    emitted the end token there, and only one engine stops at it."""
     a_t, b_t = ref.get("tokens", []), other.get("tokens", [])
     n = min(len(a_t), len(b_t))
     first = next((i for i in range(n) if a_t[i] != b_t[i]), None)
@@ -666,8 +677,11 @@ def compare(ref: dict, other: dict) -> dict:
     if first is not None:
         res["margin_ref"] = ref.get("margins", [None] * (first + 1))[first]
         res["margin_other"] = other.get("margins", [None] * (first + 1))[first]
+    elif len(a_t) != len(b_t) and n and (a_t if len(a_t) < len(b_t) else b_t)[-1] in eog:
+        res["agree"] = True
+        res["note"] = f"both emit the end token {a_t[n - 1]} at position {n - 1}; only one engine stops there"
     elif len(a_t) != len(b_t):
-        res["note"] = f"lengths differ ({len(a_t)} vs {len(b_t)}): one engine stopped at an end token"
+        res["note"] = f"lengths differ ({len(a_t)} vs {len(b_t)}) without an end token where the shorter stops"
     return res
 
 
@@ -824,7 +838,7 @@ def main(argv: list[str] | None = None) -> int:
                 ref = chk.get("wgmtp")
                 for eng in ("llama.cpp vulkan", "llama.cpp cpu"):
                     if ref and ref.get("ok") and chk.get(eng, {}).get("ok"):
-                        chk[f"wgmtp vs {eng}"] = compare(ref, chk[eng])
+                        chk[f"wgmtp vs {eng}"] = compare(ref, chk[eng], end_ids(model))
                 for eng in ("llama.cpp vulkan", "llama.cpp cpu"):
                     if chk.get(eng, {}).get("ok") and "text_ids" in chk[eng]:
                         chk["tokenizer_agrees"] = chk[eng]["text_ids"] == ids

@@ -248,10 +248,11 @@ def main() -> int:
         diff = same_as_gguf_py(out) + [f"dequantize != ggml: {x}" for x in twin_equals_ggml(out, helper, work)]
         w = run_wgmtp(out, a.device, a.n_tokens, ids)
         g = B.llama_greedy(Path(info["greedy"]), out, "vulkan", vk, ids, a.n_tokens, a)
-        c = B.compare({"tokens": w["plain"]}, g) if g.get("ok") else {"agree": False, "note": g.get("errors")}
+        c = (B.compare({"tokens": w["plain"]}, g, B.end_ids(out)) if g.get("ok")
+             else {"agree": False, "note": g.get("errors")})
         ok = not diff and w["err"] <= w["bound"] and w["lossless"] and c["agree"]
         failed |= not ok
-        greedy = "all agree" if c["agree"] else (
+        greedy = (f"all agree ({c['note']})" if c.get("note") else "all agree") if c["agree"] else (
             f"first divergence at {c.get('first_divergence')} (margins wgmtp {c.get('margin_ref')}, "
             f"llama.cpp {c.get('margin_other')})" if c.get("first_divergence") is not None else str(c.get("note")))
         rows.append((t, f"tensor types {'/'.join(w['types'])}; reader == gguf-py, dequantize == ggml to_float: "
