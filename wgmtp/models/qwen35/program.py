@@ -391,6 +391,20 @@ class Qwen35GPU:
             res = self._layer(pb, i, self.state.caches.get(i), res, step, T, chunked, segs, keep_row)
         self._norm(pb, "output_norm.weight", res, self.buf.hidden.at(E), step, T)
 
+    def _draft_step(self, pb: ProgramBuilder, st: Act, m: int, i: int, ids: Act, ids_next: Act, h_in: Act,
+                    h_out: Act, vocab: int, gate: bool, *, segs: Segs | None = None, ids_stride: int = 1) -> None:
+        """Step i of an MTP draft chain over m sequences: the MTP head from ids and h_in into h_out,
+        the LM head over the first `vocab` rows, its argmax into ids_next (the next step's input)
+        and, with `gate`, the top probability into p_top[i * m] (draft_gate's input)."""
+        b = self.buf
+        self._mtp_rows(pb, st, m, ids, h_in, self.cfg.n_embd, h_out, where=f"draft{i + 1}", segs=segs,
+                       ids_stride=ids_stride)
+        self._logits(pb, st, h_out, m, mtp=True, vocab=vocab)
+        sample.argmax(pb, st, b.logits, ids_next, vocab, m, scratch=b.sample_scratch, ids_stride=ids_stride)
+        if gate:
+            sample.topk(pb, st, b.logits, b.top_ids, b.top_vals, 10, vocab, m, scratch=b.sample_scratch,
+                        p_top=b.p_top.at(i * m), op_name="p_top")
+
     def _mtp_rows(self, pb: ProgramBuilder, step: Act, T: int, ids: Act, hprev: Act, hprev_stride: int,
                   h_out: Act, *, where: str = "mtp", segs: Segs | None = None, ids_stride: int = 1) -> None:
         """MTP head over n_tok rows: token ids[t] at position pos0 + t, with hprev row t the hidden
@@ -507,13 +521,8 @@ class Qwen35GPU:
         for i in range(n):
             st = self.step_at(lay.draft(i))
             hp = b.hidden if i == 0 else b.draft_hidden.at(i * E)
-            self._mtp_rows(pb, st, 1, self.step_at(lay.input_ids + i), hp, E, b.draft_hidden.at((i + 1) * E),
-                           where=f"draft{i + 1}")
-            self._logits(pb, st, b.draft_hidden.at((i + 1) * E), 1, mtp=True, vocab=vocab)
-            sample.argmax(pb, st, b.logits, self.step_at(lay.input_ids + i + 1), vocab, 1, scratch=b.sample_scratch)
-            if gate:
-                sample.topk(pb, st, b.logits, b.top_ids, b.top_vals, 10, vocab, 1, scratch=b.sample_scratch,
-                           p_top=b.p_top.at(i), op_name="p_top")
+            self._draft_step(pb, st, 1, i, self.step_at(lay.input_ids + i), self.step_at(lay.input_ids + i + 1), hp,
+                             b.draft_hidden.at((i + 1) * E), vocab, gate)
         if gate:
             pb.at("draft")
             spec.draft_gate(pb, self.step_buf.buffer, b.p_top, n, lay.n_valid, p_min)
@@ -619,14 +628,8 @@ class Qwen35GPU:
         for i in range(chain):
             st, dsegs = self.slot_at(L.draft(i)), Segs(self.slot_at(L.draft_seg(i, 0)), m)
             h_in, h_out = b.draft_hidden.at(i * m * E), b.draft_hidden.at((i + 1) * m * E)
-            self._mtp_rows(pb, st, m, self.slot_at(L.input_ids + i), h_in, E, h_out, where=f"draft{i + 1}",
-                           segs=dsegs, ids_stride=R)
-            self._logits(pb, st, h_out, m, mtp=True, vocab=vocab)
-            sample.argmax(pb, st, b.logits, self.slot_at(L.input_ids + i + 1), vocab, m, scratch=b.sample_scratch,
-                          ids_stride=R)
-            if gate:
-                sample.topk(pb, st, b.logits, b.top_ids, b.top_vals, 10, vocab, m, scratch=b.sample_scratch,
-                            p_top=b.p_top.at(i * m), op_name="p_top")
+            self._draft_step(pb, st, m, i, self.slot_at(L.input_ids + i), self.slot_at(L.input_ids + i + 1), h_in,
+                             h_out, vocab, gate, segs=dsegs, ids_stride=R)
         if gate:
             pb.at("draft")
             for j in range(m):
@@ -703,13 +706,8 @@ class Qwen35GPU:
             for i in range(n):
                 st, dseg = self.slot_at(L.long_chain(i)), Segs(self.slot_at(L.long_chain(i) + STEP_WORDS), 1)
                 h_in, h_out = b.draft_hidden.at((i % 2) * E), b.draft_hidden.at((1 - i % 2) * E)
-                self._mtp_rows(pb, st, 1, self.slot_at(L.input_ids + i), h_in, E, h_out, where=f"draft{i + 1}",
-                               segs=dseg)
-                self._logits(pb, st, h_out, 1, mtp=True, vocab=vocab)
-                sample.argmax(pb, st, b.logits, self.slot_at(L.input_ids + i + 1), vocab, 1, scratch=b.sample_scratch)
-                if gate:
-                    sample.topk(pb, st, b.logits, b.top_ids, b.top_vals, 10, vocab, 1, scratch=b.sample_scratch,
-                                p_top=b.p_top.at(i), op_name="p_top")
+                self._draft_step(pb, st, 1, i, self.slot_at(L.input_ids + i), self.slot_at(L.input_ids + i + 1),
+                                 h_in, h_out, vocab, gate, segs=dseg)
             if gate:
                 pb.at("draft")
                 spec.draft_gate(pb, sb, b.p_top, n, L.n_valid, p_min)
