@@ -5,7 +5,7 @@
 // Provides: struct D8 (8 f32 as two vec4: lo, hi), deq8(base, u) -> D8, deq1(base, c) -> f32 and
 //   the block size QK (elements) of the selected type; with SCALED also struct DS and
 //   deq8s(base, u) -> DS; the helpers f16lo, f16hi, byte4, nib4, hi4, nib8, sbytes4, kscale, kdm,
-//   knib8, wbyte, ubytes4, sgn4, ksign, iqdb, iq1v, and per type KV4/kv4, KVF4/kvf4 and the
+//   knib8, wbyte, ubytes4, sgn4, ksign, iqdb, iq1v, lvl16, lvl16x4, KV_IQ4NL, KV_MXFP4, and per type kv4, kvf4 and the
 //   codebook binding CB (their names are taken in the including shader).
 // Expects: no bindings of its own -- the including shader declares the weight words as
 //     var<storage, read> W: array<u32>;
@@ -263,6 +263,20 @@ fn ksign(i: u32) -> u32 { return i | ((countOneBits(i) & 1u) << 7u); }
 // IQ2/IQ3_XXS sub-block scale d * (0.5 + s) * mul (exact in f32, as ggml computes it).
 fn iqdb(d: f32, s: u32, mul: f32) -> f32 { return d * (0.5 + f32(s)) * mul; }
 
+// The 16 integer levels of a non-linear 4-bit type (IQ4_NL/IQ4_XS's kvalues_iq4nl, MXFP4's doubled
+// E2M1), as int8 packed 4 per word (level i in byte i & 3 of word i >> 2), looked up by two selects
+// and a shift: a `const` array indexed by a nibble became a private copy of the table at each call
+// (naga), which ran these types' mat-vec 3x slower per byte than Q3_K's on lavapipe.
+fn lvl16(p: vec4<u32>, i: u32) -> f32 {
+    let w = select(select(p.x, p.y, (i & 4u) != 0u), select(p.z, p.w, (i & 4u) != 0u), (i & 8u) != 0u);
+    return f32(bitcast<i32>(w << (24u - 8u * (i & 3u))) >> 24u);
+}
+fn lvl16x4(p: vec4<u32>, v: vec4<u32>) -> vec4<f32> {
+    return vec4<f32>(lvl16(p, v.x), lvl16(p, v.y), lvl16(p, v.z), lvl16(p, v.w));
+}
+const KV_IQ4NL = vec4<u32>(0xbfad9881u, 0xf6eaddcfu, 0x26190d01u, 0x71594535u);   // -127 .. 113
+const KV_MXFP4 = vec4<u32>(0x03020100u, 0x0c080604u, 0xfdfeff00u, 0xf4f8fafcu);   // 0 .. 12, 0 .. -12
+
 #if Q_Q2_K
 // 21 words: [0..3] scales[16] (low nibble scale, high nibble min), [4..19] qs[64], [20] d | dmin << 16.
 // Unit s (0..31) = elements 8s..: n = s/16, j = (s/4)%4, h = (s/2)%2: 2-bit fields 2j of qs bytes
@@ -305,8 +319,7 @@ fn deq8s(base: u32, u: u32) -> DS {
 #if Q_IQ4_NL
 // 5 words: [0] d, [1..4] qs[16] as Q4_0; each nibble indexes kvalues_iq4nl.
 const QK: u32 = 32u;
-const KV4 = array<f32, 16>(-127.0, -104.0, -83.0, -65.0, -49.0, -35.0, -22.0, -10.0, 1.0, 13.0, 25.0, 38.0, 53.0, 69.0, 89.0, 113.0);
-fn kv4(v: vec4<u32>) -> vec4<f32> { return vec4<f32>(KV4[v.x], KV4[v.y], KV4[v.z], KV4[v.w]); }
+fn kv4(v: vec4<u32>) -> vec4<f32> { return lvl16x4(KV_IQ4NL, v); }
 fn deq8s(base: u32, u: u32) -> DS {
     let o = base + (u >> 2u) * 5u;
     let s = u & 3u;
@@ -320,8 +333,7 @@ fn deq8s(base: u32, u: u32) -> DS {
 // 34 words: [0] d | scales_h << 16, [1] scales_l[4], [2..33] qs[128]; sub-block ib = s/4 is an IQ4_NL
 // block (qs at word 2 + 4 ib) of scale d * (ls - 32), ls = (scales_l >> 4 ib) & 15 | ((scales_h >> 2 ib) & 3) << 4.
 const QK: u32 = 256u;
-const KV4 = array<f32, 16>(-127.0, -104.0, -83.0, -65.0, -49.0, -35.0, -22.0, -10.0, 1.0, 13.0, 25.0, 38.0, 53.0, 69.0, 89.0, 113.0);
-fn kv4(v: vec4<u32>) -> vec4<f32> { return vec4<f32>(KV4[v.x], KV4[v.y], KV4[v.z], KV4[v.w]); }
+fn kv4(v: vec4<u32>) -> vec4<f32> { return lvl16x4(KV_IQ4NL, v); }
 fn deq8s(base: u32, u: u32) -> DS {
     let o = base + (u >> 5u) * 34u;
     let s = u & 31u;
@@ -337,8 +349,7 @@ fn deq8s(base: u32, u: u32) -> DS {
 // 5 words: [0] e (byte 0, E8M0), [1..4] qs[16] as Q4_0; nibbles index kvalues_mxfp4 (E2M1 doubled),
 // scale 2^(e - 128) (ggml_e8m0_to_fp32_half; e < 2 give f32 subnormals, which a GPU may flush).
 const QK: u32 = 32u;
-const KVF4 = array<f32, 16>(0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 0.0, -1.0, -2.0, -3.0, -4.0, -6.0, -8.0, -12.0);
-fn kvf4(v: vec4<u32>) -> vec4<f32> { return vec4<f32>(KVF4[v.x], KVF4[v.y], KVF4[v.z], KVF4[v.w]); }
+fn kvf4(v: vec4<u32>) -> vec4<f32> { return lvl16x4(KV_MXFP4, v); }
 fn deq8s(base: u32, u: u32) -> DS {
     let o = base + (u >> 2u) * 5u;
     let s = u & 3u;
