@@ -350,12 +350,12 @@ class BatchEngine:
             self.costs.observe(work[0].n, work[0].drafts is None, time.perf_counter() - t0)
         return True
 
-    def _n_room(self, seq: _Seq, chain: bool = False) -> int:
+    def _n_room(self, seq: _Seq) -> int:
         """Drafts a round of `seq` may have: its n_max, within the context and the runner. Only a
-        greedy round of host or MTP drafts may go past the snapshot planes (a long round); a draft
-        model and sampled rounds stop at rn.n_chain."""
+        greedy round of host or MTP drafts may go past the snapshot planes (a long round); sampled
+        rounds stop at rn.n_chain here, a draft model's drafts in _given_drafts."""
         r, st = seq.h.req, self.rn.slots[seq.slot]
-        cap = self.rn.n_chain if chain or not r.sampler.greedy else self.rn.n_max
+        cap = self.rn.n_max if r.sampler.greedy else self.rn.n_chain
         return max(0, min(r.n_max, self.rn.n_ctx - st.pos - 2, cap)) if r.speculative else 0
 
     def _given_drafts(self) -> dict[int, list[int]]:

@@ -138,8 +138,6 @@ def run_bench(a: argparse.Namespace, viewer: Callable[[Any], Any] | None = None)
     base = {"engine": "wgmtp", "model": path, "weight_type": wtype, "adapter": adapter,
             "weights_bytes": gm.weight_bytes(mtp=False), "peak_gb_s": bw["gb_s"]}
     view = viewer(Model(gm, be, adapter, n_ctx)) if viewer is not None else None
-    if view is not None:
-        base["viewed"] = True
     observe = view.observe if view is not None else None
 
     def measure() -> int:
@@ -151,10 +149,11 @@ def run_bench(a: argparse.Namespace, viewer: Callable[[Any], Any] | None = None)
     else:
         view.run(measure)
         print(view.summary(), file=sys.stderr)
+        for row in rows:                    # measured under the view (the engine rows below are not)
+            row["viewed"] = True
     if a.parallel or engine:
         from .bench_parallel import run_parallel
-        unwatched = {k: v for k, v in base.items() if k != "viewed"}      # the view watches no engine row
-        rows += run_parallel(a, gm, unwatched, counts=None if a.parallel else [1])
+        rows += run_parallel(a, gm, base, counts=None if a.parallel else [1])
     info = {"adapter": adapter, "bandwidth": bw, "model": path, "weight_type": wtype,
             "weights_bytes": base["weights_bytes"]}
     return rows, info

@@ -685,14 +685,12 @@ class Qwen35GPU:
         the pending hidden (row k + 1's final hidden) into the slot's first cand_hidden row."""
         if chain and not mtp:
             raise ValueError("a long round's MTP chain needs the MTP block")
-        vocab = vocab or self.cfg.n_vocab
-        key = ("slot_long_round", n, mtp, self.n_eog, region, chain, vocab if chain else 0,
-               float(p_min) if chain else 0.0)
-        return self._cached(key, lambda: self._build_slot_long_round(n, mtp, region, chain, vocab,
-                                                                     float(p_min) if chain else 0.0))
+        vocab, p_min = (vocab or self.cfg.n_vocab, float(p_min)) if chain else (0, 0.0)   # host drafts: unused
+        return self._cached(("slot_long_round", n, mtp, self.n_eog, region, chain, vocab, p_min),
+                            lambda: self._build_slot_long_round(n, mtp, region, chain, vocab, p_min))
 
-    def _build_slot_long_round(self, n: int, mtp: bool, region: int, chain: bool = False, vocab: int = 0,
-                               p_min: float = 0.0) -> Program:
+    def _build_slot_long_round(self, n: int, mtp: bool, region: int, chain: bool, vocab: int,
+                               p_min: float) -> Program:
         pb = ProgramBuilder(self.ctx, f"slot_long_round{n}")
         L, E, c, b, sb = self.slot_lays[region], self.cfg.n_embd, self.cfg, self.buf, self.slot_step.buffer
         R = n + 1
@@ -701,7 +699,7 @@ class Qwen35GPU:
         subs = [(r0, min(LONG_SUB, R - r0)) for r0 in range(0, R, LONG_SUB)]
         cand = Act(self.state.cand_hidden)
         if chain:   # the MTP chain from the pending hidden, its hiddens alternating in two draft_hidden rows
-            vocab, gate = vocab or c.n_vocab, p_min > 0
+            gate = p_min > 0
             spec.copy_row(pb, sb, L.seg(0) + 6, 0, cand, E, b.draft_hidden, E)
             for i in range(n):
                 st, dseg = self.slot_at(L.long_chain(i)), Segs(self.slot_at(L.long_chain(i) + STEP_WORDS), 1)

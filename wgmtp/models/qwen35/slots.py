@@ -206,8 +206,7 @@ class SlotRunner:
                     if w.n_cand > 1:
                         raise WgmtpError(f"a sampled round drafts at most {N_DRAFT_MAX} tokens (got {w.n})")
                     r = claim()
-                    programs.append(m.slot_long_round(w.n, self.mtp, r, chain=not host,
-                                                      vocab=w.vocab or self.cfg.n_vocab, p_min=w.p_min))
+                    programs.append(m.slot_long_round(w.n, self.mtp, r, chain=not host, vocab=w.vocab, p_min=w.p_min))
                     decoders.append(self._long_io(w, r, writes, reads, order))
                     continue
                 groups.setdefault((w.n, w.n_cand, w.vocab, w.p_min, host), []).append(w)
