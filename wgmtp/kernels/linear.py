@@ -122,7 +122,11 @@ def matvec(pb: ProgramBuilder, W: GPUTensor, x: Act, y: Act, step: Act, *,
             raise ValueError(f"{W.name}: the norm weight must start at a multiple of 4 elements (at {nw_off})")
         extra, eps = [nwb], float(norm[1])
     rowwise = row_per_thread(pb.ctx)
-    per_wg = 64 if rowwise else (2 if glu else MATVEC_ROWS)
+    if rowwise:
+        defs["WG"] = ROWWISE_WG
+        per_wg = ROWWISE_WG * (ROWWISE_ROWS // 2 if glu else ROWWISE_ROWS)
+    else:
+        per_wg = 2 if glu else MATVEC_ROWS
     limit = W.rows if rows is None else int(rows)
     if not 0 < limit <= W.rows or glu and limit != W.rows:
         raise ValueError(f"{W.name}: rows={rows} must be in 1..{W.rows} (and all of them with glu)")
@@ -144,10 +148,14 @@ def glu_fusable(W: GPUTensor) -> bool:
     return len(W.parts) == 1 and W.rows % 2 == 0
 
 
+ROWWISE_ROWS = 16   # rows per thread of matvec_rowwise.wgsl (GLU: 8 outputs, their gate and up rows)
+ROWWISE_WG = 16     # its threads per workgroup: 256 rows, so a 1024-row matrix still spreads over cores
+
+
 def row_per_thread(ctx) -> bool:
-    """The mat-vec layout chosen when the device was opened (device.open_context): one row per
-    thread on CPU adapters (lavapipe, llvmpipe: invocations are SIMD lanes, so no cross-lane
-    reduction and 16x fewer workgroups), else 4 rows per 64-thread workgroup with coalesced
+    """The mat-vec layout chosen when the device was opened (device.open_context): ROWWISE_ROWS
+    rows per thread on CPU adapters (lavapipe, llvmpipe: invocations are SIMD lanes, so no
+    cross-lane reduction, and the rows share each input load), else 4 rows per 64-thread workgroup with coalesced
     loads (GPUs). WGMTP_MATVEC=rowwise|tiled overrides. Decode and verify use the same one."""
     return bool(getattr(ctx, "matvec_rowwise", False))
 
