@@ -88,6 +88,11 @@ def test_presets_are_the_reference_configurations():
     assert (big.n_embd, big.n_layer, big.ssm_dt_rank, big.n_ff, big.wtype) == (5120, 4, 48, 17408, "Q4_K_M")
     moe = spec_of("35B-A3B")
     assert (moe.arch, moe.n_expert, moe.n_expert_used, moe.n_ff_exp, moe.ssm_dt_rank) == ("qwen35moe", 256, 8, 512, 32)
+    # the reported 2B/4B/9B configs agree with llama.cpp's size detection in the reference (0.3):
+    # 24 layers -> 0.8B (E 1024) or 2B, 32 layers -> 4B (E 2560) or 9B
+    dims = {k: (spec_of(k).n_embd, spec_of(k).n_layer, spec_of(k).tied) for k in ("2B", "4B", "9B")}
+    assert dims == {"2B": (2048, 24, True), "4B": (2560, 32, True), "9B": (4096, 32, False)}
+    assert all(spec_of(k).n_vocab == REAL_VOCAB for k in dims)
     assert spec_of(None, seed=5) == ModelSpec(seed=5)
 
 

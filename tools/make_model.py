@@ -404,12 +404,20 @@ def write_model(path: str | Path, spec: ModelSpec, tok: TokenizerData, W: dict[s
 # The configurations of the reference's table (shared/reference/qwen35-mtp.md, 0.3): real widths
 # and the real 248,320-token vocabulary (the embedding's rows; the tokenizer stays the synthetic
 # one). Layers can be lowered with --layers where the machine cannot hold a model (the width, what
-# a mat-vec and the LM head cost, is kept). The 2B, 4B and 9B rows of that table have no GDN
-# dimensions in the reference, so they are not here.
+# a mat-vec and the LM head cost, is kept). The reference's table has no 2B, 4B or 9B row: theirs
+# are the published HF configs as reported (E, layers, heads, GDN heads, FFN, tying; the 9B's
+# 16 q / 32 v GDN heads are also in ../shared/research/anchors.md), for speed at their widths only:
+# a real file's own GGUF keys decide.
 REAL_VOCAB = 248320
 PRESETS: dict[str, dict] = {
     "0.8B": dict(n_embd=1024, n_layer=24, n_head=8, n_head_kv=2, head_dim=256, n_rot=64, n_ff=3584,
                  ssm_n_group=16, ssm_dt_rank=16, ssm_d_state=128, n_vocab=REAL_VOCAB, tied=True),
+    "2B": dict(n_embd=2048, n_layer=24, n_head=8, n_head_kv=2, head_dim=256, n_rot=64, n_ff=6144,
+               ssm_n_group=16, ssm_dt_rank=16, ssm_d_state=128, n_vocab=REAL_VOCAB, tied=True),
+    "4B": dict(n_embd=2560, n_layer=32, n_head=16, n_head_kv=4, head_dim=256, n_rot=64, n_ff=9216,
+               ssm_n_group=16, ssm_dt_rank=32, ssm_d_state=128, n_vocab=REAL_VOCAB, tied=True),
+    "9B": dict(n_embd=4096, n_layer=32, n_head=16, n_head_kv=4, head_dim=256, n_rot=64, n_ff=12288,
+               ssm_n_group=16, ssm_dt_rank=32, ssm_d_state=128, n_vocab=REAL_VOCAB),
     "27B": dict(n_embd=5120, n_layer=64, n_head=24, n_head_kv=4, head_dim=256, n_rot=64, n_ff=17408,
                 ssm_n_group=16, ssm_dt_rank=48, ssm_d_state=128, n_vocab=REAL_VOCAB),
     "35B-A3B": dict(n_embd=2048, n_layer=40, n_head=16, n_head_kv=2, head_dim=256, n_rot=64, n_ff=512,
