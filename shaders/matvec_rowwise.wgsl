@@ -30,29 +30,57 @@
 #include "include/matvec_input.wgsl"
 
 const WG: u32 = {{WG}}u;
+
 #if GLU
 const OUTS: u32 = 8u;     // outputs per thread: slots 0..7 their gate rows, 8..15 their up rows
 #else
 const OUTS: u32 = 16u;
 #endif
 
+// The m <= 4 tokens' inputs of columns c .. c+7 (tokens from element xc, stride xs; with NORM
+// their squares added to *q0 .. *q3); unused tokens repeat token 0's.
+fn xin_tokens(xc: u32, xs: u32, c: u32, al: bool, m: u32, q0: ptr<function, f32>, q1: ptr<function, f32>,
+              q2: ptr<function, f32>, q3: ptr<function, f32>) -> array<D8, 4> {
+    let nw = nw8(c);
+    let x0 = xin(xc + c, al, nw, q0);
+    var x = array<D8, 4>(x0, x0, x0, x0);
+    if (m > 1u) { x[1] = xin(xc + xs + c, al, nw, q1); }
+    if (m > 2u) { x[2] = xin(xc + 2u * xs + c, al, nw, q2); }
+    if (m > 3u) { x[3] = xin(xc + 3u * xs + c, al, nw, q3); }
+    return x;
+}
+
 // slot accumulator a (vec4: tokens 0..3 of the chunk) += unit u of the row at W[b] . the tokens'
-// inputs x0..x3 (m of them)
-fn acc(a: ptr<function, vec4<f32>>, b: u32, u: u32, x0: D8, x1: D8, x2: D8, x3: D8, m: u32) {
+// inputs x (m of them)
+fn acc(a: ptr<function, vec4<f32>>, b: u32, u: u32, x: array<D8, 4>, m: u32) {
 #if SCALED
     let w = deq8s(b, u);
-    (*a).x += w.s * dot8(w.q, x0);
-    if (m > 1u) { (*a).y += w.s * dot8(w.q, x1); }
-    if (m > 2u) { (*a).z += w.s * dot8(w.q, x2); }
-    if (m > 3u) { (*a).w += w.s * dot8(w.q, x3); }
+    (*a).x += w.s * dot8(w.q, x[0]);
+    if (m > 1u) { (*a).y += w.s * dot8(w.q, x[1]); }
+    if (m > 2u) { (*a).z += w.s * dot8(w.q, x[2]); }
+    if (m > 3u) { (*a).w += w.s * dot8(w.q, x[3]); }
 #else
     let w = deq8(b, u);
-    (*a).x += dot8(w, x0);
-    if (m > 1u) { (*a).y += dot8(w, x1); }
-    if (m > 2u) { (*a).z += dot8(w, x2); }
-    if (m > 3u) { (*a).w += dot8(w, x3); }
+    (*a).x += dot8(w, x[0]);
+    if (m > 1u) { (*a).y += dot8(w, x[1]); }
+    if (m > 2u) { (*a).z += dot8(w, x[2]); }
+    if (m > 3u) { (*a).w += dot8(w, x[3]); }
 #endif
 }
+
+// the same for one token (the decode loop): acc's statement for token 0
+fn acc_one(a: ptr<function, vec4<f32>>, b: u32, u: u32, x: D8) {
+#if SCALED
+    let w = deq8s(b, u);
+    (*a).x += w.s * dot8(w.q, x);
+#else
+    (*a).x += dot8(deq8(b, u), x);
+#endif
+}
+
+// 1 if c else 0, as a loop's trip count in place of `if (c)` (c uniform): see main. The 1 is
+// p.cols / p.cols so that the shader compiler cannot turn the loop back into an if.
+fn trips(c: bool) -> u32 { return select(0u, p.cols / max(p.cols, 1u), c); }
 
 #if FLOAT
 // likewise for element c of a float row's tail (cols % 8)
@@ -65,6 +93,13 @@ fn acc1(a: ptr<function, vec4<f32>>, b: u32, c: u32, x0: f32, x1: f32, x2: f32, 
 }
 #endif
 
+// slot k's row: output o0 + k (GLU: k < 8 its gate row, k >= 8 output o0 + k - 8's up row, g = half
+// rows further), clamped to the last output
+fn slot_row(k: u32, o0: u32, last: u32, g: u32) -> u32 {
+    if (k >= OUTS) { return g + min(o0 + k - OUTS, last); }
+    return min(o0 + k, last);
+}
+
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
@@ -76,15 +111,31 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let n_out = p.rows;
 #endif
     if (o0 >= n_out) { return; }
-    // the first word of each slot's row (a duplicate of the last output's past the end)
-    var base: array<u32, 16>;
-    for (var i = 0u; i < OUTS; i++) {
-        let o = min(o0 + i, n_out - 1u);
-        base[i] = o * p.row_words;
+    // the first word of each slot's row (a duplicate of the last output's past the end); 16
+    // constants, not an array filled in a loop (that one would live in memory)
+    let last = n_out - 1u;
+    let rw = p.row_words;
 #if GLU
-        base[OUTS + i] = (p.half + o) * p.row_words;
+    let g = p.half;
+#else
+    let g = 0u;
 #endif
-    }
+    let b0 = slot_row(0u, o0, last, g) * rw;
+    let b1 = slot_row(1u, o0, last, g) * rw;
+    let b2 = slot_row(2u, o0, last, g) * rw;
+    let b3 = slot_row(3u, o0, last, g) * rw;
+    let b4 = slot_row(4u, o0, last, g) * rw;
+    let b5 = slot_row(5u, o0, last, g) * rw;
+    let b6 = slot_row(6u, o0, last, g) * rw;
+    let b7 = slot_row(7u, o0, last, g) * rw;
+    let b8 = slot_row(8u, o0, last, g) * rw;
+    let b9 = slot_row(9u, o0, last, g) * rw;
+    let b10 = slot_row(10u, o0, last, g) * rw;
+    let b11 = slot_row(11u, o0, last, g) * rw;
+    let b12 = slot_row(12u, o0, last, g) * rw;
+    let b13 = slot_row(13u, o0, last, g) * rw;
+    let b14 = slot_row(14u, o0, last, g) * rw;
+    let b15 = slot_row(15u, o0, last, g) * rw;
     let al = ((p.x_off | p.x_stride) & 3u) == 0u;
     let xs = p.x_stride;
     let ys = p.y_stride;
@@ -113,32 +164,51 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         var s1 = 0.0;
         var s2 = 0.0;
         var s3 = 0.0;
-        for (var u = 0u; u < nu; u++) {
-            let c = u * 8u;
-            let nw = nw8(c);
-            let x0 = xin(xc + c, al, nw, &s0);
-            var x1 = x0;
-            var x2 = x0;
-            var x3 = x0;
-            if (m > 1u) { x1 = xin(xc + xs + c, al, nw, &s1); }
-            if (m > 2u) { x2 = xin(xc + 2u * xs + c, al, nw, &s2); }
-            if (m > 3u) { x3 = xin(xc + 3u * xs + c, al, nw, &s3); }
-            acc(&a0, base[0], u, x0, x1, x2, x3, m);
-            acc(&a1, base[1], u, x0, x1, x2, x3, m);
-            acc(&a2, base[2], u, x0, x1, x2, x3, m);
-            acc(&a3, base[3], u, x0, x1, x2, x3, m);
-            acc(&a4, base[4], u, x0, x1, x2, x3, m);
-            acc(&a5, base[5], u, x0, x1, x2, x3, m);
-            acc(&a6, base[6], u, x0, x1, x2, x3, m);
-            acc(&a7, base[7], u, x0, x1, x2, x3, m);
-            acc(&a8, base[8], u, x0, x1, x2, x3, m);
-            acc(&a9, base[9], u, x0, x1, x2, x3, m);
-            acc(&a10, base[10], u, x0, x1, x2, x3, m);
-            acc(&a11, base[11], u, x0, x1, x2, x3, m);
-            acc(&a12, base[12], u, x0, x1, x2, x3, m);
-            acc(&a13, base[13], u, x0, x1, x2, x3, m);
-            acc(&a14, base[14], u, x0, x1, x2, x3, m);
-            acc(&a15, base[15], u, x0, x1, x2, x3, m);
+        // One token (decode) or several (verify), each in a loop of at most one trip: llvmpipe runs
+        // both sides of an `if` under a lane mask, so a decode would pay the absent tokens' loads
+        // and products too; a loop it leaves as soon as no lane goes on. Token 0's arithmetic is
+        // the same statement in both (ARCHITECTURE.md, "Batch invariance").
+        for (var one = 0u; one < trips(m == 1u); one++) {
+            for (var u = 0u; u < nu; u++) {
+                let x = xin(xc + u * 8u, al, nw8(u * 8u), &s0);
+                acc_one(&a0, b0, u, x);
+                acc_one(&a1, b1, u, x);
+                acc_one(&a2, b2, u, x);
+                acc_one(&a3, b3, u, x);
+                acc_one(&a4, b4, u, x);
+                acc_one(&a5, b5, u, x);
+                acc_one(&a6, b6, u, x);
+                acc_one(&a7, b7, u, x);
+                acc_one(&a8, b8, u, x);
+                acc_one(&a9, b9, u, x);
+                acc_one(&a10, b10, u, x);
+                acc_one(&a11, b11, u, x);
+                acc_one(&a12, b12, u, x);
+                acc_one(&a13, b13, u, x);
+                acc_one(&a14, b14, u, x);
+                acc_one(&a15, b15, u, x);
+            }
+        }
+        for (var many = 0u; many < trips(m > 1u); many++) {
+            for (var u = 0u; u < nu; u++) {
+                let x = xin_tokens(xc, xs, u * 8u, al, m, &s0, &s1, &s2, &s3);
+                acc(&a0, b0, u, x, m);
+                acc(&a1, b1, u, x, m);
+                acc(&a2, b2, u, x, m);
+                acc(&a3, b3, u, x, m);
+                acc(&a4, b4, u, x, m);
+                acc(&a5, b5, u, x, m);
+                acc(&a6, b6, u, x, m);
+                acc(&a7, b7, u, x, m);
+                acc(&a8, b8, u, x, m);
+                acc(&a9, b9, u, x, m);
+                acc(&a10, b10, u, x, m);
+                acc(&a11, b11, u, x, m);
+                acc(&a12, b12, u, x, m);
+                acc(&a13, b13, u, x, m);
+                acc(&a14, b14, u, x, m);
+                acc(&a15, b15, u, x, m);
+            }
         }
 #if FLOAT
         for (var c = nu * 8u; c < p.cols; c++) {
@@ -149,22 +219,22 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             if (m > 1u) { x1 = xin1(xc + xs + c, c, &s1); }
             if (m > 2u) { x2 = xin1(xc + 2u * xs + c, c, &s2); }
             if (m > 3u) { x3 = xin1(xc + 3u * xs + c, c, &s3); }
-            acc1(&a0, base[0], c, x0, x1, x2, x3, m);
-            acc1(&a1, base[1], c, x0, x1, x2, x3, m);
-            acc1(&a2, base[2], c, x0, x1, x2, x3, m);
-            acc1(&a3, base[3], c, x0, x1, x2, x3, m);
-            acc1(&a4, base[4], c, x0, x1, x2, x3, m);
-            acc1(&a5, base[5], c, x0, x1, x2, x3, m);
-            acc1(&a6, base[6], c, x0, x1, x2, x3, m);
-            acc1(&a7, base[7], c, x0, x1, x2, x3, m);
-            acc1(&a8, base[8], c, x0, x1, x2, x3, m);
-            acc1(&a9, base[9], c, x0, x1, x2, x3, m);
-            acc1(&a10, base[10], c, x0, x1, x2, x3, m);
-            acc1(&a11, base[11], c, x0, x1, x2, x3, m);
-            acc1(&a12, base[12], c, x0, x1, x2, x3, m);
-            acc1(&a13, base[13], c, x0, x1, x2, x3, m);
-            acc1(&a14, base[14], c, x0, x1, x2, x3, m);
-            acc1(&a15, base[15], c, x0, x1, x2, x3, m);
+            acc1(&a0, b0, c, x0, x1, x2, x3, m);
+            acc1(&a1, b1, c, x0, x1, x2, x3, m);
+            acc1(&a2, b2, c, x0, x1, x2, x3, m);
+            acc1(&a3, b3, c, x0, x1, x2, x3, m);
+            acc1(&a4, b4, c, x0, x1, x2, x3, m);
+            acc1(&a5, b5, c, x0, x1, x2, x3, m);
+            acc1(&a6, b6, c, x0, x1, x2, x3, m);
+            acc1(&a7, b7, c, x0, x1, x2, x3, m);
+            acc1(&a8, b8, c, x0, x1, x2, x3, m);
+            acc1(&a9, b9, c, x0, x1, x2, x3, m);
+            acc1(&a10, b10, c, x0, x1, x2, x3, m);
+            acc1(&a11, b11, c, x0, x1, x2, x3, m);
+            acc1(&a12, b12, c, x0, x1, x2, x3, m);
+            acc1(&a13, b13, c, x0, x1, x2, x3, m);
+            acc1(&a14, b14, c, x0, x1, x2, x3, m);
+            acc1(&a15, b15, c, x0, x1, x2, x3, m);
         }
 #endif
         let a = array<vec4<f32>, 16>(a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15);
