@@ -497,6 +497,25 @@ def test_repack_roundtrip_and_dequant(qt, cols):
     assert np.array_equal(Q.dequantize(back, qt, (5, cols)).view(np.uint32), ref.view(np.uint32))
 
 
+@pytest.mark.parametrize("qt", Q.SUPPORTED, ids=lambda q: q.name)
+def test_repack_into_reused_memory_and_views(qt):
+    """repack_for_gpu(out=): the same words written into a reused buffer (one too small gets a
+    new one), pad bytes zeroed even where the buffer held garbage; a type whose GPU layout is the
+    file's own comes back as a view of its input, no copy."""
+    cols = 256
+    raw = Q.quantize(np.random.default_rng(3).standard_normal((4, cols)).astype(np.float32), qt)
+    want = Q.repack_for_gpu(raw, qt, cols)
+    junk = np.full(want.nbytes + 64, 0xA5, np.uint8)
+    got = Q.repack_for_gpu(raw, qt, cols, out=junk)
+    assert np.array_equal(got, want) and got.shape == want.shape
+    small = Q.repack_for_gpu(raw, qt, cols, out=np.empty(8, np.uint8))
+    assert np.array_equal(small, want)
+    if np.may_share_memory(want, raw):
+        assert np.may_share_memory(got, raw)          # the view path ignores `out`
+    else:
+        assert np.may_share_memory(got, junk)
+
+
 def test_repack_f16_odd_width_pads_rows():
     x = np.arange(3 * 5, dtype=np.float32).reshape(3, 5)
     raw = Q.quantize(x, QT.F16)

@@ -1153,27 +1153,41 @@ def gpu_row_words(qtype: GGMLQuantizationType | int, n_cols: int) -> int:
     return n_cols // elems * GPU_BLOCK_WORDS[qt]
 
 
-def repack_for_gpu(data: np.ndarray, qtype: GGMLQuantizationType | int, n_cols: int) -> np.ndarray:
-    """GGUF tensor bytes -> uint32 [rows, gpu_row_words] in the word-aligned GPU layout."""
+def repack_for_gpu(data: np.ndarray, qtype: GGMLQuantizationType | int, n_cols: int,
+                   out: np.ndarray | None = None) -> np.ndarray:
+    """GGUF tensor bytes -> uint32 [rows, gpu_row_words] in the word-aligned GPU layout. Where that
+    layout is the file's own (F32, F16/BF16 rows of even width, blocks of whole words with no head
+    pad: Q4_1, Q5_1, the K-quants but Q3_K/Q6_K, IQ4_XS, ...) the result is a view of `data`, no copy;
+    else one pass writes the blocks and zeroes only the pad bytes, into `out` (uint8, at least the
+    result's size: memory reused across uploads, where fresh pages cost a fault each) if given."""
     qt = _check_supported(qtype)
+    b = _as_bytes(np.ascontiguousarray(data), qt.name)
     if qt in _FLOAT_TYPES:
         item = 4 if qt == QT.F32 else 2
-        b = _as_bytes(np.ascontiguousarray(data), qt.name).reshape(-1, n_cols * item)
+        b = b.reshape(-1, n_cols * item)
         if item == 2 and n_cols % 2:
             b = np.concatenate([b, np.zeros((b.shape[0], 2), np.uint8)], axis=1)
-        return np.ascontiguousarray(b).view("<u4").astype(np.uint32, copy=False)
+        return np.ascontiguousarray(b).view("<u4").reshape(b.shape[0], -1)
     elems, nbytes = block_info(qt)
-    b = _as_bytes(np.ascontiguousarray(data), qt.name).reshape(-1, nbytes)
+    b = b.reshape(-1, nbytes)
     words = GPU_BLOCK_WORDS[qt]
-    out = np.zeros((b.shape[0], words * 4), np.uint8)
+    rows = b.shape[0] * elems // n_cols
+    if qt not in _HEAD_PAD and nbytes == 4 * words:
+        return b.view("<u4").reshape(rows, gpu_row_words(qt, n_cols))
+    size = b.shape[0] * words * 4
+    if out is None or out.size < size:
+        out = np.empty(size, np.uint8)
+    out = out[:size].reshape(b.shape[0], words * 4)
     if qt in _HEAD_PAD:
         head, pad = _HEAD_PAD[qt]
         out[:, 0:head] = b[:, 0:head]
+        out[:, head:head + pad] = 0
         out[:, head + pad:pad + nbytes] = b[:, head:]
+        out[:, pad + nbytes:] = 0
     else:
         out[:, :nbytes] = b
-    rows = b.shape[0] * elems // n_cols
-    return out.view("<u4").astype(np.uint32, copy=False).reshape(rows, gpu_row_words(qt, n_cols))
+        out[:, nbytes:] = 0
+    return out.view("<u4").reshape(rows, gpu_row_words(qt, n_cols))
 
 
 def unpack_from_gpu(words: np.ndarray, qtype: GGMLQuantizationType | int, n_cols: int) -> np.ndarray:

@@ -15,6 +15,7 @@ os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.gettempdir())
 import wgpu  # noqa: E402
 
 from ..errors import DeviceError  # noqa: E402
+from . import ffi_types
 
 BACKENDS = {"vulkan": "Vulkan", "gl": "OpenGL", "opengl": "OpenGL", "metal": "Metal", "dx12": "D3D12", "d3d12": "D3D12"}
 _TYPE_RANK = {"DiscreteGPU": 0, "IntegratedGPU": 1, "VirtualGPU": 2, "Unknown": 3, "CPU": 4}
@@ -59,6 +60,7 @@ class AdapterDesc:
 
 def list_adapters() -> list[AdapterDesc]:
     """Every adapter wgpu finds, in a stable order: best first (discrete, integrated, ..., CPU)."""
+    ffi_types.prewarm()     # before wgpu-py's first structs: seconds of cffi parsing saved
     try:
         raw = wgpu.gpu.enumerate_adapters_sync()
     except Exception as e:  # pragma: no cover - depends on the machine

@@ -24,7 +24,9 @@ Programs (typed methods, each cached by its arguments):
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 from gguf import GGMLQuantizationType as QT
@@ -32,7 +34,7 @@ from gguf import GGMLQuantizationType as QT
 from ... import quants
 from ...gpu.device import GPUContext
 from ...gpu.program import Program, ProgramBuilder
-from ...gpu.weights import GPUTensor, upload_concat, upload_tensor
+from ...gpu.weights import GPUTensor, UploadJob, stack_job, upload_all
 from ...kernels import STEP_WORDS, Act, attention, elementwise, gdn, linear, moe, norm, rope, sample, spec
 from ...sampling import TOPK_MAX
 from .config import ModelConfig
@@ -110,6 +112,11 @@ class Buffers:
     gdn_out: Act | None = None
 
 
+def _as_f32(raw: np.ndarray, qt: QT, shape: tuple[int, ...]) -> np.ndarray:
+    """A small weight decoded to f32, in numpy order."""
+    return quants.dequantize(raw, qt).reshape(tuple(reversed(shape)))
+
+
 class Qwen35GPU:
     """Weights, state and programs of one model on one device."""
 
@@ -123,6 +130,7 @@ class Qwen35GPU:
         self.lay = StepLayout(self.t_max, n_draft_max)
         self.w: dict[str, GPUTensor] = {}
         self._progress = progress
+        self.load_stats = (0, 0.0)          # (bytes, seconds) of weight uploads so far
         self.upload(mtp=False)
         c = self.cfg
         self.rope = rope.rope_table(ctx, n_ctx, c.n_rot, c.rope_base)
@@ -160,7 +168,7 @@ class Qwen35GPU:
                     groups[g] = members
         in_group = {m for ms in groups.values() for m in ms}
         names = [n for n in want if n not in in_group]
-        total = sum(self.gm.tensors[n].n_bytes for n in names)
+        total = sum(self.gm.tensors[n].n_bytes for n in want)
         bar = None
         if self._progress and total > 64 << 20:
             from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
@@ -168,19 +176,30 @@ class Qwen35GPU:
             bar.start()
             task = bar.add_task("up", total=total)
         prog = (lambda b: bar.update(task, advance=b)) if bar else None
+        jobs = []
+        for g, members in groups.items():
+            job = stack_job(g, [(self.gm.raw(m), self.gm.tensors[m].qtype, self.gm.tensors[m].shape)
+                                for m in members], names=members)
+            if job is None:             # widths differ: each on its own
+                names += members
+            else:
+                jobs.append(job)
+        for n in names:
+            info = self.gm.tensors[n]
+            raw, qt = self.gm.raw(n), info.qtype
+            if qt != QT.F32 and reads_f32(n, info.shape):
+                # a small tensor the kernels read as f32 (norms, gates, conv taps, routers) stored
+                # in another type (F16, BF16, ...): decoded once, to the values the twins use
+                raw, qt = partial(_as_f32, self.gm.raw(n), info.qtype, info.shape), QT.F32
+            jobs.append(UploadJob(n, raw, qt, info.shape))
+        t0 = time.perf_counter()
         try:
-            for g, members in groups.items():
-                self.w[g] = upload_concat(self.ctx, g, [(self.gm.raw(m), self.gm.tensors[m].qtype,
-                                                         self.gm.tensors[m].shape) for m in members], prog,
-                                          names=members)
-            for n in names:
-                info = self.gm.tensors[n]
-                raw, qt = self.gm.raw(n), info.qtype
-                if qt != QT.F32 and reads_f32(n, info.shape):
-                    # a small tensor the kernels read as f32 (norms, gates, conv taps, routers) stored
-                    # in another type (F16, BF16, ...): decoded once here, to the values the twins use
-                    raw, qt = quants.dequantize(raw, qt).reshape(tuple(reversed(info.shape))), QT.F32
-                self.w[n] = upload_tensor(self.ctx, n, raw, qt, info.shape, prog)
+            got = upload_all(self.ctx, jobs, prog)
+            self.w.update(got)
+            for t in list(got.values())[-1:]:     # the queue's writes land before the clock stops
+                self.ctx.read(t.parts[-1].buffer, 0, 4)
+            n_bytes, dt = sum(t.nbytes for t in got.values()), time.perf_counter() - t0
+            self.load_stats = (self.load_stats[0] + n_bytes, self.load_stats[1] + dt)
         finally:
             if bar:
                 bar.stop()
