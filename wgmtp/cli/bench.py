@@ -129,14 +129,18 @@ def run_bench(a: argparse.Namespace, viewer: Callable[[Any], Any] | None = None)
         n_max_list = [n for n in n_max_list if n == 0]
     n_ctx = a.n_prompt + a.n_gen + 32
     runner = Qwen35Runner if a.synthetic_acceptance is None else synthetic_runner(Qwen35Runner)
+    t_open = time.perf_counter()
     be = runner(gm, device=a.device or "auto", n_ctx=n_ctx, prefill_chunk=a.prefill_chunk, eog=set(), progress=True)
+    t_open = time.perf_counter() - t_open
+    up_bytes, up_s = be.model.load_stats
     bw = bandwidth.measure(be.ctx)
     adapter = be.ctx.name
     wtype = _weight_type(gm)
     rng = np.random.default_rng(0)
     rows: list[dict] = []
     base = {"engine": "wgmtp", "model": path, "weight_type": wtype, "adapter": adapter,
-            "weights_bytes": gm.weight_bytes(mtp=False), "peak_gb_s": bw["gb_s"]}
+            "weights_bytes": gm.weight_bytes(mtp=False), "peak_gb_s": bw["gb_s"],
+            "load_s": round(t_open, 3), "upload_gb_s": round(up_bytes / max(up_s, 1e-9) / 1e9, 3)}
     view = viewer(Model(gm, be, adapter, n_ctx)) if viewer is not None else None
     observe = view.observe if view is not None else None
 
@@ -155,7 +159,7 @@ def run_bench(a: argparse.Namespace, viewer: Callable[[Any], Any] | None = None)
         from .bench_parallel import run_parallel
         rows += run_parallel(a, gm, base, counts=None if a.parallel else [1])
     info = {"adapter": adapter, "bandwidth": bw, "model": path, "weight_type": wtype,
-            "weights_bytes": base["weights_bytes"]}
+            "weights_bytes": base["weights_bytes"], "load_s": base["load_s"], "upload_gb_s": base["upload_gb_s"]}
     return rows, info
 
 
@@ -253,7 +257,8 @@ def cmd_bench(a: argparse.Namespace) -> int:
     con = Console(width=max(Console().width, 150))
     bw = info["bandwidth"]
     con.print(f"[bold]{info['model']}[/] ({info['weight_type']}, {info['weights_bytes'] / 2**20:.1f} MiB) on "
-              f"{info['adapter']}: streaming read {bw['gb_s']:.1f} GB/s ({bw['timing']})")
+              f"{info['adapter']}: streaming read {bw['gb_s']:.1f} GB/s ({bw['timing']}); loaded in "
+              f"{info['load_s']:.2f} s (device and weights; the weights' upload {info['upload_gb_s']:.2f} GB/s)")
     t = Table()
     for col in ("test", "t/s", "accept", "mean len", "verify/decode", "bytes/tok", "eff GB/s", "of peak",
                 "disp/tok", "subm/tok", "host ms/tok", "host %"):
