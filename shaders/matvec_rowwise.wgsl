@@ -14,8 +14,8 @@
 // Why two paths: llvmpipe runs both sides of an `if` under a lane mask, so a decode in the
 //   4-token code paid 3 absent tokens' loads and products; each path is a loop of at most one
 //   trip (a loop it leaves as soon as no lane goes on). A decode (one token) takes the 16 rows
-//   at once; a verify chunk of 2..4 tokens takes them 4 at a time (4 passes re-reading the
-//   inputs, a quarter of the code: the shader compile time stays that of a small kernel).
+//   at once; a verify chunk of 2..4 tokens takes them 8 at a time (2 passes re-reading the
+//   inputs: half the 4-token code, for the shader compile time).
 // Defines: as matvec.wgsl (NORM: each thread sums the token's squares over the whole row itself,
 //   in column order, so every row sees the same sum; ADD; GLU: thread slots 0..7 are gate
 //   rows o0 + i, slots 8.. their up rows half + o0 + i; it writes silu(gate) * up).
@@ -224,20 +224,30 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
         // 2..4 tokens (verify): 4 rows at a time (GLU: 2 outputs, their gate and up rows)
         for (var many = 0u; many < trips(m > 1u); many++) {
-            for (var q = 0u; q < 4u; q++) {
+            for (var q = 0u; q < 2u; q++) {
 #if GLU
-                let k = vec4<u32>(2u * q, 2u * q + 1u, 8u + 2u * q, 9u + 2u * q);
+                let k = vec4<u32>(4u * q, 4u * q + 1u, 4u * q + 2u, 4u * q + 3u);   // gate rows; up: + 8
+                let kh = k + vec4<u32>(8u);
 #else
-                let k = vec4<u32>(4u * q, 4u * q + 1u, 4u * q + 2u, 4u * q + 3u);
+                let k = vec4<u32>(8u * q, 8u * q + 1u, 8u * q + 2u, 8u * q + 3u);
+                let kh = k + vec4<u32>(4u);
 #endif
                 let r0 = slot_row(k.x, o0, last, g) * rw;
                 let r1 = slot_row(k.y, o0, last, g) * rw;
                 let r2 = slot_row(k.z, o0, last, g) * rw;
                 let r3 = slot_row(k.w, o0, last, g) * rw;
+                let r4 = slot_row(kh.x, o0, last, g) * rw;
+                let r5 = slot_row(kh.y, o0, last, g) * rw;
+                let r6 = slot_row(kh.z, o0, last, g) * rw;
+                let r7 = slot_row(kh.w, o0, last, g) * rw;
                 var a0 = vec4<f32>(0.0);
                 var a1 = a0;
                 var a2 = a0;
                 var a3 = a0;
+                var a4 = a0;
+                var a5 = a0;
+                var a6 = a0;
+                var a7 = a0;
                 var s0 = 0.0;
                 var s1 = 0.0;
                 var s2 = 0.0;
@@ -248,6 +258,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                     acc(&a1, r1, u, x, m);
                     acc(&a2, r2, u, x, m);
                     acc(&a3, r3, u, x, m);
+                    acc(&a4, r4, u, x, m);
+                    acc(&a5, r5, u, x, m);
+                    acc(&a6, r6, u, x, m);
+                    acc(&a7, r7, u, x, m);
                 }
 #if FLOAT
                 for (var c = nu * 8u; c < p.cols; c++) {
@@ -259,18 +273,29 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                     acc1(&a1, r1, c, x, m);
                     acc1(&a2, r2, c, x, m);
                     acc1(&a3, r3, c, x, m);
+                    acc1(&a4, r4, c, x, m);
+                    acc1(&a5, r5, c, x, m);
+                    acc1(&a6, r6, c, x, m);
+                    acc1(&a7, r7, c, x, m);
                 }
 #endif
                 let ss = vec4<f32>(s0, s1, s2, s3);
                 for (var j = 0u; j < m; j++) {
+                    let y = yc + j * ys;
 #if GLU
-                    put(yc + j * ys, k.x, o0, n_out, a0[j], a2[j], ss[j]);
-                    put(yc + j * ys, k.y, o0, n_out, a1[j], a3[j], ss[j]);
+                    put(y, k.x, o0, n_out, a0[j], a4[j], ss[j]);
+                    put(y, k.y, o0, n_out, a1[j], a5[j], ss[j]);
+                    put(y, k.z, o0, n_out, a2[j], a6[j], ss[j]);
+                    put(y, k.w, o0, n_out, a3[j], a7[j], ss[j]);
 #else
-                    put(yc + j * ys, k.x, o0, n_out, a0[j], 0.0, ss[j]);
-                    put(yc + j * ys, k.y, o0, n_out, a1[j], 0.0, ss[j]);
-                    put(yc + j * ys, k.z, o0, n_out, a2[j], 0.0, ss[j]);
-                    put(yc + j * ys, k.w, o0, n_out, a3[j], 0.0, ss[j]);
+                    put(y, k.x, o0, n_out, a0[j], 0.0, ss[j]);
+                    put(y, k.y, o0, n_out, a1[j], 0.0, ss[j]);
+                    put(y, k.z, o0, n_out, a2[j], 0.0, ss[j]);
+                    put(y, k.w, o0, n_out, a3[j], 0.0, ss[j]);
+                    put(y, kh.x, o0, n_out, a4[j], 0.0, ss[j]);
+                    put(y, kh.y, o0, n_out, a5[j], 0.0, ss[j]);
+                    put(y, kh.z, o0, n_out, a6[j], 0.0, ss[j]);
+                    put(y, kh.w, o0, n_out, a7[j], 0.0, ss[j]);
 #endif
                 }
             }
