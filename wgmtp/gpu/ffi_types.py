@@ -25,9 +25,17 @@ def type_strings(sources: list[str]) -> set[str]:
     return out
 
 
+_tried = False
+
+
 def prewarm() -> int:
-    """Parse wgpu-py's struct type strings into its ffi's type cache in one pass; the number of
-    types added (0 when there was nothing to do or cffi's internals are not as expected)."""
+    """Parse wgpu-py's struct type strings into its ffi's type cache in one pass, once per process
+    (later calls return 0 without reading wgpu-py's sources again); the number of types added
+    (0 when there was nothing to do or cffi's internals are not as expected)."""
+    global _tried
+    if _tried:
+        return 0
+    _tried = True
     try:
         from wgpu.backends.wgpu_native import _api, _helpers
         from wgpu.backends.wgpu_native._ffi import ffi
